@@ -1,0 +1,3 @@
+//! bosun: the in-guest agent for VM-isolated pods.
+#![deny(unsafe_code)]
+pub mod protocols;
