@@ -1,3 +1,13 @@
-//! bosun: the in-guest agent for VM-isolated pods.
+//! bosun: the in-guest agent for VM-isolated pods, wire-compatible with the
+//! Kata Containers agent protocol (ttrpc over vsock or unix sockets).
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod logging;
 pub mod protocols;
+pub mod rpc;
+pub mod sys;
+pub mod transport;

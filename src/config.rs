@@ -1,0 +1,309 @@
+//! Agent configuration: flags > environment > kernel command line > defaults.
+//!
+//! One table (`OPTIONS`) names every setting with its flag, environment
+//! variables (bosun's own first, then Kata's), kernel command-line key and
+//! default; `--help` is printed from the same table so it cannot drift.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::transport::Address;
+
+/// One setting and every place it can come from.
+pub struct OptionSpec {
+    /// Long flag without dashes.
+    pub flag: &'static str,
+    /// Environment variables, highest priority first.
+    pub env: &'static [&'static str],
+    /// Kernel command-line key.
+    pub cmdline: Option<&'static str>,
+    /// Default value, if any.
+    pub default: Option<&'static str>,
+    /// One-line help.
+    pub help: &'static str,
+}
+
+/// Every setting the agent reads.
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec { flag: "server-addr", env: &["BOSUN_SERVER_ADDR", "KATA_AGENT_SERVER_ADDR"], cmdline: Some("agent.server_addr"), default: Some("vsock://-1:1024"), help: "listen address: vsock://-1:PORT, unix:///path or unix://@name" },
+    OptionSpec { flag: "log-level", env: &["BOSUN_LOG_LEVEL", "KATA_AGENT_LOG_LEVEL"], cmdline: Some("agent.log"), default: Some("info"), help: "critical, error, warn, info, debug or trace" },
+    OptionSpec { flag: "log-format", env: &["BOSUN_LOG_FORMAT"], cmdline: Some("agent.log_format"), default: Some("json"), help: "json (one object a line) or text (key=value)" },
+    OptionSpec { flag: "shutdown-timeout", env: &["BOSUN_SHUTDOWN_TIMEOUT"], cmdline: Some("agent.shutdown_timeout"), default: Some("5"), help: "seconds in-flight calls get to finish after SIGTERM" },
+    OptionSpec { flag: "cmdline-file", env: &["BOSUN_CMDLINE_FILE"], cmdline: None, default: None, help: "read agent.* keys from this file (/proc/cmdline is read by default only when bosun is PID 1)" },
+];
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable key=value lines.
+    Text,
+}
+
+/// The resolved configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to serve.
+    pub server_addr: Address,
+    /// Lowest level logged.
+    pub log_level: slog::Level,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Bound on graceful shutdown.
+    pub shutdown_timeout: Duration,
+    /// Where each value came from, for the start-up log line.
+    pub sources: Vec<(&'static str, String)>,
+}
+
+/// A bad flag or value: printed with the usage, exit code 2.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Not a known flag.
+    #[error("unknown flag {0:?}; see --help")]
+    UnknownFlag(String),
+    /// A flag given without its value.
+    #[error("flag --{0} needs a value")]
+    MissingValue(String),
+    /// A value that does not parse.
+    #[error("invalid {option} {value:?} (from {source_name}): {reason}")]
+    InvalidValue {
+        /// The setting.
+        option: &'static str,
+        /// The value given.
+        value: String,
+        /// Where it came from.
+        source_name: String,
+        /// What is accepted.
+        reason: String,
+    },
+    /// The command-line file could not be read.
+    #[error("cannot read kernel command line {path:?}: {reason}")]
+    Cmdline {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        reason: String,
+    },
+}
+
+/// What the caller asked for besides serving.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Serve with the configuration.
+    Serve,
+    /// Print help and exit 0.
+    Help,
+    /// Print the version and exit 0.
+    Version,
+}
+
+/// Parses `--flag value` and `--flag=value`; returns the flags by name.
+pub fn parse_flags(args: &[String]) -> Result<(Action, HashMap<&'static str, String>), ConfigError> {
+    let mut out = HashMap::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok((Action::Help, out)),
+            "-V" | "--version" => return Ok((Action::Version, out)),
+            _ => {}
+        }
+        let body = arg.strip_prefix("--").ok_or_else(|| ConfigError::UnknownFlag(arg.clone()))?;
+        let (name, inline) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (body, None),
+        };
+        let spec = OPTIONS.iter().find(|o| o.flag == name).ok_or_else(|| ConfigError::UnknownFlag(arg.clone()))?;
+        let value = match inline {
+            Some(v) => v,
+            None => it.next().cloned().ok_or_else(|| ConfigError::MissingValue(name.to_string()))?,
+        };
+        out.insert(spec.flag, value);
+    }
+    Ok((Action::Serve, out))
+}
+
+/// Parses `agent.key=value` words of a kernel command line.
+pub fn parse_cmdline(text: &str) -> HashMap<String, String> {
+    text.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .filter(|(k, _)| k.starts_with("agent."))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+impl Config {
+    /// Resolves every option from flags, then `env`, then `cmdline`, then
+    /// the default. `cmdline` is the already-read kernel command line, if any.
+    pub fn resolve(
+        flags: &HashMap<&'static str, String>,
+        env: &dyn Fn(&str) -> Option<String>,
+        cmdline: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let kv = cmdline.map(parse_cmdline).unwrap_or_default();
+        let mut sources = Vec::new();
+        let mut pick = |flag: &'static str| -> Option<(String, String)> {
+            let spec = OPTIONS.iter().find(|o| o.flag == flag).expect("option in table");
+            let found = flags
+                .get(flag)
+                .map(|v| (v.clone(), format!("--{flag}")))
+                .or_else(|| spec.env.iter().find_map(|e| env(e).map(|v| (v, format!("${e}")))))
+                .or_else(|| spec.cmdline.and_then(|k| kv.get(k).map(|v| (v.clone(), k.to_string()))))
+                .or_else(|| spec.default.map(|d| (d.to_string(), "default".to_string())));
+            if let Some((_, src)) = &found {
+                sources.push((flag, src.clone()));
+            }
+            found
+        };
+        let bad = |option, (value, source_name): (String, String), reason: String| ConfigError::InvalidValue { option, value, source_name, reason };
+
+        let v = pick("server-addr").expect("has default");
+        let server_addr = Address::parse(&v.0)
+            .and_then(|a| a.check_listenable().map(|_| a))
+            .map_err(|e| bad("server-addr", v.clone(), e.to_string()))?;
+        let v = pick("log-level").expect("has default");
+        let log_level = parse_level(&v.0).ok_or_else(|| bad("log-level", v.clone(), "expected critical, error, warn, info, debug or trace".into()))?;
+        let v = pick("log-format").expect("has default");
+        let log_format = match v.0.as_str() {
+            "json" => LogFormat::Json,
+            "text" => LogFormat::Text,
+            _ => return Err(bad("log-format", v, "expected json or text".into())),
+        };
+        let v = pick("shutdown-timeout").expect("has default");
+        let secs: u64 = v.0.parse().ok().filter(|s| *s <= 3600).ok_or_else(|| bad("shutdown-timeout", v.clone(), "expected whole seconds, 0 to 3600".into()))?;
+        Ok(Config { server_addr, log_level, log_format, shutdown_timeout: Duration::from_secs(secs), sources })
+    }
+}
+
+fn parse_level(s: &str) -> Option<slog::Level> {
+    Some(match s.to_ascii_lowercase().as_str() {
+        "critical" | "fatal" | "panic" => slog::Level::Critical,
+        "error" => slog::Level::Error,
+        "warn" | "warning" => slog::Level::Warning,
+        "info" => slog::Level::Info,
+        "debug" => slog::Level::Debug,
+        "trace" => slog::Level::Trace,
+        _ => return None,
+    })
+}
+
+/// Which kernel command line to read, if any: the one named by
+/// `--cmdline-file`/`$BOSUN_CMDLINE_FILE`, else /proc/cmdline when bosun is
+/// PID 1 (in a guest), else none: outside a guest, the host's command line
+/// is not the agent's configuration.
+pub fn cmdline_source(flags: &HashMap<&'static str, String>, env: &dyn Fn(&str) -> Option<String>, is_pid1: bool) -> Option<PathBuf> {
+    flags
+        .get("cmdline-file")
+        .cloned()
+        .or_else(|| env("BOSUN_CMDLINE_FILE"))
+        .map(PathBuf::from)
+        .or_else(|| is_pid1.then(|| PathBuf::from("/proc/cmdline")))
+}
+
+/// Reads the command line chosen by `cmdline_source`.
+pub fn read_cmdline(path: &std::path::Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::Cmdline { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+/// The `--help` text.
+pub fn usage() -> String {
+    let mut s = String::from("bosun: in-guest agent for VM-isolated pods (Kata agent protocol over ttrpc)\n\nUSAGE:\n    bosun [FLAGS]\n    bosun --help | --version\n\nFLAGS (flag > environment > kernel command line > default):\n");
+    for o in OPTIONS {
+        s += &format!("    --{} <value>\n        {}\n", o.flag, o.help);
+        if !o.env.is_empty() {
+            s += &format!("        env: {}\n", o.env.join(", "));
+        }
+        if let Some(k) = o.cmdline {
+            s += &format!("        kernel command line: {k}=\n");
+        }
+        if let Some(d) = o.default {
+            s += &format!("        default: {d}\n");
+        }
+    }
+    s + "\nExit codes: 0 clean shutdown, 1 runtime failure (address in use, ...), 2 bad configuration.\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn resolve(flags: &[&str], env: &[(&str, &str)], cmdline: Option<&str>) -> Result<Config, ConfigError> {
+        let (_, f) = parse_flags(&args(flags))?;
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::resolve(&f, &|k| env.get(k).cloned(), cmdline)
+    }
+
+    #[test]
+    fn precedence_flag_env_cmdline_default() {
+        let cl = Some("quiet agent.server_addr=unix:///c.sock agent.log=debug");
+        let env = [("BOSUN_SERVER_ADDR", "unix:///e.sock"), ("KATA_AGENT_SERVER_ADDR", "unix:///k.sock")];
+        let cases: &[(&[&str], &[(&str, &str)], Option<&str>, &str)] = &[
+            (&["--server-addr", "unix:///f.sock"], &env, cl, "unix:///f.sock"),
+            (&["--server-addr=unix:///f.sock"], &env, cl, "unix:///f.sock"),
+            (&[], &env, cl, "unix:///e.sock"),
+            (&[], &env[1..], cl, "unix:///k.sock"),
+            (&[], &[], cl, "unix:///c.sock"),
+            (&[], &[], None, "vsock://-1:1024"),
+        ];
+        for (i, (f, e, c, want)) in cases.iter().enumerate() {
+            let cfg = resolve(f, e, *c).unwrap_or_else(|err| panic!("test[{i}]: {err}"));
+            assert_eq!(cfg.server_addr.to_string(), *want, "test[{i}]");
+        }
+        let cfg = resolve(&[], &[], cl).unwrap();
+        assert_eq!(cfg.log_level, slog::Level::Debug);
+        assert!(cfg.sources.contains(&("log-level", "agent.log".to_string())));
+        let cfg = resolve(&["--log-level", "warn"], &[("KATA_AGENT_LOG_LEVEL", "trace")], cl).unwrap();
+        assert_eq!(cfg.log_level, slog::Level::Warning);
+        let cfg = resolve(&[], &[("KATA_AGENT_LOG_LEVEL", "trace")], cl).unwrap();
+        assert_eq!(cfg.log_level, slog::Level::Trace);
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+            (&["--server-addr", "tcp://1:2"], &[], "server-addr"),
+            (&["--server-addr", "hvsock:///x:1"], &[], "server-addr"),
+            (&[], &[("BOSUN_LOG_LEVEL", "loud")], "log-level"),
+            (&["--log-format", "xml"], &[], "log-format"),
+            (&["--shutdown-timeout", "-1"], &[], "shutdown-timeout"),
+            (&["--shutdown-timeout", "99999"], &[], "shutdown-timeout"),
+        ];
+        for (i, (f, e, opt)) in cases.iter().enumerate() {
+            match resolve(f, e, None) {
+                Err(ConfigError::InvalidValue { option, .. }) => assert_eq!(option, *opt, "test[{i}]"),
+                other => panic!("test[{i}]: expected InvalidValue for {opt}, got {other:?}"),
+            }
+        }
+        assert_eq!(resolve(&["--nope"], &[], None).unwrap_err(), ConfigError::UnknownFlag("--nope".into()));
+        assert_eq!(resolve(&["--log-level"], &[], None).unwrap_err(), ConfigError::MissingValue("log-level".into()));
+        assert_eq!(resolve(&["serve"], &[], None).unwrap_err(), ConfigError::UnknownFlag("serve".into()));
+    }
+
+    #[test]
+    fn cmdline_only_when_pid1_or_asked() {
+        let none = |_: &str| None;
+        let empty = HashMap::new();
+        assert_eq!(cmdline_source(&empty, &none, false), None);
+        assert_eq!(cmdline_source(&empty, &none, true), Some(PathBuf::from("/proc/cmdline")));
+        let (_, f) = parse_flags(&args(&["--cmdline-file", "/tmp/c"])).unwrap();
+        assert_eq!(cmdline_source(&f, &none, false), Some(PathBuf::from("/tmp/c")));
+        assert_eq!(parse_cmdline("a=b agent.log=debug agent.x"), HashMap::from([("agent.log".into(), "debug".into())]));
+    }
+
+    #[test]
+    fn help_lists_every_option() {
+        let u = usage();
+        for o in OPTIONS {
+            assert!(u.contains(&format!("--{}", o.flag)), "--{} missing from help", o.flag);
+            for e in o.env {
+                assert!(u.contains(e), "{e} missing from help");
+            }
+        }
+        assert_eq!(parse_flags(&args(&["--help"])).unwrap().0, Action::Help);
+    }
+}

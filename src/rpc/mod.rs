@@ -1,0 +1,65 @@
+//! The ttrpc server: services, request logging, graceful shutdown.
+//!
+//! Handlers are thin: decode, validate, call the domain, map the error.
+
+mod agent;
+mod health;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slog::{debug, info, o, warn, Logger};
+
+pub use health::{AGENT_VERSION, PROTOCOL_VERSION};
+
+use crate::error::AgentError;
+use crate::protocols::{agent_ttrpc, health_ttrpc};
+use crate::transport::listen::Bound;
+
+/// All services bosun registers, by ttrpc service name.
+pub fn services(log: &Logger) -> HashMap<String, ttrpc::r#async::Service> {
+    let log = log.new(o!("subsystem" => "rpc"));
+    let mut s = agent_ttrpc::create_agent_service(Arc::new(agent::Agent { log: log.clone() }));
+    s.extend(health_ttrpc::create_health(Arc::new(health::Health { log })));
+    s
+}
+
+/// Runs `f` as the body of method `method`: logs it at debug with its
+/// duration, and a failure at warn with its code.
+pub(crate) async fn traced<T, F>(log: &Logger, method: &'static str, f: F) -> ttrpc::Result<T>
+where
+    F: Future<Output = Result<T, AgentError>>,
+{
+    let start = Instant::now();
+    let r = f.await;
+    let us = start.elapsed().as_micros() as u64;
+    match r {
+        Ok(v) => {
+            debug!(log, "rpc done"; "method" => method, "us" => us);
+            Ok(v)
+        }
+        Err(e) => {
+            warn!(log, "rpc failed"; "method" => method, "us" => us, "code" => ?e.code(), "error" => %e);
+            Err(e.into())
+        }
+    }
+}
+
+/// Serves on `bound` until `stop` resolves, then stops accepting and gives
+/// in-flight calls up to `grace` to finish.
+pub async fn serve(bound: Bound, log: &Logger, grace: Duration, stop: impl Future<Output = ()>) -> Result<(), ttrpc::Error> {
+    // `owner` keeps the socket file until the server is shut down.
+    let Bound { listener, owner } = bound;
+    let mut server = ttrpc::r#async::Server::new().add_listener(listener).register_service(services(log));
+    server.start().await?;
+    info!(log, "serving");
+    stop.await;
+    info!(log, "shutting down"; "grace_ms" => grace.as_millis() as u64);
+    if tokio::time::timeout(grace, server.shutdown()).await.is_err() {
+        warn!(log, "in-flight calls did not finish in time; closing them"; "grace_ms" => grace.as_millis() as u64);
+    }
+    drop(owner);
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! Transports: bytes in, bytes out. Parsing addresses, binding listeners
+//! (unix, abstract, vsock) and dialling (unix, vsock, hybrid vsock).
+
+pub mod address;
+pub mod connect;
+pub mod guard;
+pub mod listen;
+
+pub use address::{Address, AddressError};
