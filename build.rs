@@ -45,8 +45,11 @@ fn main() {
             .lines()
             .filter(|l| !l.starts_with("#![") && !l.starts_with("//!"))
             .collect();
-        fs::write(out.join(path.file_name().expect("file name")), unimplemented_by_default(&kept.join("\n")))
-            .expect("write generated file");
+        fs::write(
+            out.join(path.file_name().expect("file name")),
+            unimplemented_by_default(&kept.join("\n")),
+        )
+        .expect("write generated file");
     }
 }
 
@@ -59,5 +62,8 @@ fn unimplemented_by_default(code: &str) -> String {
         "::ttrpc::get_status(::ttrpc::Code::NOT_FOUND, \"/grpc.",
         "::ttrpc::get_status(::ttrpc::Code::UNIMPLEMENTED, \"/grpc.",
     )
-    .replace(" is not supported\".to_string()", " is not implemented by bosun\".to_string()")
+    .replace(
+        " is not supported\".to_string()",
+        " is not implemented by bosun\".to_string()",
+    )
 }

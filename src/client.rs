@@ -17,6 +17,8 @@ pub struct Client {
     pub agent: AgentServiceClient,
     /// `grpc.Health`.
     pub health: HealthClient,
+    /// The underlying ttrpc client, for calls by method name.
+    pub raw: ttrpc::r#async::Client,
     timeout: Duration,
 }
 
@@ -26,7 +28,12 @@ impl Client {
     pub async fn connect(addr: &Address, timeout: Duration) -> Result<Self, ConnectError> {
         let sock = connect(addr, timeout).await?;
         let inner = ttrpc::r#async::Client::new(sock);
-        Ok(Self { agent: AgentServiceClient::new(inner.clone()), health: HealthClient::new(inner), timeout })
+        Ok(Self {
+            agent: AgentServiceClient::new(inner.clone()),
+            health: HealthClient::new(inner.clone()),
+            raw: inner,
+            timeout,
+        })
     }
 
     /// A context bounded by the client's timeout.

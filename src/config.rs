@@ -26,11 +26,41 @@ pub struct OptionSpec {
 
 /// Every setting the agent reads.
 pub const OPTIONS: &[OptionSpec] = &[
-    OptionSpec { flag: "server-addr", env: &["BOSUN_SERVER_ADDR", "KATA_AGENT_SERVER_ADDR"], cmdline: Some("agent.server_addr"), default: Some("vsock://-1:1024"), help: "listen address: vsock://-1:PORT, unix:///path or unix://@name" },
-    OptionSpec { flag: "log-level", env: &["BOSUN_LOG_LEVEL", "KATA_AGENT_LOG_LEVEL"], cmdline: Some("agent.log"), default: Some("info"), help: "critical, error, warn, info, debug or trace" },
-    OptionSpec { flag: "log-format", env: &["BOSUN_LOG_FORMAT"], cmdline: Some("agent.log_format"), default: Some("json"), help: "json (one object a line) or text (key=value)" },
-    OptionSpec { flag: "shutdown-timeout", env: &["BOSUN_SHUTDOWN_TIMEOUT"], cmdline: Some("agent.shutdown_timeout"), default: Some("5"), help: "seconds in-flight calls get to finish after SIGTERM" },
-    OptionSpec { flag: "cmdline-file", env: &["BOSUN_CMDLINE_FILE"], cmdline: None, default: None, help: "read agent.* keys from this file (/proc/cmdline is read by default only when bosun is PID 1)" },
+    OptionSpec {
+        flag: "server-addr",
+        env: &["BOSUN_SERVER_ADDR", "KATA_AGENT_SERVER_ADDR"],
+        cmdline: Some("agent.server_addr"),
+        default: Some("vsock://-1:1024"),
+        help: "listen address: vsock://-1:PORT, unix:///path or unix://@name",
+    },
+    OptionSpec {
+        flag: "log-level",
+        env: &["BOSUN_LOG_LEVEL", "KATA_AGENT_LOG_LEVEL"],
+        cmdline: Some("agent.log"),
+        default: Some("info"),
+        help: "critical, error, warn, info, debug or trace",
+    },
+    OptionSpec {
+        flag: "log-format",
+        env: &["BOSUN_LOG_FORMAT"],
+        cmdline: Some("agent.log_format"),
+        default: Some("json"),
+        help: "json (one object a line) or text (key=value)",
+    },
+    OptionSpec {
+        flag: "shutdown-timeout",
+        env: &["BOSUN_SHUTDOWN_TIMEOUT"],
+        cmdline: Some("agent.shutdown_timeout"),
+        default: Some("5"),
+        help: "seconds in-flight calls get to finish after SIGTERM",
+    },
+    OptionSpec {
+        flag: "cmdline-file",
+        env: &["BOSUN_CMDLINE_FILE"],
+        cmdline: None,
+        default: None,
+        help: "read agent.* keys from this file (/proc/cmdline is read by default only when bosun is PID 1)",
+    },
 ];
 
 /// Log output format.
@@ -109,15 +139,23 @@ pub fn parse_flags(args: &[String]) -> Result<(Action, HashMap<&'static str, Str
             "-V" | "--version" => return Ok((Action::Version, out)),
             _ => {}
         }
-        let body = arg.strip_prefix("--").ok_or_else(|| ConfigError::UnknownFlag(arg.clone()))?;
+        let body = arg
+            .strip_prefix("--")
+            .ok_or_else(|| ConfigError::UnknownFlag(arg.clone()))?;
         let (name, inline) = match body.split_once('=') {
             Some((n, v)) => (n, Some(v.to_string())),
             None => (body, None),
         };
-        let spec = OPTIONS.iter().find(|o| o.flag == name).ok_or_else(|| ConfigError::UnknownFlag(arg.clone()))?;
+        let spec = OPTIONS
+            .iter()
+            .find(|o| o.flag == name)
+            .ok_or_else(|| ConfigError::UnknownFlag(arg.clone()))?;
         let value = match inline {
             Some(v) => v,
-            None => it.next().cloned().ok_or_else(|| ConfigError::MissingValue(name.to_string()))?,
+            None => it
+                .next()
+                .cloned()
+                .ok_or_else(|| ConfigError::MissingValue(name.to_string()))?,
         };
         out.insert(spec.flag, value);
     }
@@ -156,14 +194,25 @@ impl Config {
             }
             found
         };
-        let bad = |option, (value, source_name): (String, String), reason: String| ConfigError::InvalidValue { option, value, source_name, reason };
+        let bad = |option, (value, source_name): (String, String), reason: String| ConfigError::InvalidValue {
+            option,
+            value,
+            source_name,
+            reason,
+        };
 
         let v = pick("server-addr").expect("has default");
         let server_addr = Address::parse(&v.0)
             .and_then(|a| a.check_listenable().map(|_| a))
             .map_err(|e| bad("server-addr", v.clone(), e.to_string()))?;
         let v = pick("log-level").expect("has default");
-        let log_level = parse_level(&v.0).ok_or_else(|| bad("log-level", v.clone(), "expected critical, error, warn, info, debug or trace".into()))?;
+        let log_level = parse_level(&v.0).ok_or_else(|| {
+            bad(
+                "log-level",
+                v.clone(),
+                "expected critical, error, warn, info, debug or trace".into(),
+            )
+        })?;
         let v = pick("log-format").expect("has default");
         let log_format = match v.0.as_str() {
             "json" => LogFormat::Json,
@@ -171,8 +220,20 @@ impl Config {
             _ => return Err(bad("log-format", v, "expected json or text".into())),
         };
         let v = pick("shutdown-timeout").expect("has default");
-        let secs: u64 = v.0.parse().ok().filter(|s| *s <= 3600).ok_or_else(|| bad("shutdown-timeout", v.clone(), "expected whole seconds, 0 to 3600".into()))?;
-        Ok(Config { server_addr, log_level, log_format, shutdown_timeout: Duration::from_secs(secs), sources })
+        let secs: u64 = v.0.parse().ok().filter(|s| *s <= 3600).ok_or_else(|| {
+            bad(
+                "shutdown-timeout",
+                v.clone(),
+                "expected whole seconds, 0 to 3600".into(),
+            )
+        })?;
+        Ok(Config {
+            server_addr,
+            log_level,
+            log_format,
+            shutdown_timeout: Duration::from_secs(secs),
+            sources,
+        })
     }
 }
 
@@ -192,7 +253,11 @@ fn parse_level(s: &str) -> Option<slog::Level> {
 /// `--cmdline-file`/`$BOSUN_CMDLINE_FILE`, else /proc/cmdline when bosun is
 /// PID 1 (in a guest), else none: outside a guest, the host's command line
 /// is not the agent's configuration.
-pub fn cmdline_source(flags: &HashMap<&'static str, String>, env: &dyn Fn(&str) -> Option<String>, is_pid1: bool) -> Option<PathBuf> {
+pub fn cmdline_source(
+    flags: &HashMap<&'static str, String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    is_pid1: bool,
+) -> Option<PathBuf> {
     flags
         .get("cmdline-file")
         .cloned()
@@ -203,7 +268,10 @@ pub fn cmdline_source(flags: &HashMap<&'static str, String>, env: &dyn Fn(&str) 
 
 /// Reads the command line chosen by `cmdline_source`.
 pub fn read_cmdline(path: &std::path::Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError::Cmdline { path: path.to_path_buf(), reason: e.to_string() })
+    std::fs::read_to_string(path).map_err(|e| ConfigError::Cmdline {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// The `--help` text.
@@ -228,6 +296,11 @@ pub fn usage() -> String {
 mod tests {
     use super::*;
 
+    /// (flags, environment, expected)
+    type Case<'a, T> = (&'a [&'a str], &'a [(&'a str, &'a str)], T);
+    /// (flags, environment, kernel command line, expected address)
+    type Precedence<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], Option<&'a str>, &'a str);
+
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
     }
@@ -241,8 +314,11 @@ mod tests {
     #[test]
     fn precedence_flag_env_cmdline_default() {
         let cl = Some("quiet agent.server_addr=unix:///c.sock agent.log=debug");
-        let env = [("BOSUN_SERVER_ADDR", "unix:///e.sock"), ("KATA_AGENT_SERVER_ADDR", "unix:///k.sock")];
-        let cases: &[(&[&str], &[(&str, &str)], Option<&str>, &str)] = &[
+        let env = [
+            ("BOSUN_SERVER_ADDR", "unix:///e.sock"),
+            ("KATA_AGENT_SERVER_ADDR", "unix:///k.sock"),
+        ];
+        let cases: &[Precedence] = &[
             (&["--server-addr", "unix:///f.sock"], &env, cl, "unix:///f.sock"),
             (&["--server-addr=unix:///f.sock"], &env, cl, "unix:///f.sock"),
             (&[], &env, cl, "unix:///e.sock"),
@@ -265,7 +341,7 @@ mod tests {
 
     #[test]
     fn invalid_values_are_named() {
-        let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+        let cases: &[Case<&str>] = &[
             (&["--server-addr", "tcp://1:2"], &[], "server-addr"),
             (&["--server-addr", "hvsock:///x:1"], &[], "server-addr"),
             (&[], &[("BOSUN_LOG_LEVEL", "loud")], "log-level"),
@@ -275,13 +351,24 @@ mod tests {
         ];
         for (i, (f, e, opt)) in cases.iter().enumerate() {
             match resolve(f, e, None) {
-                Err(ConfigError::InvalidValue { option, .. }) => assert_eq!(option, *opt, "test[{i}]"),
+                Err(ConfigError::InvalidValue { option, .. }) => {
+                    assert_eq!(option, *opt, "test[{i}]")
+                }
                 other => panic!("test[{i}]: expected InvalidValue for {opt}, got {other:?}"),
             }
         }
-        assert_eq!(resolve(&["--nope"], &[], None).unwrap_err(), ConfigError::UnknownFlag("--nope".into()));
-        assert_eq!(resolve(&["--log-level"], &[], None).unwrap_err(), ConfigError::MissingValue("log-level".into()));
-        assert_eq!(resolve(&["serve"], &[], None).unwrap_err(), ConfigError::UnknownFlag("serve".into()));
+        assert_eq!(
+            resolve(&["--nope"], &[], None).unwrap_err(),
+            ConfigError::UnknownFlag("--nope".into())
+        );
+        assert_eq!(
+            resolve(&["--log-level"], &[], None).unwrap_err(),
+            ConfigError::MissingValue("log-level".into())
+        );
+        assert_eq!(
+            resolve(&["serve"], &[], None).unwrap_err(),
+            ConfigError::UnknownFlag("serve".into())
+        );
     }
 
     #[test]
@@ -289,10 +376,16 @@ mod tests {
         let none = |_: &str| None;
         let empty = HashMap::new();
         assert_eq!(cmdline_source(&empty, &none, false), None);
-        assert_eq!(cmdline_source(&empty, &none, true), Some(PathBuf::from("/proc/cmdline")));
+        assert_eq!(
+            cmdline_source(&empty, &none, true),
+            Some(PathBuf::from("/proc/cmdline"))
+        );
         let (_, f) = parse_flags(&args(&["--cmdline-file", "/tmp/c"])).unwrap();
         assert_eq!(cmdline_source(&f, &none, false), Some(PathBuf::from("/tmp/c")));
-        assert_eq!(parse_cmdline("a=b agent.log=debug agent.x"), HashMap::from([("agent.log".into(), "debug".into())]));
+        assert_eq!(
+            parse_cmdline("a=b agent.log=debug agent.x"),
+            HashMap::from([("agent.log".into(), "debug".into())])
+        );
     }
 
     #[test]

@@ -41,7 +41,10 @@ impl AgentError {
 
     /// Shorthand for an `InvalidArgument`.
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Self::InvalidArgument { field, reason: reason.into() }
+        Self::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -59,7 +62,10 @@ mod tests {
     fn codes_and_status() {
         let cases = [
             (AgentError::invalid("container_id", "empty"), Code::INVALID_ARGUMENT),
-            (AgentError::Unimplemented("/grpc.AgentService/AddSwap"), Code::UNIMPLEMENTED),
+            (
+                AgentError::Unimplemented("/grpc.AgentService/AddSwap"),
+                Code::UNIMPLEMENTED,
+            ),
             (AgentError::Unavailable("shutting down".into()), Code::UNAVAILABLE),
             (AgentError::Internal("x".into()), Code::INTERNAL),
         ];

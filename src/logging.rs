@@ -2,24 +2,32 @@
 //! slow console never stalls a request.
 
 use slog::{o, Drain, Logger};
+pub use slog_async::AsyncGuard;
 
 use crate::config::LogFormat;
 
-/// Builds the root logger. Keep the returned guard-free `Logger` for the
-/// life of the process; records are flushed when it is dropped.
-pub fn root(format: LogFormat, level: slog::Level) -> Logger {
-    let drain = match format {
+/// Builds the root logger. Drop the guard last, before exiting: it flushes
+/// the records still queued (clones of the logger may outlive `main`'s).
+pub fn root(format: LogFormat, level: slog::Level) -> (Logger, AsyncGuard) {
+    let (drain, guard) = match format {
         LogFormat::Json => {
-            let json = slog_json::Json::new(std::io::stderr()).add_default_keys().build().fuse();
-            slog_async::Async::new(json).chan_size(4096).build().fuse()
+            let json = slog_json::Json::new(std::io::stderr())
+                .add_default_keys()
+                .build()
+                .fuse();
+            slog_async::Async::new(json).chan_size(4096).build_with_guard()
         }
         LogFormat::Text => {
             let dec = slog_term::PlainSyncDecorator::new(std::io::stderr());
             let term = slog_term::FullFormat::new(dec).build().fuse();
-            slog_async::Async::new(term).chan_size(4096).build().fuse()
+            slog_async::Async::new(term).chan_size(4096).build_with_guard()
         }
     };
-    Logger::root(drain.filter_level(level).fuse(), o!("source" => "bosun", "pid" => std::process::id()))
+    let log = Logger::root(
+        drain.fuse().filter_level(level).fuse(),
+        o!("source" => "bosun", "pid" => std::process::id()),
+    );
+    (log, guard)
 }
 
 /// A logger that drops everything, for tests and library callers.

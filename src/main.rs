@@ -19,7 +19,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let log = logging::root(cfg.log_format, cfg.log_level);
+    let (log, flush) = logging::root(cfg.log_format, cfg.log_level);
     let code = match run(&cfg, &log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -28,7 +28,8 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     };
-    drop(log); // flush the async drain
+    drop(log);
+    drop(flush); // waits until every queued record is written
     code
 }
 
@@ -42,7 +43,11 @@ fn configure(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Op
             return Ok(None);
         }
         Action::Version => {
-            println!("bosun {} (kata agent protocol {})", rpc::AGENT_VERSION, rpc::PROTOCOL_VERSION);
+            println!(
+                "bosun {} (kata agent protocol {})",
+                rpc::AGENT_VERSION,
+                rpc::PROTOCOL_VERSION
+            );
             return Ok(None);
         }
         Action::Serve => {}
@@ -58,7 +63,10 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
     // One thread serves every connection: a Check round trip is measurably
     // faster than on the multi-thread runtime (see README), and slow work is
     // moved to the blocking pool.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("start the async runtime")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
     rt.block_on(async {
         let sources: Vec<String> = cfg.sources.iter().map(|(k, v)| format!("{k}={v}")).collect();
         info!(log, "starting"; "version" => rpc::AGENT_VERSION, "addr" => %cfg.server_addr, "config_sources" => sources.join(","));

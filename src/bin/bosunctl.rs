@@ -46,13 +46,22 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
             Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
             _ => (a.as_str(), None),
         };
-        let mut value = |n: &str| inline.clone().or_else(|| it.next().cloned()).ok_or(format!("{n} needs a value"));
+        let mut value = |n: &str| {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or(format!("{n} needs a value"))
+        };
         match name {
             "-h" | "--help" | "help" => return Ok(None),
             "--addr" => addr = Some(value("--addr")?),
             "--timeout" => {
                 let v = value("--timeout")?;
-                let secs: f64 = v.parse().ok().filter(|s: &f64| *s > 0.0 && *s <= 3600.0).ok_or(format!("--timeout {v:?}: expected seconds, >0 and <= 3600"))?;
+                let secs: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| *s > 0.0 && *s <= 3600.0)
+                    .ok_or(format!("--timeout {v:?}: expected seconds, >0 and <= 3600"))?;
                 timeout = Duration::from_secs_f64(secs);
             }
             "--json" => json = true,
@@ -62,8 +71,15 @@ fn parse(args: &[String]) -> Result<Option<Opts>, String> {
     }
     let command = command.ok_or("no command given")?;
     let addr = addr.ok_or("no agent address: pass --addr or set BOSUNCTL_ADDR")?;
-    let addr = Address::parse(&addr).and_then(|a| a.check_dialable().map(|_| a)).map_err(|e| e.to_string())?;
-    Ok(Some(Opts { addr, timeout, json, command }))
+    let addr = Address::parse(&addr)
+        .and_then(|a| a.check_dialable().map(|_| a))
+        .map_err(|e| e.to_string())?;
+    Ok(Some(Opts {
+        addr,
+        timeout,
+        json,
+        command,
+    }))
 }
 
 fn main() -> ExitCode {
@@ -80,7 +96,10 @@ fn main() -> ExitCode {
         }
     };
     if !matches!(opts.command.as_str(), "check" | "version") {
-        eprintln!("bosunctl: unknown command {:?}\nRun `bosunctl --help` for usage.", opts.command);
+        eprintln!(
+            "bosunctl: unknown command {:?}\nRun `bosunctl --help` for usage.",
+            opts.command
+        );
         return ExitCode::from(2);
     }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -108,7 +127,11 @@ async fn run(o: &Opts) -> Result<String, String> {
         "check" => {
             let r = c.check().await.map_err(describe)?;
             let status = format!("{:?}", r.status.enum_value_or_default());
-            Ok(if o.json { serde_json::json!({ "status": status }).to_string() } else { status })
+            Ok(if o.json {
+                serde_json::json!({ "status": status }).to_string()
+            } else {
+                status
+            })
         }
         "version" => {
             let r = c.version().await.map_err(describe)?;

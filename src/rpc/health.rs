@@ -2,7 +2,9 @@
 
 use ttrpc::r#async::TtrpcContext;
 
-use crate::protocols::health::{health_check_response::ServingStatus, CheckRequest, HealthCheckResponse, VersionCheckResponse};
+use crate::protocols::health::{
+    health_check_response::ServingStatus, CheckRequest, HealthCheckResponse, VersionCheckResponse,
+};
 use crate::protocols::health_ttrpc;
 
 /// The Kata agent protocol version bosun implements (Kata's API_VERSION).

@@ -49,10 +49,17 @@ where
 
 /// Serves on `bound` until `stop` resolves, then stops accepting and gives
 /// in-flight calls up to `grace` to finish.
-pub async fn serve(bound: Bound, log: &Logger, grace: Duration, stop: impl Future<Output = ()>) -> Result<(), ttrpc::Error> {
+pub async fn serve(
+    bound: Bound,
+    log: &Logger,
+    grace: Duration,
+    stop: impl Future<Output = ()>,
+) -> Result<(), ttrpc::Error> {
     // `owner` keeps the socket file until the server is shut down.
     let Bound { listener, owner } = bound;
-    let mut server = ttrpc::r#async::Server::new().add_listener(listener).register_service(services(log));
+    let mut server = ttrpc::r#async::Server::new()
+        .add_listener(listener)
+        .register_service(services(log));
     server.start().await?;
     info!(log, "serving");
     stop.await;

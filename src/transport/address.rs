@@ -47,7 +47,10 @@ pub struct AddressError {
 impl Address {
     /// Parses any of the four forms.
     pub fn parse(s: &str) -> Result<Self, AddressError> {
-        let err = |reason| AddressError { addr: s.to_string(), reason };
+        let err = |reason| AddressError {
+            addr: s.to_string(),
+            reason,
+        };
         if let Some(rest) = s.strip_prefix("vsock://") {
             let (cid, port) = rest.split_once(':').ok_or_else(|| err("missing :PORT"))?;
             let cid = match cid {
@@ -67,7 +70,10 @@ impl Address {
         } else if let Some(rest) = s.strip_prefix("hvsock://") {
             let (path, port) = rest.rsplit_once(':').ok_or_else(|| err("missing :PORT"))?;
             let port = port.parse().map_err(|_| err("PORT is not a number"))?;
-            Ok(Self::HybridVsock { path: unix_path(path).map_err(err)?, port })
+            Ok(Self::HybridVsock {
+                path: unix_path(path).map_err(err)?,
+                port,
+            })
         } else {
             Err(err("unknown scheme"))
         }
@@ -87,10 +93,12 @@ impl Address {
     /// Checks that a client can dial this address.
     pub fn check_dialable(&self) -> Result<(), AddressError> {
         match self {
-            Self::Vsock { cid, .. } if *cid == VMADDR_CID_ANY || *cid == 0 || *cid == VMADDR_CID_HOST => Err(AddressError {
-                addr: self.to_string(),
-                reason: "dial the guest's CID (3 or more), or 1 for the local loopback",
-            }),
+            Self::Vsock { cid, .. } if *cid == VMADDR_CID_ANY || *cid == 0 || *cid == VMADDR_CID_HOST => {
+                Err(AddressError {
+                    addr: self.to_string(),
+                    reason: "dial the guest's CID (3 or more), or 1 for the local loopback",
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -125,11 +133,23 @@ mod tests {
     #[test]
     fn parse_table() {
         let ok = [
-            ("vsock://-1:1024", Address::Vsock { cid: VMADDR_CID_ANY, port: 1024 }),
+            (
+                "vsock://-1:1024",
+                Address::Vsock {
+                    cid: VMADDR_CID_ANY,
+                    port: 1024,
+                },
+            ),
             ("vsock://3:1024", Address::Vsock { cid: 3, port: 1024 }),
             ("unix:///run/a.sock", Address::Unix("/run/a.sock".into())),
             ("unix://@bosun", Address::UnixAbstract("bosun".into())),
-            ("hvsock:///tmp/vm.vsock:1024", Address::HybridVsock { path: "/tmp/vm.vsock".into(), port: 1024 }),
+            (
+                "hvsock:///tmp/vm.vsock:1024",
+                Address::HybridVsock {
+                    path: "/tmp/vm.vsock".into(),
+                    port: 1024,
+                },
+            ),
         ];
         for (i, (s, want)) in ok.into_iter().enumerate() {
             let got = Address::parse(s).unwrap_or_else(|e| panic!("test[{i}]: {s}: {e}"));
@@ -137,7 +157,18 @@ mod tests {
             assert_eq!(got.to_string(), s, "test[{i}]: display round trip");
         }
         let long = format!("unix:///{}", "a".repeat(200));
-        let bad = ["", "tcp://1.2.3.4:5", "vsock://3", "vsock://x:1", "vsock://3:99999999999", "unix://rel/path", "unix://@", long.as_str(), "hvsock:///p", "hvsock:///p:x"];
+        let bad = [
+            "",
+            "tcp://1.2.3.4:5",
+            "vsock://3",
+            "vsock://x:1",
+            "vsock://3:99999999999",
+            "unix://rel/path",
+            "unix://@",
+            long.as_str(),
+            "hvsock:///p",
+            "hvsock:///p:x",
+        ];
         for (i, s) in bad.into_iter().enumerate() {
             assert!(Address::parse(s).is_err(), "test[{i}]: {s:?} should be refused");
         }

@@ -60,7 +60,10 @@ pub async fn connect(addr: &Address, timeout: Duration) -> Result<Socket, Connec
 }
 
 async fn dial(addr: &Address) -> Result<Socket, ConnectError> {
-    let io_err = |source| ConnectError::Io { addr: addr.to_string(), source };
+    let io_err = |source| ConnectError::Io {
+        addr: addr.to_string(),
+        source,
+    };
     match addr {
         Address::Unix(p) => Ok(Socket::new(UnixStream::connect(p).await.map_err(io_err)?)),
         Address::UnixAbstract(name) => {
@@ -69,15 +72,22 @@ async fn dial(addr: &Address) -> Result<Socket, ConnectError> {
             Ok(Socket::new(UnixStream::from_std(std).map_err(io_err)?))
         }
         Address::Vsock { cid, port } => {
-            let s = tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(*cid, *port)).await.map_err(io_err)?;
+            let s = tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(*cid, *port))
+                .await
+                .map_err(io_err)?;
             Ok(Socket::new(s))
         }
         Address::HybridVsock { path, port } => {
             let mut s = UnixStream::connect(path).await.map_err(io_err)?;
-            s.write_all(format!("CONNECT {port}\n").as_bytes()).await.map_err(io_err)?;
+            s.write_all(format!("CONNECT {port}\n").as_bytes())
+                .await
+                .map_err(io_err)?;
             let reply = read_line(&mut s).await.map_err(io_err)?;
             if !reply.starts_with("OK") {
-                return Err(ConnectError::HandshakeRefused { addr: addr.to_string(), reply });
+                return Err(ConnectError::HandshakeRefused {
+                    addr: addr.to_string(),
+                    reply,
+                });
             }
             Ok(Socket::new(s))
         }
@@ -91,7 +101,10 @@ async fn read_line(s: &mut UnixStream) -> io::Result<String> {
     loop {
         let b = s.read_u8().await.map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
-                io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed during the CONNECT handshake")
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed during the CONNECT handshake",
+                )
             } else {
                 e
             }
@@ -100,7 +113,10 @@ async fn read_line(s: &mut UnixStream) -> io::Result<String> {
             return Ok(String::from_utf8_lossy(&line).into_owned());
         }
         if line.len() == HANDSHAKE_LINE_MAX {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "handshake reply line too long"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "handshake reply line too long",
+            ));
         }
         line.push(b);
     }

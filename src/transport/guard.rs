@@ -31,7 +31,12 @@ pub struct FrameGuard<S> {
 impl<S> FrameGuard<S> {
     /// Wraps a freshly accepted connection.
     pub fn new(inner: S) -> Self {
-        Self { inner, header: [0; HEADER_LEN], header_len: 0, body_left: 0 }
+        Self {
+            inner,
+            header: [0; HEADER_LEN],
+            header_len: 0,
+            body_left: 0,
+        }
     }
 
     /// Advances the frame state over `bytes`; an error means "close".
@@ -67,7 +72,10 @@ fn check_header(h: &[u8; HEADER_LEN]) -> io::Result<u32> {
     if !CLIENT_FRAME_TYPES.contains(&h[8]) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("frame type {} is not a ttrpc request or data frame; closing connection", h[8]),
+            format!(
+                "frame type {} is not a ttrpc request or data frame; closing connection",
+                h[8]
+            ),
         ));
     }
     Ok(len)
@@ -122,7 +130,12 @@ mod tests {
 
     #[test]
     fn refuses_bad_frames() {
-        let cases = [("1 GiB", header(1 << 30, 1)), ("limit + 1", header(MAX_FRAME_LEN + 1, 1)), ("response type", header(1, 2)), ("type 0", header(1, 0))];
+        let cases = [
+            ("1 GiB", header(1 << 30, 1)),
+            ("limit + 1", header(MAX_FRAME_LEN + 1, 1)),
+            ("response type", header(1, 2)),
+            ("type 0", header(1, 0)),
+        ];
         for (i, (name, h)) in cases.into_iter().enumerate() {
             let mut g = FrameGuard::new(());
             let err = g.scan(&h).expect_err(name);

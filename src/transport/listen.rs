@@ -77,24 +77,38 @@ impl Drop for SocketFile {
 /// Binds `addr` for serving.
 pub fn bind(addr: &Address) -> Result<Bound, ListenError> {
     addr.check_listenable()?;
-    let io_err = |source| ListenError::Io { addr: addr.to_string(), source };
+    let io_err = |source| ListenError::Io {
+        addr: addr.to_string(),
+        source,
+    };
     match addr {
         Address::Unix(path) => bind_unix_path(addr, path),
         Address::UnixAbstract(name) => {
             let std = socket::bind_abstract(name).map_err(|e| {
                 if e.kind() == io::ErrorKind::AddrInUse {
-                    let pid = socket::connect_abstract(name).ok().and_then(|s| socket::peer_pid(&s).ok());
-                    ListenError::InUse { addr: addr.to_string(), pid }
+                    let pid = socket::connect_abstract(name)
+                        .ok()
+                        .and_then(|s| socket::peer_pid(&s).ok());
+                    ListenError::InUse {
+                        addr: addr.to_string(),
+                        pid,
+                    }
                 } else {
                     io_err(e)
                 }
             })?;
-            Ok(Bound { listener: unix_listener(std).map_err(io_err)?, owner: SocketFile(None) })
+            Ok(Bound {
+                listener: unix_listener(std).map_err(io_err)?,
+                owner: SocketFile(None),
+            })
         }
         Address::Vsock { cid, port } => {
             let l = tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(*cid, *port)).map_err(|e| {
                 if e.kind() == io::ErrorKind::AddrInUse {
-                    ListenError::InUse { addr: addr.to_string(), pid: None }
+                    ListenError::InUse {
+                        addr: addr.to_string(),
+                        pid: None,
+                    }
                 } else {
                     io_err(e)
                 }
@@ -103,18 +117,29 @@ pub fn bind(addr: &Address) -> Result<Bound, ListenError> {
                 let r = l.accept().await.map(|(s, _)| FrameGuard::new(s));
                 Some((r, l))
             });
-            Ok(Bound { listener: Listener::new(incoming.boxed()), owner: SocketFile(None) })
+            Ok(Bound {
+                listener: Listener::new(incoming.boxed()),
+                owner: SocketFile(None),
+            })
         }
         Address::HybridVsock { .. } => unreachable!("refused by check_listenable"),
     }
 }
 
 fn bind_unix_path(addr: &Address, path: &Path) -> Result<Bound, ListenError> {
-    let io_err = |source| ListenError::Io { addr: addr.to_string(), source };
+    let io_err = |source| ListenError::Io {
+        addr: addr.to_string(),
+        source,
+    };
     match fs::symlink_metadata(path) {
         Ok(m) if !m.file_type().is_socket() => return Err(ListenError::NotASocket(path.to_path_buf())),
         Ok(_) => match UnixStream::connect(path) {
-            Ok(live) => return Err(ListenError::InUse { addr: addr.to_string(), pid: socket::peer_pid(&live).ok() }),
+            Ok(live) => {
+                return Err(ListenError::InUse {
+                    addr: addr.to_string(),
+                    pid: socket::peer_pid(&live).ok(),
+                })
+            }
             // Nobody listens: a stale file from an agent that died.
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => fs::remove_file(path).map_err(io_err)?,
             Err(e) => return Err(io_err(e)),
@@ -129,7 +154,10 @@ fn bind_unix_path(addr: &Address, path: &Path) -> Result<Bound, ListenError> {
     // Only root (the host runtime's side of the agent) may talk to it.
     fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err)?;
     let m = fs::symlink_metadata(path).map_err(io_err)?;
-    Ok(Bound { listener: unix_listener(std).map_err(io_err)?, owner: SocketFile(Some((path.to_path_buf(), m.dev(), m.ino()))) })
+    Ok(Bound {
+        listener: unix_listener(std).map_err(io_err)?,
+        owner: SocketFile(Some((path.to_path_buf(), m.dev(), m.ino()))),
+    })
 }
 
 fn unix_listener(std: std::os::unix::net::UnixListener) -> io::Result<Listener> {

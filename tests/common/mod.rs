@@ -1,0 +1,131 @@
+//! Shared test helpers: start a bosun process, wait for it, stop it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bosun::client::Client;
+use bosun::transport::Address;
+
+/// A bosun process started by a test; killed (by its pid) when dropped.
+pub struct Agent {
+    pub child: Child,
+    pub addr: Address,
+    pub dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts bosun on a unix socket in a fresh temp dir.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = Address::Unix(dir.path().join("bosun.sock"));
+        Self::start_at(addr, dir, &[])
+    }
+
+    /// Starts bosun at `addr` with extra flags.
+    pub fn start_at(addr: Address, dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_bosun"))
+            .arg("--server-addr")
+            .arg(addr.to_string())
+            .args(["--log-level", "debug", "--shutdown-timeout", "2"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("bosun.log")).expect("log file"),
+            ))
+            .spawn()
+            .expect("spawn bosun");
+        let a = Agent { child, addr, dir };
+        a.wait_ready();
+        a
+    }
+
+    /// Polls Check until it answers (5 s bound).
+    pub fn wait_ready(&self) {
+        let rt = rt();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let ok = rt.block_on(async {
+                match Client::connect(&self.addr, Duration::from_millis(500)).await {
+                    Ok(c) => c.check().await.is_ok(),
+                    Err(_) => false,
+                }
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bosun did not become ready; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("bosun.log")).unwrap_or_default()
+    }
+
+    pub fn socket_path(&self) -> PathBuf {
+        match &self.addr {
+            Address::Unix(p) => p.clone(),
+            other => panic!("not a path socket: {other}"),
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status (5 s bound).
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM our own bosun");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "bosun did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A current-thread runtime for one test.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Runs bosunctl with `args`; returns (exit code, stdout, stderr).
+pub fn bosunctl(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bosunctl"))
+        .args(args)
+        .env_remove("BOSUNCTL_ADDR")
+        .output()
+        .expect("run bosunctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A unique abstract socket name for this test process.
+pub fn abstract_name(tag: &str) -> String {
+    format!("bosun-test-{}-{tag}", std::process::id())
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
