@@ -363,7 +363,7 @@ fn stale_socket_is_replaced_and_non_socket_is_kept() {
 
 #[test]
 fn sigterm_stops_gracefully_and_removes_only_its_socket() {
-    let agent = Agent::start();
+    let mut agent = Agent::start();
     let path = agent.socket_path();
     let st = agent.terminate();
     assert!(st.success(), "exit status {st:?}");
@@ -390,12 +390,11 @@ fn bosunctl_usage_errors_exit_2() {
 
 #[test]
 fn requests_are_logged_at_debug_with_method_and_duration() {
-    let agent = Agent::start();
+    let mut agent = Agent::start();
     check_and_version(&agent.addr);
-    let dir_log = agent.dir.path().join("bosun.log");
     let st = agent.terminate(); // flushes the log
     assert!(st.success());
-    let log = std::fs::read_to_string(dir_log).unwrap();
+    let log = agent.log();
     let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON log line"))

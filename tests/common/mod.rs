@@ -76,7 +76,7 @@ impl Agent {
     }
 
     /// Sends SIGTERM and waits for the exit status (5 s bound).
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM our own bosun");
         let deadline = Instant::now() + Duration::from_secs(5);
