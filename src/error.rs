@@ -6,6 +6,9 @@
 
 use ttrpc::Code;
 
+use crate::ids::ContainerId;
+use crate::mount::MountError;
+
 /// An error answered to a client.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -17,6 +20,71 @@ pub enum AgentError {
         /// What is wrong and what is accepted.
         reason: String,
     },
+    /// No container with this id.
+    #[error("container {0:?} not found; list containers with `bosunctl ps`")]
+    ContainerNotFound(ContainerId),
+    /// The container exists, the process does not.
+    #[error("process {exec_id:?} not found in container {cid:?} (the container exists)")]
+    ProcessNotFound {
+        /// The container.
+        cid: ContainerId,
+        /// The exec id asked for.
+        exec_id: String,
+    },
+    /// A container with this id exists.
+    #[error("container {0:?} already exists; remove it first or use another id")]
+    ContainerExists(ContainerId),
+    /// An exec id already used in this container.
+    #[error("exec id {exec_id:?} is already used in container {cid:?}; use another id")]
+    ExecIdInUse {
+        /// The container.
+        cid: ContainerId,
+        /// The exec id.
+        exec_id: String,
+    },
+    /// Writing to a stdin that was closed.
+    #[error("stdin of process {exec_id:?} in container {cid:?} is closed")]
+    StdinClosed {
+        /// The container.
+        cid: ContainerId,
+        /// The process.
+        exec_id: String,
+    },
+    /// No sandbox yet.
+    #[error("no sandbox: call CreateSandbox first")]
+    NoSandbox,
+    /// A sandbox exists already.
+    #[error("sandbox {0:?} already exists; destroy it first (one sandbox per agent)")]
+    SandboxExists(String),
+    /// The container is not in a state that allows the action.
+    #[error("container {cid:?} is {state}; cannot {action}")]
+    WrongState {
+        /// The container.
+        cid: ContainerId,
+        /// Its state.
+        state: &'static str,
+        /// What was asked.
+        action: &'static str,
+    },
+    /// The container could not be set up as its spec asks.
+    #[error("container {cid:?} could not be set up: {reason}")]
+    SetupFailed {
+        /// The container.
+        cid: ContainerId,
+        /// What failed, as the kernel said it.
+        reason: String,
+    },
+    /// A teardown step failed; calling again finishes what is left.
+    #[error("teardown of {what} incomplete: {failures}; call again to finish")]
+    TeardownIncomplete {
+        /// The container or sandbox.
+        what: String,
+        /// Each failed step.
+        failures: String,
+    },
+    /// A storage mount failed.
+    #[error(transparent)]
+    Mount(#[from] MountError),
     /// A method bosun does not serve.
     #[error("{0} is not implemented by bosun")]
     Unimplemented(&'static str),
@@ -32,7 +100,14 @@ impl AgentError {
     /// The ttrpc status code for this error.
     pub fn code(&self) -> Code {
         match self {
-            Self::InvalidArgument { .. } => Code::INVALID_ARGUMENT,
+            Self::InvalidArgument { .. } | Self::SetupFailed { .. } => Code::INVALID_ARGUMENT,
+            Self::ContainerNotFound(_) | Self::ProcessNotFound { .. } => Code::NOT_FOUND,
+            Self::ContainerExists(_) | Self::ExecIdInUse { .. } | Self::SandboxExists(_) => Code::ALREADY_EXISTS,
+            Self::NoSandbox | Self::WrongState { .. } | Self::StdinClosed { .. } | Self::TeardownIncomplete { .. } => {
+                Code::FAILED_PRECONDITION
+            }
+            Self::Mount(m) if m.caused_by_request() => Code::INVALID_ARGUMENT,
+            Self::Mount(_) => Code::INTERNAL,
             Self::Unimplemented(_) => Code::UNIMPLEMENTED,
             Self::Unavailable(_) => Code::UNAVAILABLE,
             Self::Internal(_) => Code::INTERNAL,
@@ -60,8 +135,27 @@ mod tests {
 
     #[test]
     fn codes_and_status() {
+        let cid = ContainerId::parse("web").unwrap();
         let cases = [
             (AgentError::invalid("container_id", "empty"), Code::INVALID_ARGUMENT),
+            (AgentError::ContainerNotFound(cid.clone()), Code::NOT_FOUND),
+            (
+                AgentError::ProcessNotFound {
+                    cid: cid.clone(),
+                    exec_id: "e".into(),
+                },
+                Code::NOT_FOUND,
+            ),
+            (AgentError::ContainerExists(cid.clone()), Code::ALREADY_EXISTS),
+            (
+                AgentError::WrongState {
+                    cid,
+                    state: "running",
+                    action: "start",
+                },
+                Code::FAILED_PRECONDITION,
+            ),
+            (AgentError::NoSandbox, Code::FAILED_PRECONDITION),
             (
                 AgentError::Unimplemented("/grpc.AgentService/AddSwap"),
                 Code::UNIMPLEMENTED,

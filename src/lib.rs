@@ -5,9 +5,14 @@
 
 pub mod client;
 pub mod config;
+pub mod container;
 pub mod error;
+pub mod ids;
 pub mod logging;
+pub mod mount;
+pub mod process;
 pub mod protocols;
 pub mod rpc;
+pub mod sandbox;
 pub mod sys;
 pub mod transport;

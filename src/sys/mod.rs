@@ -2,4 +2,8 @@
 //! this module, so the rest of the code stays safe and easy to fake.
 #![allow(unsafe_code)]
 
+pub mod fd;
+pub mod mount;
+pub mod process;
 pub mod socket;
+pub mod spawn;

@@ -1,0 +1,155 @@
+//! `bosun init CONFIG`: the helper that becomes a container process.
+//!
+//! The agent is multi-threaded, so it never forks to set up a container.
+//! It starts this helper (a fresh, single-threaded copy of its own binary);
+//! the helper enters or creates the namespaces, forks once so the child is
+//! inside the new pid namespace, reports the child's pid and exits. The
+//! child, reparented to the agent (a subreaper), mounts the rootfs, waits
+//! for StartContainer when asked to, and execs the process.
+//!
+//! Report pipe (fd 4), one line each: `pid N` (from the helper), then
+//! `ready` or `error MSG` (from the child, after set-up); after the start
+//! gate, the pipe closes on a successful exec or carries `error MSG`.
+//! Start gate (fd 3): one byte opens it; EOF aborts.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::Path;
+
+use super::init_config::{InitConfig, NsKind, NsMode, Payload, ProcessSpec};
+use super::rootfs;
+use crate::sys::process::{self as sysproc, Forked, NsFlags};
+
+/// The helper's gate fd.
+pub const GATE_FD: i32 = 3;
+/// The helper's report fd.
+pub const REPORT_FD: i32 = 4;
+
+/// Runs the helper; returns the process exit code (it only returns on
+/// failure or in the helper parent).
+pub fn main(config_path: &Path) -> i32 {
+    let mut report = crate::sys::fd::take(REPORT_FD);
+    let cfg: InitConfig = match fs::read(config_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => return fail(&mut report, &format!("read init config: {e}")),
+    };
+    if let Err(e) = enter_namespaces(&cfg) {
+        return fail(&mut report, &e);
+    }
+    match sysproc::fork() {
+        Err(e) => fail(&mut report, &format!("fork: {e}")),
+        Ok(Forked::Parent(pid)) => {
+            let _ = writeln!(report, "pid {pid}");
+            0
+        }
+        Ok(Forked::Child) => {
+            let code = child(&cfg, &mut report);
+            sysproc::exit_now(code)
+        }
+    }
+}
+
+fn fail(report: &mut File, msg: &str) -> i32 {
+    let _ = writeln!(report, "error {}", msg.replace('\n', " "));
+    1
+}
+
+fn flag(kind: NsKind) -> NsFlags {
+    match kind {
+        NsKind::Mnt => NsFlags::CLONE_NEWNS,
+        NsKind::Uts => NsFlags::CLONE_NEWUTS,
+        NsKind::Ipc => NsFlags::CLONE_NEWIPC,
+        NsKind::Net => NsFlags::CLONE_NEWNET,
+        NsKind::Pid => NsFlags::CLONE_NEWPID,
+    }
+}
+
+/// Opens every namespace to join first (the paths go through /proc, which
+/// a mount-namespace switch would change), then joins, then unshares.
+fn enter_namespaces(cfg: &InitConfig) -> Result<(), String> {
+    let mut joins = Vec::new();
+    let mut new = NsFlags::empty();
+    for (kind, mode) in &cfg.namespaces {
+        match mode {
+            NsMode::New => new |= flag(*kind),
+            NsMode::Join(p) => joins.push((
+                *kind,
+                File::open(p).map_err(|e| format!("open namespace {}: {e}", p.display()))?,
+            )),
+        }
+    }
+    // The mount namespace last: after it, /proc is the container's.
+    joins.sort_by_key(|(k, _)| *k == NsKind::Mnt);
+    for (kind, f) in &joins {
+        sysproc::setns(f, flag(*kind)).map_err(|e| format!("join {} namespace: {e}", kind.proc_name()))?;
+    }
+    if !new.is_empty() {
+        sysproc::unshare(new).map_err(|e| format!("unshare {new:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn child(cfg: &InitConfig, report: &mut File) -> i32 {
+    if let Err(e) = set_up(cfg) {
+        return fail(report, &e);
+    }
+    if cfg.wait_for_start {
+        if writeln!(report, "ready").is_err() {
+            return 1;
+        }
+        let mut gate = crate::sys::fd::take(GATE_FD);
+        let mut b = [0u8];
+        if !matches!(gate.read(&mut b), Ok(1)) {
+            return 1; // the agent gave up on this container
+        }
+    }
+    match &cfg.payload {
+        Payload::BuiltinPause => {
+            drop(std::mem::replace(report, crate::sys::fd::dev_null()));
+            super::pause::run()
+        }
+        Payload::Exec(p) => {
+            let e = exec(p);
+            fail(report, &e)
+        }
+    }
+}
+
+fn set_up(cfg: &InitConfig) -> Result<(), String> {
+    if let Some(root) = &cfg.rootfs {
+        rootfs::prepare(root, &cfg.mounts, cfg.readonly_rootfs)?;
+    }
+    if let Some(h) = &cfg.hostname {
+        sysproc::sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Sets the process's identity and directory, then execs; returns the
+/// reason when it could not.
+fn exec(p: &ProcessSpec) -> String {
+    if let Err(e) = std::env::set_current_dir(&p.cwd) {
+        return format!("chdir {}: {e}", p.cwd.display());
+    }
+    if let Err(e) = sysproc::set_credentials(p.uid, p.gid, &p.additional_gids) {
+        return format!("set uid {} gid {}: {e}", p.uid, p.gid);
+    }
+    if p.no_new_privileges {
+        if let Err(e) = sysproc::set_no_new_privs() {
+            return format!("no_new_privs: {e}");
+        }
+    }
+    // execvpe searches the caller's PATH, not the new environment's: take
+    // the container's PATH (this helper started with an empty environment).
+    if let Some(path) = p.env.iter().find_map(|e| e.strip_prefix("PATH=")) {
+        std::env::set_var("PATH", path);
+    }
+    if let Err(e) = crate::sys::fd::set_cloexec(REPORT_FD) {
+        return format!("cloexec on report pipe: {e}");
+    }
+    let err = sysproc::exec(&p.args, &p.env);
+    format!("exec {:?}: {err}", p.args.first().map(String::as_str).unwrap_or(""))
+}

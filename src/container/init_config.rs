@@ -1,0 +1,118 @@
+//! What bosun tells its `bosun init` helper to set up: namespaces, rootfs,
+//! mounts, hostname and the process to run. Written by the agent as JSON
+//! into the container's run directory, read by the helper.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A namespace kind bosun manages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NsKind {
+    /// Mount.
+    Mnt,
+    /// Hostname and domain name.
+    Uts,
+    /// System V IPC and POSIX message queues.
+    Ipc,
+    /// Network.
+    Net,
+    /// Process ids.
+    Pid,
+}
+
+impl NsKind {
+    /// The file name under /proc/PID/ns/.
+    pub fn proc_name(self) -> &'static str {
+        match self {
+            Self::Mnt => "mnt",
+            Self::Uts => "uts",
+            Self::Ipc => "ipc",
+            Self::Net => "net",
+            Self::Pid => "pid",
+        }
+    }
+
+    /// Parses an OCI namespace type.
+    pub fn from_oci(s: &str) -> Option<Self> {
+        Some(match s {
+            "mount" => Self::Mnt,
+            "uts" => Self::Uts,
+            "ipc" => Self::Ipc,
+            "network" => Self::Net,
+            "pid" => Self::Pid,
+            _ => return None,
+        })
+    }
+}
+
+/// Whether a namespace is new or joined.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NsMode {
+    /// A fresh namespace of this kind.
+    New,
+    /// Join the namespace at this path (/proc/PID/ns/KIND).
+    Join(PathBuf),
+}
+
+/// One mount inside the container, relative to its rootfs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    /// Absolute path inside the container.
+    pub destination: PathBuf,
+    /// Source (a path for binds, a name for pseudo filesystems).
+    pub source: String,
+    /// Filesystem type; "bind" or "none" with a bind option for binds.
+    pub fstype: String,
+    /// OCI mount options.
+    pub options: Vec<String>,
+}
+
+/// The process to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// argv; args[0] is looked up in PATH.
+    pub args: Vec<String>,
+    /// KEY=VALUE.
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    pub cwd: PathBuf,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub additional_gids: Vec<u32>,
+    /// PR_SET_NO_NEW_PRIVS before exec.
+    pub no_new_privileges: bool,
+}
+
+/// What the helper does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// Exec the process.
+    Exec(ProcessSpec),
+    /// Run bosun's built-in pause loop (no rootfs needed).
+    BuiltinPause,
+}
+
+/// Everything the helper needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitConfig {
+    /// Namespaces, each new or joined.
+    pub namespaces: Vec<(NsKind, NsMode)>,
+    /// The rootfs to pivot into; `None` keeps the current root (built-in
+    /// pause, or an exec joining a container's mount namespace).
+    pub rootfs: Option<PathBuf>,
+    /// Remount the rootfs read-only.
+    pub readonly_rootfs: bool,
+    /// Mounts made inside the rootfs, in order.
+    pub mounts: Vec<MountSpec>,
+    /// Hostname to set in a new UTS namespace.
+    pub hostname: Option<String>,
+    /// Wait for StartContainer before running the payload.
+    pub wait_for_start: bool,
+    /// What to run.
+    pub payload: Payload,
+}

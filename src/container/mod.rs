@@ -1,0 +1,161 @@
+//! Containers: the agent-side record of one container, the helper that
+//! becomes its processes, and its rootfs set-up.
+
+pub mod init;
+pub mod init_config;
+pub mod mount_options;
+pub mod pause;
+pub mod rootfs;
+pub mod spawn;
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::ids::ContainerId;
+use crate::process::Process;
+
+/// Annotation the CRI and kata shims put on the pause container.
+pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
+/// Annotation that marks a container protected from bulk operations.
+pub const PROTECTED_ANNOTATION: &str = "io.bosun.protected";
+
+/// Lifecycle state as the agent tracks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Set up, waiting for StartContainer.
+    Created,
+    /// Its process was started.
+    Running,
+    /// Its init process has exited.
+    Stopped,
+    /// A teardown started and has not finished; calling remove again
+    /// finishes it.
+    Removing,
+}
+
+impl Status {
+    /// Name used in messages and listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+            Self::Removing => "being removed",
+        }
+    }
+    /// StartContainer is allowed.
+    pub fn can_start(self) -> bool {
+        self == Self::Created
+    }
+    /// ExecProcess is allowed.
+    pub fn can_exec(self) -> bool {
+        self == Self::Running
+    }
+}
+
+/// One container.
+pub struct Container {
+    /// Id.
+    pub id: ContainerId,
+    /// Its directory under the agent's run dir.
+    pub dir: PathBuf,
+    /// The sandbox's pause container.
+    pub is_pause: bool,
+    /// Skipped by bulk operations unless named.
+    pub protected: bool,
+    /// Has a pid namespace of its own (killing init kills all).
+    pub own_pid_ns: bool,
+    /// The init process.
+    pub init: Arc<Process>,
+    status: Mutex<Status>,
+    execs: Mutex<BTreeMap<String, Arc<Process>>>,
+    /// Write end of the start gate, until StartContainer.
+    pub gate: Mutex<Option<OwnedFd>>,
+    /// Read end of the helper's report pipe, until StartContainer.
+    pub report: tokio::sync::Mutex<Option<spawn::Report>>,
+    /// Serialises start and remove of this container.
+    pub op: tokio::sync::Mutex<()>,
+}
+
+/// What a new `Container` is made of.
+pub struct NewContainer {
+    /// Id.
+    pub id: ContainerId,
+    /// Run directory.
+    pub dir: PathBuf,
+    /// Pause container.
+    pub is_pause: bool,
+    /// Protected.
+    pub protected: bool,
+    /// Own pid namespace.
+    pub own_pid_ns: bool,
+    /// Init process.
+    pub init: Arc<Process>,
+    /// Start gate.
+    pub gate: Option<OwnedFd>,
+    /// Report pipe.
+    pub report: Option<spawn::Report>,
+}
+
+impl Container {
+    /// A container in state Created.
+    pub fn new(n: NewContainer) -> Self {
+        Self {
+            id: n.id,
+            dir: n.dir,
+            is_pause: n.is_pause,
+            protected: n.protected,
+            own_pid_ns: n.own_pid_ns,
+            init: n.init,
+            status: Mutex::new(Status::Created),
+            execs: Mutex::new(BTreeMap::new()),
+            gate: Mutex::new(n.gate),
+            report: tokio::sync::Mutex::new(n.report),
+            op: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The current status; Stopped once the init has been reaped.
+    pub fn status(&self, init_exited: bool) -> Status {
+        let s = *self.status.lock().expect("container lock");
+        match s {
+            Status::Running | Status::Created if init_exited => Status::Stopped,
+            other => other,
+        }
+    }
+
+    /// Sets the status.
+    pub fn set_status(&self, s: Status) {
+        *self.status.lock().expect("container lock") = s;
+    }
+
+    /// The exec'd process `exec_id`.
+    pub fn exec(&self, exec_id: &str) -> Option<Arc<Process>> {
+        self.execs.lock().expect("container lock").get(exec_id).cloned()
+    }
+
+    /// Adds an exec'd process; false if the id is taken.
+    pub fn add_exec(&self, p: Arc<Process>) -> bool {
+        let mut e = self.execs.lock().expect("container lock");
+        if e.contains_key(&p.exec_id) {
+            return false;
+        }
+        e.insert(p.exec_id.clone(), p);
+        true
+    }
+
+    /// True when `exec_id` is in use.
+    pub fn has_exec(&self, exec_id: &str) -> bool {
+        self.execs.lock().expect("container lock").contains_key(exec_id)
+    }
+
+    /// Init and every exec'd process.
+    pub fn processes(&self) -> Vec<Arc<Process>> {
+        let mut v = vec![self.init.clone()];
+        v.extend(self.execs.lock().expect("container lock").values().cloned());
+        v
+    }
+}

@@ -1,0 +1,154 @@
+//! Agent side of `bosun init`: write the config, create the pipes, start
+//! the helper and read its report.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::unix::pipe;
+
+use super::init_config::InitConfig;
+use crate::process::io::Output;
+use crate::process::Process;
+use crate::sys::fd::pipe as mkpipe;
+use crate::sys::spawn::{spawn_helper, HelperFds};
+
+/// Bound on the helper's set-up (namespaces, mounts, pivot). A healthy one
+/// takes milliseconds; this only keeps a wedged helper from hanging a call.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest report line read (an error message).
+const MAX_REPORT_LINE: usize = 4096;
+
+/// The helper's report pipe.
+pub struct Report(BufReader<pipe::Receiver>);
+
+impl Report {
+    /// The next line, `None` at EOF; `Err` on timeout or read error.
+    pub async fn line(&mut self, timeout: Duration) -> Result<Option<String>, String> {
+        let mut buf = Vec::new();
+        let read = async {
+            loop {
+                let chunk = self.0.fill_buf().await.map_err(|e| format!("read report: {e}"))?;
+                if chunk.is_empty() {
+                    return Ok(());
+                }
+                let (n, done) = match chunk.iter().position(|b| *b == b'\n') {
+                    Some(i) => (i + 1, true),
+                    None => (chunk.len(), false),
+                };
+                buf.extend_from_slice(&chunk[..n]);
+                self.0.consume(n);
+                if done || buf.len() > MAX_REPORT_LINE {
+                    return Ok(());
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, read).await {
+            Err(_) => Err(format!("no word from the container helper within {timeout:?}")),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) if buf.is_empty() => Ok(None),
+            Ok(Ok(())) => Ok(Some(String::from_utf8_lossy(&buf).trim_end().to_string())),
+        }
+    }
+
+    /// After the start gate opened: `Ok` when the pipe closes without a
+    /// word (exec succeeded), `Err(message)` otherwise.
+    pub async fn exec_result(&mut self) -> Result<(), String> {
+        match self.line(SETUP_TIMEOUT).await? {
+            None => Ok(()),
+            Some(l) => Err(l.strip_prefix("error ").unwrap_or(&l).to_string()),
+        }
+    }
+}
+
+/// A process the helper started.
+pub struct Spawned {
+    /// The process, with its pipes.
+    pub process: Arc<Process>,
+    /// Write end of the start gate, when the process waits for it.
+    pub gate: Option<OwnedFd>,
+    /// The report pipe, still open when waiting for the start gate.
+    pub report: Report,
+    /// The helper's own pid (it has exited or is about to).
+    pub helper_pid: u32,
+}
+
+/// Why a helper could not start the process; `pid` is set when a process
+/// exists and must be reaped or killed.
+#[derive(Debug)]
+pub struct SpawnError {
+    /// The process, if it got that far.
+    pub pid: Option<i32>,
+    /// What went wrong.
+    pub reason: String,
+}
+
+fn serr(pid: Option<i32>, reason: impl Into<String>) -> SpawnError {
+    SpawnError {
+        pid,
+        reason: reason.into(),
+    }
+}
+
+/// Starts the helper with `cfg` (written to `config_path`), waits until the
+/// process is set up (and, if it does not wait for a start gate, exec'd).
+pub async fn start(config_path: &Path, cfg: &InitConfig, exec_id: &str) -> Result<Spawned, SpawnError> {
+    let json = serde_json::to_vec(cfg).map_err(|e| serr(None, format!("encode init config: {e}")))?;
+    std::fs::write(config_path, json).map_err(|e| serr(None, format!("write {}: {e}", config_path.display())))?;
+    let p = |what: &str| mkpipe().map_err(|e| serr(None, format!("{what} pipe: {e}")));
+    let (in_r, in_w) = p("stdin")?;
+    let (out_r, out_w) = p("stdout")?;
+    let (err_r, err_w) = p("stderr")?;
+    let (rep_r, rep_w) = p("report")?;
+    let (gate_r, gate_w) = if cfg.wait_for_start {
+        let (r, w) = p("gate")?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
+    let fds = HelperFds {
+        stdin: in_r,
+        stdout: out_w,
+        stderr: err_w,
+        gate: gate_r,
+        report: rep_w,
+    };
+    let helper_pid = spawn_helper(config_path, fds).map_err(|e| serr(None, format!("start helper: {e}")))?;
+    let conv = |e: std::io::Error| serr(None, format!("pipe: {e}"));
+    let mut report = Report(BufReader::new(pipe::Receiver::from_owned_fd(rep_r).map_err(conv)?));
+
+    let pid = match report.line(SETUP_TIMEOUT).await.map_err(|e| serr(None, e))? {
+        Some(l) if l.starts_with("pid ") => l[4..]
+            .parse::<i32>()
+            .map_err(|_| serr(None, format!("bad report line {l:?}")))?,
+        Some(l) => return Err(serr(None, l.strip_prefix("error ").unwrap_or(&l))),
+        None => return Err(serr(None, "container helper exited without a report")),
+    };
+    if cfg.wait_for_start {
+        match report.line(SETUP_TIMEOUT).await.map_err(|e| serr(Some(pid), e))? {
+            Some(l) if l == "ready" => {}
+            Some(l) => return Err(serr(Some(pid), l.strip_prefix("error ").unwrap_or(&l))),
+            None => return Err(serr(Some(pid), "container process exited during set-up")),
+        }
+    } else {
+        report.exec_result().await.map_err(|e| serr(Some(pid), e))?;
+    }
+    let stdin = pipe::Sender::from_owned_fd(in_w).map_err(|e| serr(Some(pid), format!("stdin pipe: {e}")))?;
+    let stdout = pipe::Receiver::from_owned_fd(out_r).map_err(|e| serr(Some(pid), format!("stdout pipe: {e}")))?;
+    let stderr = pipe::Receiver::from_owned_fd(err_r).map_err(|e| serr(Some(pid), format!("stderr pipe: {e}")))?;
+    let process = Arc::new(Process::new(
+        exec_id.to_string(),
+        pid,
+        Some(stdin),
+        Output::pump(stdout),
+        Output::pump(stderr),
+    ));
+    Ok(Spawned {
+        process,
+        gate: gate_w,
+        report,
+        helper_pid,
+    })
+}

@@ -1,0 +1,26 @@
+//! The validated parts of an OCI spec bosun acts on. Built from the
+//! request by `rpc::convert`; the domain never sees protobuf types.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use super::init_config::{MountSpec, ProcessSpec};
+
+/// A container as the request describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerSpec {
+    /// Rootfs directory in the guest (`Root.Path`); empty for none.
+    pub rootfs: Option<PathBuf>,
+    /// `Root.Readonly`.
+    pub readonly_rootfs: bool,
+    /// The init process.
+    pub process: ProcessSpec,
+    /// Mounts inside the container.
+    pub mounts: Vec<MountSpec>,
+    /// `Hostname`.
+    pub hostname: Option<String>,
+    /// Annotations.
+    pub annotations: HashMap<String, String>,
+    /// The spec asks for a pid namespace of its own.
+    pub new_pid_ns: bool,
+}

@@ -1,0 +1,154 @@
+//! Storage drivers: how a Kata `Storage` becomes a mount in the guest.
+//!
+//! | driver | what bosun does |
+//! |---|---|
+//! | `local` | creates `mount_point` (mode from a `mode=` option), no mount |
+//! | `ephemeral` | tmpfs at `mount_point` |
+//! | `bind` | bind-mounts the guest path `source` at `mount_point` |
+//! | `blk`, `virtio-blk`, `scsi` | mounts the block device `source` with `fstype` and `options` |
+//! | `overlayfs` | overlay at `mount_point`; `options` carry lowerdir/upperdir/workdir |
+//! | `virtio-fs`, `9p` | mounts `source` with `fstype` (the host share) |
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+
+use super::ledger::{Kind, Ledger, Owner};
+use super::MountError;
+use crate::container::mount_options;
+use crate::error::AgentError;
+use crate::sys::mount as sysmount;
+
+/// A storage driver bosun knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    /// A directory.
+    Local,
+    /// tmpfs.
+    Ephemeral,
+    /// A bind mount of a guest path.
+    Bind,
+    /// A block device.
+    Block,
+    /// Overlay of layers.
+    Overlay,
+    /// A shared filesystem from the host (virtio-fs, 9p).
+    Shared,
+}
+
+impl Driver {
+    /// Parses a Kata driver name.
+    pub fn parse(s: &str) -> Result<Self, AgentError> {
+        Ok(match s {
+            "local" => Self::Local,
+            "ephemeral" => Self::Ephemeral,
+            "bind" => Self::Bind,
+            "blk" | "virtio-blk" | "scsi" => Self::Block,
+            "overlayfs" => Self::Overlay,
+            "virtio-fs" | "9p" => Self::Shared,
+            other => return Err(AgentError::invalid(
+                "storage.driver",
+                format!(
+                    "{other:?} is not one of local, ephemeral, bind, blk, virtio-blk, scsi, overlayfs, virtio-fs, 9p"
+                ),
+            )),
+        })
+    }
+}
+
+/// A validated storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageSpec {
+    /// Driver.
+    pub driver: Driver,
+    /// Source (device, path, tag).
+    pub source: String,
+    /// Filesystem type.
+    pub fstype: String,
+    /// Mount options.
+    pub options: Vec<String>,
+    /// Where it is mounted in the guest.
+    pub mount_point: PathBuf,
+}
+
+/// Checks a guest path from a request: absolute, no `..`, not `/`.
+pub fn check_guest_path(field: &'static str, p: &str) -> Result<PathBuf, AgentError> {
+    let path = PathBuf::from(p);
+    if !path.is_absolute()
+        || path.components().any(|c| c == Component::ParentDir)
+        || path == Path::new("/")
+        || p.contains('\0')
+    {
+        return Err(AgentError::invalid(
+            field,
+            format!("{p:?} must be an absolute path without '..', other than /"),
+        ));
+    }
+    Ok(path)
+}
+
+/// Mounts `s` for `owner`, recording it in `ledger` first.
+pub fn mount_storage(ledger: &std::sync::Mutex<Ledger>, owner: &Owner, s: &StorageSpec) -> Result<(), MountError> {
+    let err = |op, errno| MountError {
+        op,
+        target: s.mount_point.clone(),
+        from: Some(s.source.clone()),
+        errno,
+    };
+    let o = mount_options::parse(&s.options);
+    if s.driver == Driver::Local {
+        let seq = ledger
+            .lock()
+            .expect("ledger lock")
+            .intend(owner.clone(), Kind::Dir, "", &s.mount_point, "local");
+        fs::create_dir_all(&s.mount_point).map_err(|e| err("mkdir", io_errno(&e)))?;
+        let mode = s
+            .options
+            .iter()
+            .find_map(|o| o.strip_prefix("mode="))
+            .and_then(|m| u32::from_str_radix(m, 8).ok())
+            .unwrap_or(0o777);
+        fs::set_permissions(&s.mount_point, fs::Permissions::from_mode(mode))
+            .map_err(|e| err("chmod", io_errno(&e)))?;
+        ledger.lock().expect("ledger lock").mark_mounted(seq);
+        return Ok(());
+    }
+    let (source, fstype, flags) = match s.driver {
+        Driver::Ephemeral => ("tmpfs".to_string(), "tmpfs".to_string(), o.flags),
+        Driver::Bind => (
+            s.source.clone(),
+            "bind".to_string(),
+            o.flags | sysmount::Flags::MS_BIND | sysmount::Flags::MS_REC,
+        ),
+        Driver::Overlay => ("overlay".to_string(), "overlay".to_string(), o.flags),
+        Driver::Block | Driver::Shared => (s.source.clone(), s.fstype.clone(), o.flags),
+        Driver::Local => unreachable!("handled above"),
+    };
+    fs::create_dir_all(&s.mount_point).map_err(|e| err("mkdir", io_errno(&e)))?;
+    let seq = ledger
+        .lock()
+        .expect("ledger lock")
+        .intend(owner.clone(), Kind::Mount, &source, &s.mount_point, &fstype);
+    let data = (!o.data.is_empty()).then_some(o.data.as_str());
+    let fs_arg = (fstype != "bind").then_some(fstype.as_str());
+    match sysmount::mount(Some(Path::new(&source)), &s.mount_point, fs_arg, flags, data) {
+        Ok(()) => {
+            ledger.lock().expect("ledger lock").mark_mounted(seq);
+            Ok(())
+        }
+        Err(e) => {
+            ledger.lock().expect("ledger lock").remove(seq);
+            Err(err("mount", e))
+        }
+    }
+}
+
+fn io_errno(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc_eio()))
+}
+
+fn libc_eio() -> i32 {
+    Errno::EIO as i32
+}

@@ -1,0 +1,92 @@
+//! The reaper: bosun is a subreaper (or PID 1), so every container process
+//! ends up as its child. One task collects every exit on SIGCHLD and keeps
+//! the statuses for `wait`; nothing is left a zombie.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
+
+use crate::sys::process::{self as sysproc, Exit};
+
+/// Exits remembered for processes nobody has asked about yet (helpers,
+/// orphans). Bounded so that a pod that forks a lot cannot grow the agent.
+const REMEMBERED_EXITS: usize = 4096;
+
+/// Collects child exits.
+#[derive(Default)]
+pub struct Reaper {
+    exits: Mutex<Exits>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct Exits {
+    by_pid: HashMap<i32, i32>,
+    order: VecDeque<i32>,
+}
+
+impl Reaper {
+    /// Starts the reaping task on the current runtime. Call before the first
+    /// child is started.
+    pub fn start() -> std::io::Result<Arc<Self>> {
+        let r = Arc::new(Self::default());
+        let mut sigchld = signal(SignalKind::child())?;
+        let me = r.clone();
+        tokio::spawn(async move {
+            loop {
+                me.reap_all();
+                if sigchld.recv().await.is_none() {
+                    return;
+                }
+            }
+        });
+        Ok(r)
+    }
+
+    fn reap_all(&self) {
+        let mut any = false;
+        while let Some(Exit { pid, status }) = sysproc::reap_one() {
+            let mut e = self.exits.lock().expect("reaper lock");
+            if e.by_pid.insert(pid, status).is_none() {
+                e.order.push_back(pid);
+            }
+            while e.order.len() > REMEMBERED_EXITS {
+                if let Some(old) = e.order.pop_front() {
+                    e.by_pid.remove(&old);
+                }
+            }
+            any = true;
+        }
+        if any {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// The exit status of `pid`, if it has exited.
+    pub fn status(&self, pid: i32) -> Option<i32> {
+        self.exits.lock().expect("reaper lock").by_pid.get(&pid).copied()
+    }
+
+    /// Waits until `pid` has exited; returns its status.
+    pub async fn wait(&self, pid: i32) -> i32 {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(s) = self.status(pid) {
+                return s;
+            }
+            notified.await;
+        }
+    }
+
+    /// Forgets `pid`'s status once nobody will ask again.
+    pub fn forget(&self, pid: i32) {
+        let mut e = self.exits.lock().expect("reaper lock");
+        if e.by_pid.remove(&pid).is_some() {
+            e.order.retain(|p| *p != pid);
+        }
+    }
+}

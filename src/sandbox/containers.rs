@@ -1,0 +1,279 @@
+//! CreateContainer, StartContainer, ExecProcess.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use slog::{info, warn};
+
+use super::{Sandbox, SandboxSpec};
+use crate::container::init_config::{InitConfig, MountSpec, NsKind, NsMode, Payload, ProcessSpec};
+use crate::container::spawn::{self, SpawnError};
+use crate::container::spec::ContainerSpec;
+use crate::container::{Container, NewContainer, Status, CONTAINER_TYPE_ANNOTATION, PROTECTED_ANNOTATION};
+use crate::error::AgentError;
+use crate::ids::ContainerId;
+use crate::mount::ledger::Owner;
+use crate::mount::storage::{self, StorageSpec};
+
+fn ns_path(pid: i32, kind: NsKind) -> NsMode {
+    NsMode::Join(PathBuf::from(format!("/proc/{pid}/ns/{}", kind.proc_name())))
+}
+
+/// A pause rootfs that is absent, missing, or an empty directory (a mount
+/// point that was never mounted, as in remote-hypervisor mode).
+fn rootfs_absent(rootfs: Option<&Path>) -> bool {
+    match rootfs {
+        None => true,
+        Some(r) => std::fs::read_dir(r).map(|mut d| d.next().is_none()).unwrap_or(true),
+    }
+}
+
+impl Sandbox {
+    /// CreateContainer: storages, namespaces, rootfs; the process waits for
+    /// StartContainer. A failure halfway is rolled back by the teardown code.
+    pub async fn create_container(
+        &self,
+        id: ContainerId,
+        spec: ContainerSpec,
+        storages: Vec<StorageSpec>,
+        join_pidns: bool,
+    ) -> Result<(), AgentError> {
+        let sb = self.sandbox_spec()?;
+        if self.state().containers.contains_key(&id) {
+            return Err(AgentError::ContainerExists(id));
+        }
+        let pause = self.pause();
+        let marked_pause = spec.annotations.get(CONTAINER_TYPE_ANNOTATION).map(String::as_str) == Some("sandbox");
+        if let (true, Some(p)) = (marked_pause, &pause) {
+            return Err(AgentError::invalid(
+                "OCI.Annotations",
+                format!("the sandbox already has its pause container {:?}", p.id.as_str()),
+            ));
+        }
+        let is_pause = pause.is_none();
+        let dir = self.containers_dir().join(id.as_str());
+        std::fs::create_dir_all(&dir).map_err(|e| AgentError::Internal(format!("create {}: {e}", dir.display())))?;
+        let owner = Owner::Container(id.clone());
+        for s in &storages {
+            if let Err(e) = storage::mount_storage(&self.ledger, &owner, s) {
+                self.rollback(&id, &dir, None).await;
+                return Err(e.into());
+            }
+        }
+        let (cfg, own_pid_ns) = self.init_config(&sb, &spec, pause.as_deref(), join_pidns);
+        if !is_pause && cfg.rootfs.as_deref().is_none_or(|r| !r.is_dir()) {
+            self.rollback(&id, &dir, None).await;
+            return Err(AgentError::invalid(
+                "OCI.Root.Path",
+                format!("rootfs {:?} is not a directory in the guest", spec.rootfs),
+            ));
+        }
+        let spawned = match spawn::start(&dir.join("init.json"), &cfg, id.as_str()).await {
+            Ok(s) => s,
+            Err(SpawnError { pid, reason }) => {
+                self.rollback(&id, &dir, pid).await;
+                return Err(AgentError::SetupFailed { cid: id, reason });
+            }
+        };
+        self.forget_helper(spawned.helper_pid);
+        let protected = is_pause || spec.annotations.get(PROTECTED_ANNOTATION).map(String::as_str) == Some("true");
+        let pid = spawned.process.pid;
+        let c = Arc::new(Container::new(NewContainer {
+            id: id.clone(),
+            dir: dir.clone(),
+            is_pause,
+            protected,
+            own_pid_ns,
+            init: spawned.process,
+            gate: spawned.gate,
+            report: Some(spawned.report),
+        }));
+        {
+            let mut st = self.state();
+            if !st.containers.contains_key(&id) {
+                st.removed.remove(&id);
+                st.containers.insert(id.clone(), c);
+                drop(st);
+                info!(self.log, "container created"; "cid" => %id, "pid" => pid, "pause" => is_pause, "builtin_pause" => cfg.payload == Payload::BuiltinPause);
+                return Ok(());
+            }
+        }
+        // A concurrent create with the same id won: undo ours.
+        self.rollback(&id, &dir, Some(pid)).await;
+        Err(AgentError::ContainerExists(id))
+    }
+
+    fn init_config(
+        &self,
+        sb: &SandboxSpec,
+        spec: &ContainerSpec,
+        pause: Option<&Container>,
+        join_pidns: bool,
+    ) -> (InitConfig, bool) {
+        let mut namespaces = vec![(NsKind::Mnt, NsMode::New)];
+        let own_pid_ns = match pause {
+            None => {
+                namespaces.extend([(NsKind::Uts, NsMode::New), (NsKind::Ipc, NsMode::New)]);
+                sb.sandbox_pidns || spec.new_pid_ns
+            }
+            Some(p) => {
+                let pid = p.init.pid;
+                namespaces.extend([
+                    (NsKind::Uts, ns_path(pid, NsKind::Uts)),
+                    (NsKind::Ipc, ns_path(pid, NsKind::Ipc)),
+                ]);
+                if sb.sandbox_pidns || join_pidns {
+                    namespaces.push((NsKind::Pid, ns_path(pid, NsKind::Pid)));
+                    false
+                } else {
+                    spec.new_pid_ns
+                }
+            }
+        };
+        if own_pid_ns {
+            namespaces.push((NsKind::Pid, NsMode::New));
+        }
+        // The pod's network namespace is the agent's (the guest's), as in Kata.
+        let builtin = pause.is_none() && rootfs_absent(spec.rootfs.as_deref());
+        let hostname = match pause {
+            None => spec
+                .hostname
+                .clone()
+                .filter(|h| !h.is_empty())
+                .or_else(|| Some(sb.hostname.clone()).filter(|h| !h.is_empty())),
+            Some(_) => None,
+        };
+        let mut mounts = spec.mounts.clone();
+        let resolv = self.sandbox_dir().join("resolv.conf");
+        if !builtin && resolv.exists() && !mounts.iter().any(|m| m.destination == Path::new("/etc/resolv.conf")) {
+            mounts.push(MountSpec {
+                destination: "/etc/resolv.conf".into(),
+                source: resolv.display().to_string(),
+                fstype: "bind".into(),
+                options: vec!["bind".into(), "ro".into()],
+            });
+        }
+        let cfg = InitConfig {
+            namespaces,
+            rootfs: if builtin { None } else { spec.rootfs.clone() },
+            readonly_rootfs: spec.readonly_rootfs,
+            mounts: if builtin { Vec::new() } else { mounts },
+            hostname,
+            wait_for_start: true,
+            payload: if builtin {
+                Payload::BuiltinPause
+            } else {
+                Payload::Exec(spec.process.clone())
+            },
+        };
+        (cfg, own_pid_ns)
+    }
+
+    /// The helper exits right after reporting; collect and forget its status.
+    fn forget_helper(&self, pid: u32) {
+        let reaper = self.reaper.clone();
+        tokio::spawn(async move {
+            reaper.wait(pid as i32).await;
+            reaper.forget(pid as i32);
+        });
+    }
+
+    /// StartContainer: opens the start gate and waits for the exec.
+    pub async fn start_container(&self, id: &ContainerId) -> Result<(), AgentError> {
+        let c = self.container(id)?;
+        let _op = c.op.lock().await;
+        let status = c.status(self.reaper.status(c.init.pid).is_some());
+        if !status.can_start() {
+            return Err(AgentError::WrongState {
+                cid: id.clone(),
+                state: status.name(),
+                action: "start it (only a created container starts)",
+            });
+        }
+        let gate = c.gate.lock().expect("gate lock").take();
+        let mut gate =
+            std::fs::File::from(gate.ok_or_else(|| AgentError::Internal(format!("container {id} has no start gate")))?);
+        gate.write_all(&[1]).map_err(|e| AgentError::SetupFailed {
+            cid: id.clone(),
+            reason: format!("open start gate: {e}"),
+        })?;
+        let mut report = c
+            .report
+            .lock()
+            .await
+            .take()
+            .ok_or_else(|| AgentError::Internal(format!("container {id} has no report pipe")))?;
+        match report.exec_result().await {
+            Ok(()) => {
+                c.set_status(Status::Running);
+                info!(self.log, "container started"; "cid" => %id, "pid" => c.init.pid);
+                Ok(())
+            }
+            Err(reason) => {
+                c.set_status(Status::Stopped);
+                warn!(self.log, "container start failed"; "cid" => %id, "error" => &reason);
+                Err(AgentError::SetupFailed {
+                    cid: id.clone(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// ExecProcess: a new process in every namespace of the container.
+    pub async fn exec_process(
+        &self,
+        id: &ContainerId,
+        exec_id: String,
+        process: ProcessSpec,
+    ) -> Result<(), AgentError> {
+        let c = self.container(id)?;
+        let status = c.status(self.reaper.status(c.init.pid).is_some());
+        if !status.can_exec() {
+            return Err(AgentError::WrongState {
+                cid: id.clone(),
+                state: status.name(),
+                action: "exec in it (it must be running)",
+            });
+        }
+        if c.has_exec(&exec_id) || exec_id == id.as_str() {
+            return Err(AgentError::ExecIdInUse {
+                cid: id.clone(),
+                exec_id,
+            });
+        }
+        let pid = c.init.pid;
+        let kinds = [NsKind::Uts, NsKind::Ipc, NsKind::Net, NsKind::Pid, NsKind::Mnt];
+        let cfg = InitConfig {
+            namespaces: kinds.iter().map(|k| (*k, ns_path(pid, *k))).collect(),
+            rootfs: None,
+            readonly_rootfs: false,
+            mounts: Vec::new(),
+            hostname: None,
+            wait_for_start: false,
+            payload: Payload::Exec(process),
+        };
+        let spawned = spawn::start(&c.dir.join(format!("exec-{exec_id}.json")), &cfg, &exec_id)
+            .await
+            .map_err(|e| AgentError::SetupFailed {
+                cid: id.clone(),
+                reason: e.reason,
+            })?;
+        self.forget_helper(spawned.helper_pid);
+        let p = spawned.process;
+        info!(self.log, "process exec'd"; "cid" => %id, "exec_id" => &exec_id, "pid" => p.pid);
+        if !c.add_exec(p.clone()) {
+            let _ = crate::sys::process::kill(p.pid, libc_sigkill());
+            return Err(AgentError::ExecIdInUse {
+                cid: id.clone(),
+                exec_id,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn libc_sigkill() -> i32 {
+    nix::sys::signal::Signal::SIGKILL as i32
+}

@@ -1,0 +1,133 @@
+//! The sandbox: one per agent. Holds the pod's settings, its containers by
+//! id, and the mount ledger; every pod operation goes through it.
+
+mod containers;
+mod processes;
+pub mod teardown;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use slog::{info, o, Logger};
+
+use crate::container::Container;
+use crate::error::AgentError;
+use crate::ids::ContainerId;
+use crate::mount::ledger::{Ledger, Owner};
+use crate::mount::storage::{self, StorageSpec};
+use crate::process::reaper::Reaper;
+
+/// CreateSandbox, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxSpec {
+    /// Sandbox id (may be empty: older runtimes do not send one).
+    pub id: String,
+    /// Hostname of the pod.
+    pub hostname: String,
+    /// resolv.conf lines.
+    pub dns: Vec<String>,
+    /// Sandbox-wide storages.
+    pub storages: Vec<StorageSpec>,
+    /// All containers share the pause container's pid namespace.
+    pub sandbox_pidns: bool,
+}
+
+#[derive(Default)]
+struct State {
+    sandbox: Option<SandboxSpec>,
+    containers: BTreeMap<ContainerId, Arc<Container>>,
+    /// Ids bosun removed: a second RemoveContainer answers OK.
+    removed: HashSet<ContainerId>,
+}
+
+/// The agent's pod.
+pub struct Sandbox {
+    log: Logger,
+    run_dir: PathBuf,
+    reaper: Arc<Reaper>,
+    ledger: Arc<Mutex<Ledger>>,
+    state: Mutex<State>,
+}
+
+impl Sandbox {
+    /// A sandbox-less agent state rooted at `run_dir`.
+    pub fn new(log: &Logger, run_dir: &Path, reaper: Arc<Reaper>) -> Self {
+        Self {
+            log: log.new(o!("subsystem" => "sandbox")),
+            run_dir: run_dir.to_path_buf(),
+            reaper,
+            ledger: Arc::new(Mutex::new(Ledger::default())),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("sandbox lock")
+    }
+
+    /// The container `id`, or NOT_FOUND.
+    pub fn container(&self, id: &ContainerId) -> Result<Arc<Container>, AgentError> {
+        self.state()
+            .containers
+            .get(id)
+            .cloned()
+            .ok_or_else(|| AgentError::ContainerNotFound(id.clone()))
+    }
+
+    /// Every container, by id.
+    pub fn containers(&self) -> Vec<Arc<Container>> {
+        self.state().containers.values().cloned().collect()
+    }
+
+    /// The run directory of containers.
+    fn containers_dir(&self) -> PathBuf {
+        self.run_dir.join("containers")
+    }
+
+    /// The sandbox's own directory (resolv.conf, ...).
+    fn sandbox_dir(&self) -> PathBuf {
+        self.run_dir.join("sandbox")
+    }
+
+    /// CreateSandbox. The same spec again is OK (idempotent).
+    pub async fn create_sandbox(&self, spec: SandboxSpec) -> Result<(), AgentError> {
+        {
+            let st = self.state();
+            if let Some(existing) = &st.sandbox {
+                return if *existing == spec {
+                    Ok(())
+                } else {
+                    Err(AgentError::SandboxExists(existing.id.clone()))
+                };
+            }
+        }
+        let dir = self.sandbox_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| AgentError::Internal(format!("create {}: {e}", dir.display())))?;
+        if !spec.dns.is_empty() {
+            // Containers bind this file; the guest's own /etc is not touched.
+            let text: String = spec.dns.iter().map(|l| format!("{l}\n")).collect();
+            std::fs::write(dir.join("resolv.conf"), text)
+                .map_err(|e| AgentError::Internal(format!("write resolv.conf: {e}")))?;
+        }
+        for (i, s) in spec.storages.iter().enumerate() {
+            if let Err(e) = storage::mount_storage(&self.ledger, &Owner::Sandbox, s) {
+                let report = self.teardown_sandbox_storages().await;
+                slog::warn!(self.log, "sandbox storage failed, rolled back"; "index" => i, "error" => %e, "rollback" => %report);
+                return Err(e.into());
+            }
+        }
+        info!(self.log, "sandbox created"; "sid" => &spec.id, "hostname" => &spec.hostname, "storages" => spec.storages.len());
+        self.state().sandbox = Some(spec);
+        Ok(())
+    }
+
+    fn sandbox_spec(&self) -> Result<SandboxSpec, AgentError> {
+        self.state().sandbox.clone().ok_or(AgentError::NoSandbox)
+    }
+
+    /// The pause container, if one was created.
+    fn pause(&self) -> Option<Arc<Container>> {
+        self.state().containers.values().find(|c| c.is_pause).cloned()
+    }
+}

@@ -1,0 +1,116 @@
+//! SignalProcess, WaitProcess, ReadStdout/ReadStderr, WriteStdin,
+//! CloseStdin.
+
+use std::sync::Arc;
+
+use nix::errno::Errno;
+
+use super::Sandbox;
+use crate::container::Container;
+use crate::error::AgentError;
+use crate::ids::ContainerId;
+use crate::process::Process;
+use crate::sys::process as sysproc;
+
+/// Which output stream.
+#[derive(Clone, Copy, Debug)]
+pub enum Stream {
+    /// stdout.
+    Stdout,
+    /// stderr.
+    Stderr,
+}
+
+/// Highest signal number Linux has (SIGRTMAX).
+const MAX_SIGNAL: u32 = 64;
+
+impl Sandbox {
+    /// The container and its process `exec_id` (`None`: the init).
+    pub fn process(
+        &self,
+        id: &ContainerId,
+        exec_id: Option<&str>,
+    ) -> Result<(Arc<Container>, Arc<Process>), AgentError> {
+        let c = self.container(id)?;
+        let p = match exec_id {
+            None => c.init.clone(),
+            Some(e) if e == id.as_str() => c.init.clone(),
+            Some(e) => c.exec(e).ok_or_else(|| AgentError::ProcessNotFound {
+                cid: id.clone(),
+                exec_id: e.to_string(),
+            })?,
+        };
+        Ok((c, p))
+    }
+
+    /// Sends `sig` to one process, or to every process of the container
+    /// when `exec_id` is `None`. A process that already exited is not an
+    /// error: its pid is never signalled again (it may have been reused).
+    pub fn signal(&self, id: &ContainerId, exec_id: Option<&str>, sig: u32) -> Result<(), AgentError> {
+        if sig == 0 || sig > MAX_SIGNAL {
+            return Err(AgentError::invalid(
+                "signal",
+                format!("{sig} is not a signal number (1..={MAX_SIGNAL})"),
+            ));
+        }
+        let targets = match exec_id {
+            Some(_) => vec![self.process(id, exec_id)?.1],
+            None => self.container(id)?.processes(),
+        };
+        for p in targets {
+            if self.reaper.status(p.pid).is_some() {
+                continue;
+            }
+            match sysproc::kill(p.pid, sig as i32) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(e) => {
+                    return Err(AgentError::Internal(format!(
+                        "signal {sig} to pid {} of container {id}: {e}",
+                        p.pid
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits (without bound) for the process to exit; returns its status.
+    pub async fn wait(&self, id: &ContainerId, exec_id: Option<&str>) -> Result<i32, AgentError> {
+        let (_, p) = self.process(id, exec_id)?;
+        let status = self.reaper.wait(p.pid).await;
+        p.set_exit(status);
+        Ok(status)
+    }
+
+    /// Long poll on stdout or stderr; empty at EOF.
+    pub async fn read(
+        &self,
+        id: &ContainerId,
+        exec_id: Option<&str>,
+        which: Stream,
+        len: usize,
+    ) -> Result<Vec<u8>, AgentError> {
+        let (_, p) = self.process(id, exec_id)?;
+        let out = match which {
+            Stream::Stdout => p.stdout.clone(),
+            Stream::Stderr => p.stderr.clone(),
+        };
+        Ok(out.read(len).await)
+    }
+
+    /// Writes to stdin; an empty write closes it.
+    pub async fn write_stdin(&self, id: &ContainerId, exec_id: Option<&str>, data: &[u8]) -> Result<usize, AgentError> {
+        let (_, p) = self.process(id, exec_id)?;
+        p.write_stdin(data).await.map_err(|_| AgentError::StdinClosed {
+            cid: id.clone(),
+            exec_id: p.exec_id.clone(),
+        })
+    }
+
+    /// Closes stdin (idempotent).
+    pub async fn close_stdin(&self, id: &ContainerId, exec_id: Option<&str>) -> Result<(), AgentError> {
+        let (_, p) = self.process(id, exec_id)?;
+        p.close_stdin().await;
+        Ok(())
+    }
+}

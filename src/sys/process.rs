@@ -1,0 +1,133 @@
+//! Process and namespace calls: subreaper, signals, waitpid, fork, setns,
+//! unshare, exec, credentials.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::AsFd;
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Gid, Pid, Uid};
+
+pub use nix::sched::CloneFlags as NsFlags;
+
+/// Makes orphaned descendants (container inits whose helper exited) our
+/// children, so bosun reaps them and learns their exit status.
+pub fn set_child_subreaper() -> Result<(), Errno> {
+    nix::sys::prctl::set_child_subreaper(true)
+}
+
+/// Sends `sig` (0: existence check) to `pid`.
+pub fn kill(pid: i32, sig: i32) -> Result<(), Errno> {
+    let sig = if sig == 0 { None } else { Some(Signal::try_from(sig)?) };
+    nix::sys::signal::kill(Pid::from_raw(pid), sig)
+}
+
+/// One exit collected by the reaper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    /// The process that ended.
+    pub pid: i32,
+    /// Exit code, or 128 + signal number for a signal death (shell convention).
+    pub status: i32,
+}
+
+/// Reaps one exited child without blocking; `None` when none is left.
+pub fn reap_one() -> Option<Exit> {
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => {
+                return Some(Exit {
+                    pid: pid.as_raw(),
+                    status: code,
+                })
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                return Some(Exit {
+                    pid: pid.as_raw(),
+                    status: 128 + sig as i32,
+                })
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return None,
+            Ok(_) => continue, // stopped/continued: not an exit
+        }
+    }
+}
+
+/// Where a fork left us.
+pub enum Forked {
+    /// In the parent, with the child's pid.
+    Parent(i32),
+    /// In the child.
+    Child,
+}
+
+/// fork(2). Only called from bosun's single-threaded helper processes
+/// (`bosun init`), never from the multi-threaded agent.
+pub fn fork() -> Result<Forked, Errno> {
+    // SAFETY: the caller is a freshly exec'd, single-threaded helper, so the
+    // child cannot inherit a lock held by another thread.
+    match unsafe { nix::unistd::fork()? } {
+        ForkResult::Parent { child } => Ok(Forked::Parent(child.as_raw())),
+        ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// Enters the namespace `ns` (an open /proc/PID/ns/* file).
+pub fn setns(ns: &File, kind: CloneFlags) -> Result<(), Errno> {
+    nix::sched::setns(ns.as_fd(), kind)
+}
+
+/// Leaves the current namespaces of the kinds in `flags` for new ones.
+pub fn unshare(flags: CloneFlags) -> Result<(), Errno> {
+    nix::sched::unshare(flags)
+}
+
+/// sethostname(2) in the current UTS namespace.
+pub fn sethostname(name: &str) -> Result<(), Errno> {
+    nix::unistd::sethostname(name)
+}
+
+/// Sets supplementary groups, gid and uid, in that order (each step needs
+/// the privileges the next one drops).
+pub fn set_credentials(uid: u32, gid: u32, groups: &[u32]) -> Result<(), Errno> {
+    let groups: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups)?;
+    nix::unistd::setresgid(Gid::from_raw(gid), Gid::from_raw(gid), Gid::from_raw(gid))?;
+    nix::unistd::setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid))
+}
+
+/// PR_SET_NO_NEW_PRIVS.
+pub fn set_no_new_privs() -> Result<(), Errno> {
+    nix::sys::prctl::set_no_new_privs()
+}
+
+/// Makes this process die with SIGKILL when its parent exits.
+pub fn set_parent_death_kill() -> Result<(), Errno> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+}
+
+/// execvpe(3): replaces this process; returns only on failure.
+pub fn exec(args: &[String], env: &[String]) -> Errno {
+    let to_c = |v: &[String]| {
+        v.iter()
+            .map(|s| CString::new(s.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    match (to_c(args), to_c(env)) {
+        (Ok(a), Ok(e)) if !a.is_empty() => match nix::unistd::execvpe(&a[0], &a, &e) {
+            Err(e) => e,
+            Ok(never) => match never {},
+        },
+        _ => Errno::EINVAL,
+    }
+}
+
+/// Ends this process at once, without running destructors or atexit
+/// handlers (used in forked children).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit(2) is always safe to call; it never returns.
+    unsafe { libc::_exit(code) }
+}
