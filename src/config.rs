@@ -55,6 +55,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "seconds in-flight calls get to finish after SIGTERM",
     },
     OptionSpec {
+        flag: "run-dir",
+        env: &["BOSUN_RUN_DIR"],
+        cmdline: Some("agent.run_dir"),
+        default: Some("/run/bosun"),
+        help: "directory for container run state; bosun only ever deletes what it created there",
+    },
+    OptionSpec {
         flag: "cmdline-file",
         env: &["BOSUN_CMDLINE_FILE"],
         cmdline: None,
@@ -83,6 +90,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Bound on graceful shutdown.
     pub shutdown_timeout: Duration,
+    /// Container run state.
+    pub run_dir: PathBuf,
     /// Where each value came from, for the start-up log line.
     pub sources: Vec<(&'static str, String)>,
 }
@@ -227,11 +236,17 @@ impl Config {
                 "expected whole seconds, 0 to 3600".into(),
             )
         })?;
+        let v = pick("run-dir").expect("has default");
+        let run_dir = PathBuf::from(&v.0);
+        if !run_dir.is_absolute() || v.0.contains("..") {
+            return Err(bad("run-dir", v, "expected an absolute path without '..'".into()));
+        }
         Ok(Config {
             server_addr,
             log_level,
             log_format,
             shutdown_timeout: Duration::from_secs(secs),
+            run_dir,
             sources,
         })
     }
@@ -348,6 +363,8 @@ mod tests {
             (&["--log-format", "xml"], &[], "log-format"),
             (&["--shutdown-timeout", "-1"], &[], "shutdown-timeout"),
             (&["--shutdown-timeout", "99999"], &[], "shutdown-timeout"),
+            (&["--run-dir", "relative/dir"], &[], "run-dir"),
+            (&[], &[("BOSUN_RUN_DIR", "/run/../etc")], "run-dir"),
         ];
         for (i, (f, e, opt)) in cases.iter().enumerate() {
             match resolve(f, e, None) {

@@ -21,10 +21,10 @@ pub enum AgentError {
         reason: String,
     },
     /// No container with this id.
-    #[error("container {0:?} not found; list containers with `bosunctl ps`")]
+    #[error("container \"{0}\" not found; list containers with `bosunctl ps`")]
     ContainerNotFound(ContainerId),
     /// The container exists, the process does not.
-    #[error("process {exec_id:?} not found in container {cid:?} (the container exists)")]
+    #[error("process {exec_id:?} not found in container \"{cid}\" (the container exists)")]
     ProcessNotFound {
         /// The container.
         cid: ContainerId,
@@ -32,10 +32,10 @@ pub enum AgentError {
         exec_id: String,
     },
     /// A container with this id exists.
-    #[error("container {0:?} already exists; remove it first or use another id")]
+    #[error("container \"{0}\" already exists; remove it first or use another id")]
     ContainerExists(ContainerId),
     /// An exec id already used in this container.
-    #[error("exec id {exec_id:?} is already used in container {cid:?}; use another id")]
+    #[error("exec id {exec_id:?} is already used in container \"{cid}\"; use another id")]
     ExecIdInUse {
         /// The container.
         cid: ContainerId,
@@ -43,7 +43,7 @@ pub enum AgentError {
         exec_id: String,
     },
     /// Writing to a stdin that was closed.
-    #[error("stdin of process {exec_id:?} in container {cid:?} is closed")]
+    #[error("stdin of process {exec_id:?} in container \"{cid}\" is closed")]
     StdinClosed {
         /// The container.
         cid: ContainerId,
@@ -54,10 +54,10 @@ pub enum AgentError {
     #[error("no sandbox: call CreateSandbox first")]
     NoSandbox,
     /// A sandbox exists already.
-    #[error("sandbox {0:?} already exists; destroy it first (one sandbox per agent)")]
+    #[error("sandbox \"{0}\" already exists; destroy it first (one sandbox per agent)")]
     SandboxExists(String),
     /// The container is not in a state that allows the action.
-    #[error("container {cid:?} is {state}; cannot {action}")]
+    #[error("container \"{cid}\" is {state}; cannot {action}")]
     WrongState {
         /// The container.
         cid: ContainerId,
@@ -67,7 +67,7 @@ pub enum AgentError {
         action: &'static str,
     },
     /// The container could not be set up as its spec asks.
-    #[error("container {cid:?} could not be set up: {reason}")]
+    #[error("container \"{cid}\" could not be set up: {reason}")]
     SetupFailed {
         /// The container.
         cid: ContainerId,

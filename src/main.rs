@@ -6,10 +6,19 @@ use anyhow::Context as _;
 use slog::{crit, info};
 
 use bosun::config::{self, Action, Config};
-use bosun::{logging, rpc, transport};
+use bosun::process::reaper::Reaper;
+use bosun::sandbox::Sandbox;
+use bosun::sys::process as sysproc;
+use bosun::{container, logging, rpc, transport};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // Internal entry points of the same binary, before any set-up.
+    match args.first().map(String::as_str) {
+        Some("init") if args.len() == 2 => return exit(container::init::main(std::path::Path::new(&args[1]))),
+        Some("pause") if args.len() == 1 => return exit(container::pause::run()),
+        _ => {}
+    }
     let env = |k: &str| std::env::var(k).ok();
     let cfg = match configure(&args, &env) {
         Ok(Some(cfg)) => cfg,
@@ -70,8 +79,13 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
     rt.block_on(async {
         let sources: Vec<String> = cfg.sources.iter().map(|(k, v)| format!("{k}={v}")).collect();
         info!(log, "starting"; "version" => rpc::AGENT_VERSION, "addr" => %cfg.server_addr, "config_sources" => sources.join(","));
+        // Container processes are reparented to bosun when their helper
+        // exits; bosun reaps them (as PID 1 it does so anyway).
+        sysproc::set_child_subreaper().context("become a child subreaper")?;
+        let reaper = Reaper::start().context("watch SIGCHLD")?;
+        let sandbox = std::sync::Arc::new(Sandbox::new(log, &cfg.run_dir, reaper));
         let bound = transport::listen::bind(&cfg.server_addr).context("listen")?;
-        rpc::serve(bound, log, cfg.shutdown_timeout, shutdown_signal()).await.context("serve")?;
+        rpc::serve(bound, sandbox, log, cfg.shutdown_timeout, shutdown_signal()).await.context("serve")?;
         info!(log, "stopped");
         Ok(())
     })
@@ -90,4 +104,8 @@ async fn shutdown_signal() {
         // Without signal handlers bosun could not stop gracefully; serve on.
         _ => std::future::pending().await,
     }
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

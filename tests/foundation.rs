@@ -49,7 +49,22 @@ fn check_and_version_over_abstract_socket() {
 
 /// The AgentService methods bosun serves; every other method declared in
 /// protocols/agent.proto must answer UNIMPLEMENTED.
-const SERVED: &[&str] = &[];
+const SERVED: &[&str] = &[
+    "CreateSandbox",
+    "DestroySandbox",
+    "CreateContainer",
+    "StartContainer",
+    "RemoveContainer",
+    "ExecProcess",
+    "SignalProcess",
+    "WaitProcess",
+    "ReadStdout",
+    "ReadStderr",
+    "WriteStdin",
+    "CloseStdin",
+    "GetGuestDetails",
+    "OnlineCPUMem",
+];
 
 fn agent_methods() -> Vec<String> {
     include_str!("../protocols/agent.proto")

@@ -42,7 +42,7 @@ pub fn main(config_path: &Path) -> i32 {
     match sysproc::fork() {
         Err(e) => fail(&mut report, &format!("fork: {e}")),
         Ok(Forked::Parent(pid)) => {
-            let _ = writeln!(report, "pid {pid}");
+            say(&mut report, &format!("pid {pid}"));
             0
         }
         Ok(Forked::Child) => {
@@ -52,8 +52,16 @@ pub fn main(config_path: &Path) -> i32 {
     }
 }
 
+/// Writes one report line in a single write(2): lines shorter than
+/// PIPE_BUF are atomic, so the helper's and the child's lines never mix.
+fn say(report: &mut File, line: &str) -> bool {
+    let mut l: String = line.replace('\n', " ").chars().take(4000).collect();
+    l.push('\n');
+    report.write_all(l.as_bytes()).is_ok()
+}
+
 fn fail(report: &mut File, msg: &str) -> i32 {
-    let _ = writeln!(report, "error {}", msg.replace('\n', " "));
+    say(report, &format!("error {msg}"));
     1
 }
 
@@ -97,7 +105,7 @@ fn child(cfg: &InitConfig, report: &mut File) -> i32 {
         return fail(report, &e);
     }
     if cfg.wait_for_start {
-        if writeln!(report, "ready").is_err() {
+        if !say(report, "ready") {
             return 1;
         }
         let mut gate = crate::sys::fd::take(GATE_FD);
@@ -146,6 +154,9 @@ fn exec(p: &ProcessSpec) -> String {
     // the container's PATH (this helper started with an empty environment).
     if let Some(path) = p.env.iter().find_map(|e| e.strip_prefix("PATH=")) {
         std::env::set_var("PATH", path);
+    }
+    if let Err(e) = sysproc::reset_signals() {
+        return format!("reset signal dispositions: {e}");
     }
     if let Err(e) = crate::sys::fd::set_cloexec(REPORT_FD) {
         return format!("cloexec on report pipe: {e}");

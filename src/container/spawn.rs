@@ -119,22 +119,7 @@ pub async fn start(config_path: &Path, cfg: &InitConfig, exec_id: &str) -> Resul
     let conv = |e: std::io::Error| serr(None, format!("pipe: {e}"));
     let mut report = Report(BufReader::new(pipe::Receiver::from_owned_fd(rep_r).map_err(conv)?));
 
-    let pid = match report.line(SETUP_TIMEOUT).await.map_err(|e| serr(None, e))? {
-        Some(l) if l.starts_with("pid ") => l[4..]
-            .parse::<i32>()
-            .map_err(|_| serr(None, format!("bad report line {l:?}")))?,
-        Some(l) => return Err(serr(None, l.strip_prefix("error ").unwrap_or(&l))),
-        None => return Err(serr(None, "container helper exited without a report")),
-    };
-    if cfg.wait_for_start {
-        match report.line(SETUP_TIMEOUT).await.map_err(|e| serr(Some(pid), e))? {
-            Some(l) if l == "ready" => {}
-            Some(l) => return Err(serr(Some(pid), l.strip_prefix("error ").unwrap_or(&l))),
-            None => return Err(serr(Some(pid), "container process exited during set-up")),
-        }
-    } else {
-        report.exec_result().await.map_err(|e| serr(Some(pid), e))?;
-    }
+    let pid = read_setup(&mut report, cfg.wait_for_start).await?;
     let stdin = pipe::Sender::from_owned_fd(in_w).map_err(|e| serr(Some(pid), format!("stdin pipe: {e}")))?;
     let stdout = pipe::Receiver::from_owned_fd(out_r).map_err(|e| serr(Some(pid), format!("stdout pipe: {e}")))?;
     let stderr = pipe::Receiver::from_owned_fd(err_r).map_err(|e| serr(Some(pid), format!("stderr pipe: {e}")))?;
@@ -151,4 +136,33 @@ pub async fn start(config_path: &Path, cfg: &InitConfig, exec_id: &str) -> Resul
         report,
         helper_pid,
     })
+}
+
+/// Reads the helper's report until the process is set up. The helper's
+/// `pid` line and the child's `ready`/`error` line may come in either order.
+async fn read_setup(report: &mut Report, gated: bool) -> Result<i32, SpawnError> {
+    let (mut pid, mut ready) = (None, false);
+    loop {
+        if let (Some(p), true) = (pid, ready) {
+            return Ok(p);
+        }
+        match report.line(SETUP_TIMEOUT).await.map_err(|e| serr(pid, e))? {
+            Some(l) if l.starts_with("pid ") => {
+                pid = Some(
+                    l[4..]
+                        .parse::<i32>()
+                        .map_err(|_| serr(None, format!("bad report line {l:?}")))?,
+                );
+                if !gated {
+                    // Not gated: the child execs at once; the pipe closes on
+                    // success or carries its error.
+                    report.exec_result().await.map_err(|e| serr(pid, e))?;
+                    return Ok(pid.expect("just set"));
+                }
+            }
+            Some(l) if l == "ready" && gated => ready = true,
+            Some(l) => return Err(serr(pid, l.strip_prefix("error ").unwrap_or(&l))),
+            None => return Err(serr(pid, "container helper exited during set-up")),
+        }
+    }
 }

@@ -48,12 +48,14 @@ impl Driver {
             "blk" | "virtio-blk" | "scsi" => Self::Block,
             "overlayfs" => Self::Overlay,
             "virtio-fs" | "9p" => Self::Shared,
-            other => return Err(AgentError::invalid(
-                "storage.driver",
-                format!(
+            other => {
+                return Err(AgentError::invalid(
+                    "storage.driver",
+                    format!(
                     "{other:?} is not one of local, ephemeral, bind, blk, virtio-blk, scsi, overlayfs, virtio-fs, 9p"
                 ),
-            )),
+                ))
+            }
         })
     }
 }

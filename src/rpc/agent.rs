@@ -1,12 +1,178 @@
-//! `grpc.AgentService`. Methods not written here answer UNIMPLEMENTED with
-//! the method's name (the generated defaults, see build.rs).
+//! `grpc.AgentService`. Thin handlers: decode, validate, call the sandbox,
+//! map the error. Methods not written here answer UNIMPLEMENTED with the
+//! method's name (the generated defaults, see build.rs).
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use ttrpc::r#async::TtrpcContext;
+
+use super::convert;
+use super::traced;
+use crate::ids::{parse_exec_id, ContainerId};
+use crate::protocols::agent::*;
 use crate::protocols::agent_ttrpc;
+use crate::protocols::empty::Empty;
+use crate::sandbox::processes::Stream;
+use crate::sandbox::Sandbox;
 
 /// Serves `grpc.AgentService`.
 pub struct Agent {
-    #[allow(dead_code)] // used by the handlers the pod lifecycle adds
     pub(super) log: slog::Logger,
+    pub(super) sandbox: Arc<Sandbox>,
 }
 
-impl agent_ttrpc::AgentService for Agent {}
+type R<T> = ttrpc::Result<T>;
+
+#[async_trait::async_trait]
+impl agent_ttrpc::AgentService for Agent {
+    async fn create_sandbox(&self, _: &TtrpcContext, req: CreateSandboxRequest) -> R<Empty> {
+        traced(&self.log, "CreateSandbox", async {
+            self.sandbox.create_sandbox(convert::sandbox(&req)?).await?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn destroy_sandbox(&self, _: &TtrpcContext, _: DestroySandboxRequest) -> R<Empty> {
+        traced(&self.log, "DestroySandbox", async {
+            self.sandbox.destroy_sandbox().await?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn create_container(&self, _: &TtrpcContext, req: CreateContainerRequest) -> R<Empty> {
+        traced(&self.log, "CreateContainer", async {
+            let id = ContainerId::parse(&req.container_id)?;
+            let spec = convert::container(req.OCI.as_ref())?;
+            let storages = convert::storages(&req.storages)?;
+            self.sandbox
+                .create_container(id, spec, storages, req.sandbox_pidns)
+                .await?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn start_container(&self, _: &TtrpcContext, req: StartContainerRequest) -> R<Empty> {
+        traced(&self.log, "StartContainer", async {
+            self.sandbox
+                .start_container(&ContainerId::parse(&req.container_id)?)
+                .await?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn remove_container(&self, _: &TtrpcContext, req: RemoveContainerRequest) -> R<Empty> {
+        traced(&self.log, "RemoveContainer", async {
+            let id = ContainerId::parse(&req.container_id)?;
+            self.sandbox
+                .remove_container(&id, Duration::from_secs(req.timeout.into()))
+                .await?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn exec_process(&self, _: &TtrpcContext, req: ExecProcessRequest) -> R<Empty> {
+        traced(&self.log, "ExecProcess", async {
+            let id = ContainerId::parse(&req.container_id)?;
+            let exec_id = parse_exec_id(&req.exec_id)?
+                .ok_or_else(|| crate::error::AgentError::invalid("exec_id", "empty; an exec needs its own id"))?;
+            let p = convert::process(
+                req.process
+                    .as_ref()
+                    .ok_or_else(|| crate::error::AgentError::invalid("process", "missing"))?,
+            )?;
+            self.sandbox.exec_process(&id, exec_id, p).await?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn signal_process(&self, _: &TtrpcContext, req: SignalProcessRequest) -> R<Empty> {
+        traced(&self.log, "SignalProcess", async {
+            let id = ContainerId::parse(&req.container_id)?;
+            self.sandbox
+                .signal(&id, parse_exec_id(&req.exec_id)?.as_deref(), req.signal)?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn wait_process(&self, _: &TtrpcContext, req: WaitProcessRequest) -> R<WaitProcessResponse> {
+        traced(&self.log, "WaitProcess", async {
+            let id = ContainerId::parse(&req.container_id)?;
+            let status = self.sandbox.wait(&id, parse_exec_id(&req.exec_id)?.as_deref()).await?;
+            Ok(WaitProcessResponse {
+                status,
+                ..Default::default()
+            })
+        })
+        .await
+    }
+
+    async fn read_stdout(&self, _: &TtrpcContext, req: ReadStreamRequest) -> R<ReadStreamResponse> {
+        traced(&self.log, "ReadStdout", self.read(req, Stream::Stdout)).await
+    }
+
+    async fn read_stderr(&self, _: &TtrpcContext, req: ReadStreamRequest) -> R<ReadStreamResponse> {
+        traced(&self.log, "ReadStderr", self.read(req, Stream::Stderr)).await
+    }
+
+    async fn write_stdin(&self, _: &TtrpcContext, req: WriteStreamRequest) -> R<WriteStreamResponse> {
+        traced(&self.log, "WriteStdin", async {
+            let id = ContainerId::parse(&req.container_id)?;
+            let n = self
+                .sandbox
+                .write_stdin(&id, parse_exec_id(&req.exec_id)?.as_deref(), &req.data)
+                .await?;
+            Ok(WriteStreamResponse {
+                len: n as u32,
+                ..Default::default()
+            })
+        })
+        .await
+    }
+
+    async fn close_stdin(&self, _: &TtrpcContext, req: CloseStdinRequest) -> R<Empty> {
+        traced(&self.log, "CloseStdin", async {
+            let id = ContainerId::parse(&req.container_id)?;
+            self.sandbox
+                .close_stdin(&id, parse_exec_id(&req.exec_id)?.as_deref())
+                .await?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn get_guest_details(&self, _: &TtrpcContext, req: GuestDetailsRequest) -> R<GuestDetailsResponse> {
+        traced(&self.log, "GetGuestDetails", async { Ok(super::guest::details(&req)) }).await
+    }
+
+    async fn online_cpu_mem(&self, _: &TtrpcContext, _: OnlineCPUMemRequest) -> R<Empty> {
+        // CPUs and memory hot-added to a guest come online by the kernel's
+        // own policy (memhp_default_state, CPU auto-online) here.
+        traced(&self.log, "OnlineCPUMem", async { Ok(Empty::new()) }).await
+    }
+}
+
+impl Agent {
+    async fn read(
+        &self,
+        req: ReadStreamRequest,
+        which: Stream,
+    ) -> Result<ReadStreamResponse, crate::error::AgentError> {
+        let id = ContainerId::parse(&req.container_id)?;
+        let data = self
+            .sandbox
+            .read(&id, parse_exec_id(&req.exec_id)?.as_deref(), which, req.len as usize)
+            .await?;
+        Ok(ReadStreamResponse {
+            data,
+            ..Default::default()
+        })
+    }
+}

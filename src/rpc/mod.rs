@@ -3,6 +3,8 @@
 //! Handlers are thin: decode, validate, call the domain, map the error.
 
 mod agent;
+mod convert;
+mod guest;
 mod health;
 
 use std::collections::HashMap;
@@ -16,12 +18,16 @@ pub use health::{AGENT_VERSION, PROTOCOL_VERSION};
 
 use crate::error::AgentError;
 use crate::protocols::{agent_ttrpc, health_ttrpc};
+use crate::sandbox::Sandbox;
 use crate::transport::listen::Bound;
 
 /// All services bosun registers, by ttrpc service name.
-pub fn services(log: &Logger) -> HashMap<String, ttrpc::r#async::Service> {
+pub fn services(log: &Logger, sandbox: Arc<Sandbox>) -> HashMap<String, ttrpc::r#async::Service> {
     let log = log.new(o!("subsystem" => "rpc"));
-    let mut s = agent_ttrpc::create_agent_service(Arc::new(agent::Agent { log: log.clone() }));
+    let mut s = agent_ttrpc::create_agent_service(Arc::new(agent::Agent {
+        log: log.clone(),
+        sandbox,
+    }));
     s.extend(health_ttrpc::create_health(Arc::new(health::Health { log })));
     s
 }
@@ -51,6 +57,7 @@ where
 /// in-flight calls up to `grace` to finish.
 pub async fn serve(
     bound: Bound,
+    sandbox: Arc<Sandbox>,
     log: &Logger,
     grace: Duration,
     stop: impl Future<Output = ()>,
@@ -59,7 +66,7 @@ pub async fn serve(
     let Bound { listener, owner } = bound;
     let mut server = ttrpc::r#async::Server::new()
         .add_listener(listener)
-        .register_service(services(log));
+        .register_service(services(log, sandbox));
     server.start().await?;
     info!(log, "serving");
     stop.await;

@@ -2,7 +2,7 @@
 //! id, and the mount ledger; every pod operation goes through it.
 
 mod containers;
-mod processes;
+pub mod processes;
 pub mod teardown;
 
 use std::collections::{BTreeMap, HashSet};

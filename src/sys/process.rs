@@ -131,3 +131,18 @@ pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit(2) is always safe to call; it never returns.
     unsafe { libc::_exit(code) }
 }
+
+/// Restores default dispositions for every catchable signal and clears the
+/// signal mask. The agent (like every Rust program) ignores SIGPIPE, and
+/// ignored signals survive exec: without this, `yes | head` in a container
+/// would spin forever on EPIPE.
+pub fn reset_signals() -> Result<(), Errno> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow};
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator().filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP)) {
+        // SAFETY: installing SIG_DFL runs no handler code; it only restores
+        // the kernel's default action.
+        unsafe { sigaction(sig, &dfl)? };
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+}

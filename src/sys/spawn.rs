@@ -34,7 +34,10 @@ pub fn spawn_helper(config: &Path, fds: HelperFds) -> io::Result<u32> {
         None => None,
     };
     let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg("init")
+    // argv[0] "bosun-init" names the helper (and the built-in pause it may
+    // become) in `ps` inside the pod.
+    cmd.arg0("bosun-init")
+        .arg("init")
         .arg(config)
         .env_clear()
         .stdin(Stdio::from(fds.stdin))

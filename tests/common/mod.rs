@@ -126,6 +126,47 @@ pub fn abstract_name(tag: &str) -> String {
     format!("bosun-test-{}-{tag}", std::process::id())
 }
 
+pub mod pod;
+
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// True when running as root.
+pub fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// Busybox applets linked into test rootfs images.
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "ps", "hostname", "sleep", "true", "false", "yes", "head", "wc", "ls", "md5sum", "env", "id",
+    "pwd", "tr", "kill", "mount", "grep",
+];
+
+/// Builds a minimal busybox rootfs under `dir`; returns its path.
+pub fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "proc", "dev", "etc", "tmp", "sys"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let bb = ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .expect("static busybox (apt-get install busybox-static)");
+    std::fs::copy(bb, root.join("bin/busybox")).unwrap();
+    for a in APPLETS {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+    }
+    std::fs::write(root.join("etc/hostname"), "image\n").unwrap();
+    root
+}
+
+/// Mount points at or under `dir` in this mount namespace.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    bosun::mount::mountinfo::mount_points()
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.starts_with(dir))
+        .collect()
 }

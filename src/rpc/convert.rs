@@ -1,0 +1,189 @@
+//! Requests → validated domain types. The only place that reads protobuf
+//! request fields; the domain never sees them.
+
+use std::path::PathBuf;
+
+use crate::container::init_config::{MountSpec, ProcessSpec};
+use crate::container::spec::ContainerSpec;
+use crate::error::AgentError;
+use crate::mount::storage::{check_guest_path, Driver, StorageSpec};
+use crate::protocols::agent::{CreateSandboxRequest, Storage};
+use crate::protocols::oci;
+use crate::sandbox::SandboxSpec;
+
+/// Most args or env entries a process may have; far above real workloads.
+pub const MAX_PROCESS_STRINGS: usize = 4096;
+/// Longest single arg or env entry (the kernel's MAX_ARG_STRLEN is 128 KiB;
+/// 32 KiB keeps hostile specs from filling the agent).
+pub const MAX_STRING_LEN: usize = 32 << 10;
+/// Most mounts in a spec, storages in a request, DNS lines in a sandbox.
+pub const MAX_ITEMS: usize = 1024;
+/// Longest hostname (HOST_NAME_MAX).
+pub const MAX_HOSTNAME: usize = 64;
+/// PATH used when the spec gives none, so `sh` is found as in runc.
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn cap<T>(field: &'static str, v: &[T], max: usize) -> Result<(), AgentError> {
+    if v.len() > max {
+        return Err(AgentError::invalid(
+            field,
+            format!("{} entries; at most {max}", v.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn check_strings(field: &'static str, v: &[String]) -> Result<(), AgentError> {
+    cap(field, v, MAX_PROCESS_STRINGS)?;
+    match v.iter().find(|s| s.len() > MAX_STRING_LEN || s.contains('\0')) {
+        Some(s) => Err(AgentError::invalid(
+            field,
+            format!(
+                "an entry of {} bytes or with a NUL byte; at most {MAX_STRING_LEN} bytes",
+                s.len()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks a hostname: 1..=64 bytes of letters, digits, '-' and '.'.
+pub fn hostname(field: &'static str, h: &str) -> Result<(), AgentError> {
+    if h.len() > MAX_HOSTNAME || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+        return Err(AgentError::invalid(
+            field,
+            format!(
+                "{:?} is not a hostname (letters, digits, '-', '.', at most {MAX_HOSTNAME})",
+                h.chars().take(80).collect::<String>()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Storages of a request.
+pub fn storages(v: &[Storage]) -> Result<Vec<StorageSpec>, AgentError> {
+    cap("storages", v, MAX_ITEMS)?;
+    v.iter()
+        .map(|s| {
+            check_strings("storage.options", &s.options)?;
+            Ok(StorageSpec {
+                driver: Driver::parse(&s.driver)?,
+                source: s.source.clone(),
+                fstype: s.fstype.clone(),
+                options: s.options.clone(),
+                mount_point: check_guest_path("storage.mount_point", &s.mount_point)?,
+            })
+        })
+        .collect()
+}
+
+/// CreateSandbox.
+pub fn sandbox(req: &CreateSandboxRequest) -> Result<SandboxSpec, AgentError> {
+    if !req.hostname.is_empty() {
+        hostname("hostname", &req.hostname)?;
+    }
+    cap("dns", &req.dns, MAX_ITEMS)?;
+    if req.dns.iter().any(|l| l.contains('\n') || l.len() > 1024) {
+        return Err(AgentError::invalid(
+            "dns",
+            "each entry is one resolv.conf line of at most 1024 bytes",
+        ));
+    }
+    if !req.sandbox_id.is_empty() {
+        crate::ids::ContainerId::parse(&req.sandbox_id)
+            .map_err(|_| AgentError::invalid("sandbox_id", "must match [A-Za-z0-9][A-Za-z0-9_.-]{0,127}"))?;
+    }
+    Ok(SandboxSpec {
+        id: req.sandbox_id.clone(),
+        hostname: req.hostname.clone(),
+        dns: req.dns.clone(),
+        storages: storages(&req.storages)?,
+        sandbox_pidns: req.sandbox_pidns,
+    })
+}
+
+/// An OCI process (init or exec).
+pub fn process(p: &oci::Process) -> Result<ProcessSpec, AgentError> {
+    if p.Terminal {
+        return Err(AgentError::invalid(
+            "Process.Terminal",
+            "terminals are not supported by bosun yet; use pipes (Terminal=false)",
+        ));
+    }
+    if p.Args.is_empty() || p.Args[0].is_empty() {
+        return Err(AgentError::invalid(
+            "Process.Args",
+            "empty; the first argument is the program to run",
+        ));
+    }
+    check_strings("Process.Args", &p.Args)?;
+    check_strings("Process.Env", &p.Env)?;
+    let mut env = p.Env.clone();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(DEFAULT_PATH.to_string());
+    }
+    let cwd = if p.Cwd.is_empty() {
+        PathBuf::from("/")
+    } else {
+        check_guest_path("Process.Cwd", &p.Cwd)
+            .or_else(|e| if p.Cwd == "/" { Ok(PathBuf::from("/")) } else { Err(e) })?
+    };
+    let user = p.User.as_ref();
+    let groups = user.map(|u| u.AdditionalGids.clone()).unwrap_or_default();
+    cap("Process.User.AdditionalGids", &groups, 65536)?;
+    Ok(ProcessSpec {
+        args: p.Args.clone(),
+        env,
+        cwd,
+        uid: user.map(|u| u.UID).unwrap_or(0),
+        gid: user.map(|u| u.GID).unwrap_or(0),
+        additional_gids: groups,
+        no_new_privileges: p.NoNewPrivileges,
+    })
+}
+
+/// The OCI spec of CreateContainer.
+pub fn container(spec: Option<&oci::Spec>) -> Result<ContainerSpec, AgentError> {
+    let spec = spec.ok_or_else(|| AgentError::invalid("OCI", "missing; CreateContainer needs an OCI spec"))?;
+    let process = process(
+        spec.Process
+            .as_ref()
+            .ok_or_else(|| AgentError::invalid("OCI.Process", "missing"))?,
+    )?;
+    let rootfs = match spec.Root.as_ref().map(|r| r.Path.as_str()).unwrap_or("") {
+        "" => None,
+        p => Some(check_guest_path("OCI.Root.Path", p)?),
+    };
+    cap("OCI.Mounts", &spec.Mounts, MAX_ITEMS)?;
+    let mounts = spec
+        .Mounts
+        .iter()
+        .map(|m| {
+            check_strings("OCI.Mounts.options", &m.options)?;
+            Ok(MountSpec {
+                destination: check_guest_path("OCI.Mounts.destination", &m.destination)?,
+                source: m.source.clone(),
+                fstype: m.type_.clone(),
+                options: m.options.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, AgentError>>()?;
+    if !spec.Hostname.is_empty() {
+        hostname("OCI.Hostname", &spec.Hostname)?;
+    }
+    let new_pid_ns = spec
+        .Linux
+        .as_ref()
+        .map(|l| l.Namespaces.iter().any(|n| n.Type == "pid" && n.Path.is_empty()))
+        .unwrap_or(false);
+    Ok(ContainerSpec {
+        rootfs,
+        readonly_rootfs: spec.Root.as_ref().map(|r| r.Readonly).unwrap_or(false),
+        process,
+        mounts,
+        hostname: (!spec.Hostname.is_empty()).then(|| spec.Hostname.clone()),
+        annotations: spec.Annotations.clone(),
+        new_pid_ns,
+    })
+}

@@ -1,0 +1,241 @@
+//! A test driver for one bosun agent: builds Kata-style requests and calls
+//! them the way a kata shim does.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use bosun::client::Client;
+use bosun::protocols::agent::*;
+use bosun::protocols::oci;
+
+use super::{rt, Agent};
+
+/// One agent, a runtime and a connected client.
+pub struct Pod {
+    pub agent: Agent,
+    pub rt: tokio::runtime::Runtime,
+    pub c: Client,
+}
+
+/// A ttrpc failure as (code, message).
+pub type Failure = (ttrpc::Code, String);
+
+fn failure(e: ttrpc::Error) -> Failure {
+    match e {
+        ttrpc::Error::RpcStatus(s) => (s.code(), s.message().to_string()),
+        other => (ttrpc::Code::UNKNOWN, other.to_string()),
+    }
+}
+
+/// The OCI spec of a container: busybox-style process, /proc and /dev.
+pub fn spec(rootfs: Option<&Path>, args: &[&str]) -> oci::Spec {
+    let mut s = oci::Spec::new();
+    let mut p = oci::Process::new();
+    p.Args = args.iter().map(|a| a.to_string()).collect();
+    p.Env = vec!["PATH=/bin".into(), "HOME=/".into()];
+    p.Cwd = "/".into();
+    s.Process = Some(p).into();
+    let mut r = oci::Root::new();
+    r.Path = rootfs.map(|p| p.display().to_string()).unwrap_or_default();
+    s.Root = Some(r).into();
+    let m = |dest: &str, ty: &str, src: &str, opts: &[&str]| {
+        let mut m = oci::Mount::new();
+        m.destination = dest.into();
+        m.type_ = ty.into();
+        m.source = src.into();
+        m.options = opts.iter().map(|o| o.to_string()).collect();
+        m
+    };
+    s.Mounts = vec![
+        m("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        m(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        m(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+        ),
+        m(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+    ];
+    s
+}
+
+/// The pause container's spec as a kata shim sends it.
+pub fn pause_spec(rootfs: Option<&Path>) -> oci::Spec {
+    let mut s = spec(rootfs, &["/pause"]);
+    s.Annotations
+        .insert("io.kubernetes.cri.container-type".into(), "sandbox".into());
+    s
+}
+
+/// A process for ExecProcess.
+pub fn process(args: &[&str]) -> oci::Process {
+    let mut p = oci::Process::new();
+    p.Args = args.iter().map(|a| a.to_string()).collect();
+    p.Env = vec!["PATH=/bin".into()];
+    p.Cwd = "/".into();
+    p
+}
+
+impl Pod {
+    /// Starts bosun with its run dir inside its temp dir.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let addr = bosun::transport::Address::Unix(dir.path().join("bosun.sock"));
+        let agent = Agent::start_at(addr, dir, &["--run-dir", run.to_str().unwrap()]);
+        let rt = rt();
+        let c = rt
+            .block_on(Client::connect(&agent.addr, Duration::from_secs(30)))
+            .unwrap();
+        Pod { agent, rt, c }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.agent.dir.path()
+    }
+
+    pub fn run_dir(&self) -> std::path::PathBuf {
+        self.dir().join("run")
+    }
+
+    pub fn create_sandbox(&self, hostname: &str, pidns: bool) -> Result<(), Failure> {
+        let mut r = CreateSandboxRequest::new();
+        r.hostname = hostname.into();
+        r.sandbox_pidns = pidns;
+        r.sandbox_id = "sb1".into();
+        self.rt
+            .block_on(self.c.agent.create_sandbox(self.c.ctx(), &r))
+            .map(|_| ())
+            .map_err(failure)
+    }
+
+    pub fn create_with(&self, id: &str, spec: oci::Spec, storages: Vec<Storage>) -> Result<(), Failure> {
+        let mut r = CreateContainerRequest::new();
+        r.container_id = id.into();
+        r.exec_id = id.into();
+        r.OCI = Some(spec).into();
+        r.storages = storages;
+        self.rt
+            .block_on(self.c.agent.create_container(self.c.ctx(), &r))
+            .map(|_| ())
+            .map_err(failure)
+    }
+
+    pub fn create(&self, id: &str, spec: oci::Spec) -> Result<(), Failure> {
+        self.create_with(id, spec, Vec::new())
+    }
+
+    pub fn start_c(&self, id: &str) -> Result<(), Failure> {
+        let mut r = StartContainerRequest::new();
+        r.container_id = id.into();
+        self.rt
+            .block_on(self.c.agent.start_container(self.c.ctx(), &r))
+            .map(|_| ())
+            .map_err(failure)
+    }
+
+    pub fn exec(&self, id: &str, exec_id: &str, args: &[&str]) -> Result<(), Failure> {
+        let mut r = ExecProcessRequest::new();
+        r.container_id = id.into();
+        r.exec_id = exec_id.into();
+        r.process = Some(process(args)).into();
+        self.rt
+            .block_on(self.c.agent.exec_process(self.c.ctx(), &r))
+            .map(|_| ())
+            .map_err(failure)
+    }
+
+    pub fn wait(&self, id: &str, exec_id: &str) -> Result<i32, Failure> {
+        let mut r = WaitProcessRequest::new();
+        r.container_id = id.into();
+        r.exec_id = exec_id.into();
+        self.rt
+            .block_on(self.c.agent.wait_process(self.c.long_poll(), &r))
+            .map(|r| r.status)
+            .map_err(failure)
+    }
+
+    pub fn signal(&self, id: &str, exec_id: &str, sig: u32) -> Result<(), Failure> {
+        let mut r = SignalProcessRequest::new();
+        r.container_id = id.into();
+        r.exec_id = exec_id.into();
+        r.signal = sig;
+        self.rt
+            .block_on(self.c.agent.signal_process(self.c.ctx(), &r))
+            .map(|_| ())
+            .map_err(failure)
+    }
+
+    pub fn write(&self, id: &str, exec_id: &str, data: &[u8]) -> Result<u32, Failure> {
+        let mut r = WriteStreamRequest::new();
+        r.container_id = id.into();
+        r.exec_id = exec_id.into();
+        r.data = data.to_vec();
+        self.rt
+            .block_on(self.c.agent.write_stdin(self.c.ctx(), &r))
+            .map(|r| r.len)
+            .map_err(failure)
+    }
+
+    /// Reads stdout (or stderr) until EOF.
+    pub fn read_all(&self, id: &str, exec_id: &str, stderr: bool) -> Result<Vec<u8>, Failure> {
+        let mut out = Vec::new();
+        loop {
+            let mut r = ReadStreamRequest::new();
+            r.container_id = id.into();
+            r.exec_id = exec_id.into();
+            r.len = 1 << 20;
+            let resp = if stderr {
+                self.rt.block_on(self.c.agent.read_stderr(self.c.long_poll(), &r))
+            } else {
+                self.rt.block_on(self.c.agent.read_stdout(self.c.long_poll(), &r))
+            };
+            let chunk = resp.map_err(failure)?.data;
+            if chunk.is_empty() {
+                return Ok(out);
+            }
+            out.extend(chunk);
+        }
+    }
+
+    pub fn remove(&self, id: &str) -> Result<(), Failure> {
+        let mut r = RemoveContainerRequest::new();
+        r.container_id = id.into();
+        r.timeout = 10;
+        self.rt
+            .block_on(self.c.agent.remove_container(self.c.ctx(), &r))
+            .map(|_| ())
+            .map_err(failure)
+    }
+
+    pub fn destroy(&self) -> Result<(), Failure> {
+        self.rt
+            .block_on(
+                self.c
+                    .agent
+                    .destroy_sandbox(self.c.ctx(), &DestroySandboxRequest::new()),
+            )
+            .map(|_| ())
+            .map_err(failure)
+    }
+}
+
+impl Drop for Pod {
+    /// Best effort: whatever a failed test left running is torn down
+    /// before the agent is killed.
+    fn drop(&mut self) {
+        let _ = self.destroy();
+    }
+}

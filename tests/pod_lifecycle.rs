@@ -1,0 +1,108 @@
+//! Pod lifecycle with real namespaces, mounts and processes (root only).
+
+mod common;
+
+use common::pod::{pause_spec, spec, Pod};
+use common::{busybox_rootfs, is_root, mounts_under};
+
+fn text(b: Vec<u8>) -> String {
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// A pod: built-in pause (rootfs never mounted) + two busybox workloads.
+fn pod(pidns: bool) -> (Pod, std::path::PathBuf) {
+    assert!(is_root(), "this test needs root: run it with `make test` as root");
+    let pod = Pod::start();
+    let rootfs = busybox_rootfs(pod.dir());
+    let never_mounted = pod.dir().join("pause-rootfs");
+    std::fs::create_dir_all(&never_mounted).unwrap();
+    pod.create_sandbox("podhost", pidns).unwrap();
+    pod.create("pause", pause_spec(Some(&never_mounted))).unwrap();
+    pod.start_c("pause").unwrap();
+    (pod, rootfs)
+}
+
+#[test]
+#[ignore = "needs root"]
+fn workloads_share_the_pause_namespaces_and_see_its_process() {
+    let (pod, rootfs) = pod(true);
+    pod.create("sleeper", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("sleeper").unwrap();
+    pod.create("web", spec(Some(&rootfs), &["sh", "-c", "hostname; ps -o pid,args"]))
+        .unwrap();
+    pod.start_c("web").unwrap();
+    let out = text(pod.read_all("web", "", false).unwrap());
+    assert_eq!(pod.wait("web", "").unwrap(), 0, "output: {out}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("podhost"), "hostname; output: {out}");
+    let ps: Vec<&str> = lines.collect();
+    assert!(
+        ps.iter()
+            .any(|l| l.trim_start().starts_with("1 ") && l.contains("bosun-init")),
+        "pause is not PID 1 of the pod: {ps:?}"
+    );
+    assert!(
+        ps.iter().any(|l| l.contains("sleep 300")),
+        "the other workload is not visible: {ps:?}"
+    );
+
+    pod.exec("sleeper", "h", &["hostname"]).unwrap();
+    assert_eq!(text(pod.read_all("sleeper", "h", false).unwrap()).trim(), "podhost");
+    assert_eq!(pod.wait("sleeper", "h").unwrap(), 0);
+
+    pod.destroy().unwrap();
+    assert_eq!(mounts_under(pod.dir()), Vec::<std::path::PathBuf>::new());
+    assert!(!pod.run_dir().join("containers").exists(), "container dirs left behind");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn exec_stdin_round_trip_and_ten_mib_of_output() {
+    let (pod, rootfs) = pod(false);
+    pod.create("app", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("app").unwrap();
+
+    pod.exec("app", "cat", &["cat"]).unwrap();
+    assert_eq!(pod.write("app", "cat", b"hello, bosun\n").unwrap(), 13);
+    assert_eq!(pod.write("app", "cat", b"").unwrap(), 0); // empty write closes stdin
+    assert_eq!(pod.read_all("app", "cat", false).unwrap(), b"hello, bosun\n");
+    assert_eq!(pod.wait("app", "cat").unwrap(), 0);
+
+    const TEN_MIB: usize = 10 << 20;
+    pod.exec(
+        "app",
+        "big",
+        &["sh", "-c", "yes 0123456789abcdef | head -c 10485760; echo done >&2"],
+    )
+    .unwrap();
+    let out = pod.read_all("app", "big", false).unwrap();
+    assert_eq!(out.len(), TEN_MIB);
+    assert!(
+        out.chunks(17).all(|c| c == &b"0123456789abcdef\n"[..c.len()]),
+        "output corrupted"
+    );
+    assert_eq!(text(pod.read_all("app", "big", true).unwrap()), "done\n");
+    assert_eq!(pod.wait("app", "big").unwrap(), 0);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn signals_and_exit_codes() {
+    let (pod, rootfs) = pod(false);
+    pod.create("app", spec(Some(&rootfs), &["sh", "-c", "exec sleep 300"]))
+        .unwrap();
+    pod.start_c("app").unwrap();
+    pod.exec("app", "t", &["sleep", "300"]).unwrap();
+    pod.exec("app", "x", &["sh", "-c", "exit 7"]).unwrap();
+    assert_eq!(pod.wait("app", "x").unwrap(), 7);
+    pod.signal("app", "t", 15).unwrap();
+    assert_eq!(pod.wait("app", "t").unwrap(), 128 + 15);
+    pod.exec("app", "k", &["sleep", "300"]).unwrap();
+    pod.signal("app", "", 9).unwrap(); // every process of the container
+    assert_eq!(pod.wait("app", "").unwrap(), 128 + 9);
+    assert_eq!(pod.wait("app", "k").unwrap(), 128 + 9);
+    pod.signal("app", "", 9).unwrap(); // already dead: still OK
+    pod.remove("app").unwrap();
+    pod.remove("app").unwrap(); // idempotent
+    assert_eq!(pod.remove("never").unwrap_err().0, ttrpc::Code::NOT_FOUND);
+}
