@@ -106,3 +106,47 @@ fn signals_and_exit_codes() {
     pod.remove("app").unwrap(); // idempotent
     assert_eq!(pod.remove("never").unwrap_err().0, ttrpc::Code::NOT_FOUND);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn bosunctl_drives_a_pod() {
+    let (pod, rootfs) = pod(true);
+    let addr = pod.agent.addr.to_string();
+    let r = rootfs.to_str().unwrap();
+    let (code, out, err) = common::bosunctl(&[
+        "--addr",
+        &addr,
+        "run",
+        "hi",
+        "--rootfs",
+        r,
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!((code, out.as_str()), (3, "out\n"), "stderr: {err}");
+    assert!(err.contains("err"), "{err}");
+    let (code, _, err) = common::bosunctl(&["--addr", &addr, "create", "app", "--rootfs", r, "--", "sleep", "300"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(common::bosunctl(&["--addr", &addr, "start", "app"]).0, 0);
+    let (code, out, _) = common::bosunctl(&["--addr", &addr, "exec", "app", "e", "--", "hostname"]);
+    assert_eq!((code, out.as_str()), (0, "podhost\n"));
+    let (code, _, err) = common::bosunctl(&["--addr", &addr, "start", "app"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("FAILED_PRECONDITION"), "{err}");
+    assert_eq!(
+        common::bosunctl(&["--addr", &addr, "kill", "app", "--signal", "9"]).0,
+        0
+    );
+    let (code, out, _) = common::bosunctl(&["--addr", &addr, "wait", "app"]);
+    assert_eq!((code, out.trim()), (137, "137"));
+    assert_eq!(common::bosunctl(&["--addr", &addr, "rm", "app"]).0, 0);
+    assert_eq!(common::bosunctl(&["--addr", &addr, "sandbox", "destroy"]).0, 0);
+    assert_eq!(
+        common::bosunctl(&["--addr", &addr, "create"]).0,
+        2,
+        "missing id is a usage error"
+    );
+    assert_eq!(mounts_under(pod.dir()), Vec::<std::path::PathBuf>::new());
+}

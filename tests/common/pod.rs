@@ -28,64 +28,23 @@ fn failure(e: ttrpc::Error) -> Failure {
     }
 }
 
-/// The OCI spec of a container: busybox-style process, /proc and /dev.
+fn strings(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+/// The OCI spec of a container: `args` in `rootfs`, with /proc and /dev.
 pub fn spec(rootfs: Option<&Path>, args: &[&str]) -> oci::Spec {
-    let mut s = oci::Spec::new();
-    let mut p = oci::Process::new();
-    p.Args = args.iter().map(|a| a.to_string()).collect();
-    p.Env = vec!["PATH=/bin".into(), "HOME=/".into()];
-    p.Cwd = "/".into();
-    s.Process = Some(p).into();
-    let mut r = oci::Root::new();
-    r.Path = rootfs.map(|p| p.display().to_string()).unwrap_or_default();
-    s.Root = Some(r).into();
-    let m = |dest: &str, ty: &str, src: &str, opts: &[&str]| {
-        let mut m = oci::Mount::new();
-        m.destination = dest.into();
-        m.type_ = ty.into();
-        m.source = src.into();
-        m.options = opts.iter().map(|o| o.to_string()).collect();
-        m
-    };
-    s.Mounts = vec![
-        m("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
-        m(
-            "/dev",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        ),
-        m(
-            "/dev/pts",
-            "devpts",
-            "devpts",
-            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
-        ),
-        m(
-            "/dev/shm",
-            "tmpfs",
-            "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        ),
-    ];
-    s
+    bosun::client::spec::container(rootfs, &strings(args))
 }
 
 /// The pause container's spec as a kata shim sends it.
 pub fn pause_spec(rootfs: Option<&Path>) -> oci::Spec {
-    let mut s = spec(rootfs, &["/pause"]);
-    s.Annotations
-        .insert("io.kubernetes.cri.container-type".into(), "sandbox".into());
-    s
+    bosun::client::spec::pause(rootfs)
 }
 
 /// A process for ExecProcess.
 pub fn process(args: &[&str]) -> oci::Process {
-    let mut p = oci::Process::new();
-    p.Args = args.iter().map(|a| a.to_string()).collect();
-    p.Env = vec!["PATH=/bin".into()];
-    p.Cwd = "/".into();
-    p
+    bosun::client::spec::process(&strings(args))
 }
 
 impl Pod {

@@ -2,6 +2,8 @@
 //! speaks only the Kata agent protocol, so it can drive any Kata-compatible
 //! agent.
 
+pub mod spec;
+
 use std::time::Duration;
 
 use crate::protocols::agent_ttrpc::AgentServiceClient;

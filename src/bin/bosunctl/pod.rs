@@ -1,0 +1,220 @@
+//! Pod commands of bosunctl: sandbox, create, start, exec, wait, kill, rm,
+//! logs, run. Each is a sequence of Kata protocol calls.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use bosun::client::{spec, Client};
+use bosun::protocols::agent::*;
+
+use crate::args::Args;
+use crate::{describe, Failure, Out};
+
+pub async fn sandbox(c: &Client, a: &mut Args) -> Result<Out, Failure> {
+    match a.positional("sandbox action (create|destroy)")?.as_str() {
+        "create" => {
+            let mut r = CreateSandboxRequest::new();
+            r.sandbox_id = a.option("--id")?.unwrap_or_default();
+            r.hostname = a.option("--hostname")?.unwrap_or_default();
+            r.sandbox_pidns = a.flag("--pidns");
+            r.dns = a.options("--dns")?;
+            a.done()?;
+            c.agent.create_sandbox(c.ctx(), &r).await.map_err(describe)?;
+            Ok(Out::Ok)
+        }
+        "destroy" => {
+            a.done()?;
+            c.agent
+                .destroy_sandbox(c.ctx(), &DestroySandboxRequest::new())
+                .await
+                .map_err(describe)?;
+            Ok(Out::Ok)
+        }
+        other => Err(format!("unknown sandbox action {other:?}").into()),
+    }
+}
+
+pub async fn create(c: &Client, a: &mut Args) -> Result<Out, Failure> {
+    let id = a.positional("container id")?;
+    let rootfs = a.option("--rootfs")?.map(PathBuf::from);
+    let pause = a.flag("--pause");
+    let annotations = a.options("--annotation")?;
+    let cmd = a.rest();
+    if !pause && cmd.is_empty() {
+        return Err("create needs a command after -- (or --pause)".into());
+    }
+    let mut s = if pause {
+        spec::pause(rootfs.as_deref())
+    } else {
+        spec::container(rootfs.as_deref(), &cmd)
+    };
+    for kv in annotations {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or(format!("--annotation {kv:?}: expected KEY=VALUE"))?;
+        s.Annotations.insert(k.into(), v.into());
+    }
+    let mut r = CreateContainerRequest::new();
+    r.container_id = id.clone();
+    r.exec_id = id;
+    r.OCI = Some(s).into();
+    c.agent.create_container(c.ctx(), &r).await.map_err(describe)?;
+    Ok(Out::Ok)
+}
+
+pub async fn start(c: &Client, a: &mut Args) -> Result<Out, Failure> {
+    let mut r = StartContainerRequest::new();
+    r.container_id = a.positional("container id")?;
+    a.done()?;
+    c.agent.start_container(c.ctx(), &r).await.map_err(describe)?;
+    Ok(Out::Ok)
+}
+
+pub async fn exec(c: &Client, a: &mut Args) -> Result<Out, Failure> {
+    let id = a.positional("container id")?;
+    let exec_id = a.positional("exec id")?;
+    let stdin = a.flag("-i");
+    let cmd = a.rest();
+    if cmd.is_empty() {
+        return Err("exec needs a command after --".into());
+    }
+    let mut r = ExecProcessRequest::new();
+    r.container_id = id.clone();
+    r.exec_id = exec_id.clone();
+    r.process = Some(spec::process(&cmd)).into();
+    c.agent.exec_process(c.ctx(), &r).await.map_err(describe)?;
+    if stdin {
+        forward_stdin(c, &id, &exec_id).await?;
+    }
+    logs_and_wait(c, &id, &exec_id).await
+}
+
+/// Copies bosunctl's stdin to the process, then closes it (empty write).
+async fn forward_stdin(c: &Client, id: &str, exec_id: &str) -> Result<(), Failure> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = std::io::stdin()
+            .read(&mut buf)
+            .map_err(|e| Failure::Call(format!("read stdin: {e}")))?;
+        let mut r = WriteStreamRequest::new();
+        r.container_id = id.into();
+        r.exec_id = exec_id.into();
+        r.data = buf[..n].to_vec();
+        c.agent.write_stdin(c.ctx(), &r).await.map_err(describe)?;
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Streams stdout and stderr until EOF, then waits; the process's status
+/// becomes bosunctl's exit code.
+async fn logs_and_wait(c: &Client, id: &str, exec_id: &str) -> Result<Out, Failure> {
+    copy_streams(c, id, exec_id).await?;
+    let mut r = WaitProcessRequest::new();
+    r.container_id = id.into();
+    r.exec_id = exec_id.into();
+    let st = c.agent.wait_process(c.long_poll(), &r).await.map_err(describe)?;
+    Ok(Out::Status(st.status))
+}
+
+async fn copy_streams(c: &Client, id: &str, exec_id: &str) -> Result<(), Failure> {
+    let (o, e) = tokio::join!(copy_stream(c, id, exec_id, false), copy_stream(c, id, exec_id, true));
+    o.and(e)
+}
+
+async fn copy_stream(c: &Client, id: &str, exec_id: &str, stderr: bool) -> Result<(), Failure> {
+    loop {
+        let mut r = ReadStreamRequest::new();
+        r.container_id = id.into();
+        r.exec_id = exec_id.into();
+        r.len = 1 << 20;
+        let resp = if stderr {
+            c.agent.read_stderr(c.long_poll(), &r).await
+        } else {
+            c.agent.read_stdout(c.long_poll(), &r).await
+        };
+        let data = resp.map_err(describe)?.data;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let w = if stderr {
+            std::io::stderr().write_all(&data)
+        } else {
+            std::io::stdout().write_all(&data)
+        };
+        w.map_err(|e| Failure::Call(format!("write output: {e}")))?;
+    }
+}
+
+pub async fn logs(c: &Client, a: &mut Args) -> Result<Out, Failure> {
+    let id = a.positional("container id")?;
+    let exec_id = a.maybe_positional().unwrap_or_default();
+    a.done()?;
+    copy_streams(c, &id, &exec_id).await?;
+    Ok(Out::Ok)
+}
+
+pub async fn wait(c: &Client, a: &mut Args) -> Result<Out, Failure> {
+    let mut r = WaitProcessRequest::new();
+    r.container_id = a.positional("container id")?;
+    r.exec_id = a.maybe_positional().unwrap_or_default();
+    a.done()?;
+    let st = c.agent.wait_process(c.long_poll(), &r).await.map_err(describe)?;
+    Ok(Out::Status(st.status))
+}
+
+pub async fn kill(c: &Client, a: &mut Args) -> Result<Out, Failure> {
+    // Options first: their values must not be taken for positionals.
+    let sig = a.option("--signal")?.unwrap_or_else(|| "15".into());
+    let mut r = SignalProcessRequest::new();
+    r.container_id = a.positional("container id")?;
+    r.exec_id = a.maybe_positional().unwrap_or_default();
+    r.signal = sig
+        .parse()
+        .map_err(|_| format!("--signal {sig:?}: expected a signal number"))?;
+    a.done()?;
+    c.agent.signal_process(c.ctx(), &r).await.map_err(describe)?;
+    Ok(Out::Ok)
+}
+
+pub async fn rm(c: &Client, a: &mut Args) -> Result<Out, Failure> {
+    let mut r = RemoveContainerRequest::new();
+    r.container_id = a.positional("container id")?;
+    let t = a.option("--timeout")?.unwrap_or_else(|| "10".into());
+    r.timeout = t
+        .parse()
+        .map_err(|_| format!("--timeout {t:?}: expected whole seconds"))?;
+    a.done()?;
+    c.agent.remove_container(c.ctx(), &r).await.map_err(describe)?;
+    Ok(Out::Ok)
+}
+
+/// create + start + output + wait + rm.
+pub async fn run(c: &Client, a: &mut Args) -> Result<Out, Failure> {
+    let id = a.positional("container id")?;
+    let rootfs = a.option("--rootfs")?.ok_or("run needs --rootfs DIR")?;
+    let cmd = a.rest();
+    if cmd.is_empty() {
+        return Err("run needs a command after --".into());
+    }
+    let mut r = CreateContainerRequest::new();
+    r.container_id = id.clone();
+    r.exec_id = id.clone();
+    r.OCI = Some(spec::container(Some(std::path::Path::new(&rootfs)), &cmd)).into();
+    c.agent.create_container(c.ctx(), &r).await.map_err(describe)?;
+    let mut s = StartContainerRequest::new();
+    s.container_id = id.clone();
+    let started = c.agent.start_container(c.ctx(), &s).await.map_err(describe);
+    let out = match started {
+        Ok(_) => logs_and_wait(c, &id, "").await,
+        Err(e) => Err(e),
+    };
+    let mut rm = RemoveContainerRequest::new();
+    rm.container_id = id;
+    rm.timeout = 10;
+    let removed = c.agent.remove_container(c.ctx(), &rm).await.map_err(describe);
+    let out = out?;
+    removed?;
+    Ok(out)
+}
