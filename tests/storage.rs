@@ -1,0 +1,176 @@
+//! Storages for real (root only): a rootfs on an ext4 loop device (blk) and
+//! one built from overlayfs layers; after remove, no mount is left.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bosun::protocols::agent::Storage;
+use common::pod::{pause_spec, spec, Pod};
+use common::{busybox_rootfs, is_root, mounts_under};
+
+/// A loop device over an image file; detached when dropped.
+struct Loop(String);
+
+impl Loop {
+    fn ext4_with_busybox(dir: &Path) -> Self {
+        let img = dir.join("rootfs.img");
+        let src = busybox_rootfs(&dir.join("src"));
+        let st = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(&src)
+            .arg(&img)
+            .arg("16M")
+            .status()
+            .expect("mkfs.ext4 (e2fsprogs)");
+        assert!(st.success());
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&img)
+            .output()
+            .expect("losetup");
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Loop(String::from_utf8(out.stdout).unwrap().trim().to_string())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+fn storage(driver: &str, source: &str, fstype: &str, options: &[&str], mount_point: &Path) -> Storage {
+    let mut s = Storage::new();
+    s.driver = driver.into();
+    s.source = source.into();
+    s.fstype = fstype.into();
+    s.options = options.iter().map(|o| o.to_string()).collect();
+    s.mount_point = mount_point.display().to_string();
+    s
+}
+
+fn started_pod() -> Pod {
+    assert!(is_root(), "this test needs root: run it with `make test` as root");
+    let pod = Pod::start();
+    pod.create_sandbox("storage", false).unwrap();
+    pod.create("pause", pause_spec(None)).unwrap();
+    pod.start_c("pause").unwrap();
+    pod
+}
+
+fn run_in(pod: &Pod, id: &str, rootfs: &Path, storages: Vec<Storage>) -> String {
+    pod.create_with(
+        id,
+        spec(Some(rootfs), &["sh", "-c", "cat /etc/hostname; ls /bin/busybox"]),
+        storages,
+    )
+    .unwrap();
+    pod.start_c(id).unwrap();
+    let out = String::from_utf8(pod.read_all(id, "", false).unwrap()).unwrap();
+    assert_eq!(pod.wait(id, "").unwrap(), 0, "{out}");
+    out
+}
+
+#[test]
+#[ignore = "needs root"]
+fn rootfs_from_an_ext4_loop_device() {
+    let pod = started_pod();
+    let lo = Loop::ext4_with_busybox(pod.dir());
+    let mp: PathBuf = pod.run_dir().join("storage/blk-rootfs");
+    let out = run_in(&pod, "blk", &mp, vec![storage("blk", &lo.0, "ext4", &["rw"], &mp)]);
+    assert_eq!(out, "image\n/bin/busybox\n");
+    assert!(
+        mounts_under(pod.dir()).contains(&mp),
+        "blk storage not mounted in the agent's namespace"
+    );
+    pod.remove("blk").unwrap();
+    assert_eq!(mounts_under(pod.dir()), Vec::<PathBuf>::new());
+    pod.destroy().unwrap();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn rootfs_from_overlay_layers() {
+    let pod = started_pod();
+    let lower = busybox_rootfs(&pod.dir().join("layer0"));
+    let upper = pod.dir().join("upper");
+    let work = pod.dir().join("work");
+    std::fs::create_dir_all(upper.join("etc")).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(upper.join("etc/hostname"), "from-upper\n").unwrap();
+    let mp = pod.run_dir().join("storage/overlay-rootfs");
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    let out = run_in(
+        &pod,
+        "ovl",
+        &mp,
+        vec![storage("overlayfs", "overlay", "overlay", &[&opts], &mp)],
+    );
+    assert_eq!(out, "from-upper\n/bin/busybox\n");
+    pod.remove("ovl").unwrap();
+    assert_eq!(mounts_under(pod.dir()), Vec::<PathBuf>::new());
+    pod.destroy().unwrap();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn ephemeral_and_local_storages_are_cleaned_up() {
+    let pod = started_pod();
+    let rootfs = busybox_rootfs(pod.dir());
+    let eph = pod.run_dir().join("storage/eph");
+    let local = pod.run_dir().join("storage/local");
+    let storages = vec![
+        storage("ephemeral", "tmpfs", "tmpfs", &[], &eph),
+        storage("local", "", "", &["mode=0750"], &local),
+    ];
+    run_in(&pod, "c", &rootfs, storages);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&local).unwrap().permissions().mode() & 0o777, 0o750);
+    assert!(mounts_under(pod.dir()).contains(&eph));
+    pod.remove("c").unwrap();
+    assert!(!local.exists(), "local storage dir left behind");
+    assert_eq!(mounts_under(pod.dir()), Vec::<PathBuf>::new());
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_bad_storage_fails_the_create_and_leaks_nothing() {
+    let pod = started_pod();
+    let rootfs = busybox_rootfs(pod.dir());
+    let ok = pod.run_dir().join("storage/ok");
+    let bad = pod.run_dir().join("storage/bad");
+    let storages = vec![
+        storage("ephemeral", "tmpfs", "tmpfs", &[], &ok),
+        storage("blk", "/dev/does-not-exist", "ext4", &[], &bad),
+    ];
+    let err = pod
+        .create_with("c", spec(Some(&rootfs), &["true"]), storages)
+        .unwrap_err();
+    assert_eq!(err.0, ttrpc::Code::INVALID_ARGUMENT, "{err:?}");
+    assert_eq!(
+        mounts_under(pod.dir()),
+        Vec::<PathBuf>::new(),
+        "the first storage was not rolled back"
+    );
+    assert!(!pod.run_dir().join("containers/c").exists());
+    // The same id works once the request is right.
+    pod.create_with(
+        "c",
+        spec(Some(&rootfs), &["true"]),
+        vec![storage("ephemeral", "tmpfs", "tmpfs", &[], &ok)],
+    )
+    .unwrap();
+    pod.destroy().unwrap();
+    assert_eq!(mounts_under(pod.dir()), Vec::<PathBuf>::new());
+}
