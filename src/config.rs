@@ -62,6 +62,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "directory for container run state; bosun only ever deletes what it created there",
     },
     OptionSpec {
+        flag: "cgroup-parent",
+        env: &["BOSUN_CGROUP_PARENT"],
+        cmdline: Some("agent.cgroup_parent"),
+        default: Some("bosun"),
+        help: "cgroup (under bosun's own) that holds the containers' cgroups",
+    },
+    OptionSpec {
         flag: "cmdline-file",
         env: &["BOSUN_CMDLINE_FILE"],
         cmdline: None,
@@ -92,6 +99,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Container run state.
     pub run_dir: PathBuf,
+    /// Name of the cgroup holding the containers' cgroups.
+    pub cgroup_parent: String,
     /// Where each value came from, for the start-up log line.
     pub sources: Vec<(&'static str, String)>,
 }
@@ -241,12 +250,22 @@ impl Config {
         if !run_dir.is_absolute() || v.0.contains("..") {
             return Err(bad("run-dir", v, "expected an absolute path without '..'".into()));
         }
+        let v = pick("cgroup-parent").expect("has default");
+        if crate::ids::ContainerId::parse(&v.0).is_err() {
+            return Err(bad(
+                "cgroup-parent",
+                v,
+                "expected one name of [A-Za-z0-9][A-Za-z0-9_.-]{0,127}".into(),
+            ));
+        }
+        let cgroup_parent = v.0;
         Ok(Config {
             server_addr,
             log_level,
             log_format,
             shutdown_timeout: Duration::from_secs(secs),
             run_dir,
+            cgroup_parent,
             sources,
         })
     }
@@ -364,6 +383,7 @@ mod tests {
             (&["--shutdown-timeout", "-1"], &[], "shutdown-timeout"),
             (&["--shutdown-timeout", "99999"], &[], "shutdown-timeout"),
             (&["--run-dir", "relative/dir"], &[], "run-dir"),
+            (&["--cgroup-parent", "../x"], &[], "cgroup-parent"),
             (&[], &[("BOSUN_RUN_DIR", "/run/../etc")], "run-dir"),
         ];
         for (i, (f, e, opt)) in cases.iter().enumerate() {

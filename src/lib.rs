@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cgroup;
 pub mod client;
 pub mod config;
 pub mod container;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod ids;
 pub mod logging;
 pub mod mount;
+pub mod netstats;
 pub mod process;
 pub mod protocols;
 pub mod rpc;

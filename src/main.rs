@@ -83,7 +83,7 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
         // exits; bosun reaps them (as PID 1 it does so anyway).
         sysproc::set_child_subreaper().context("become a child subreaper")?;
         let reaper = Reaper::start().context("watch SIGCHLD")?;
-        let sandbox = std::sync::Arc::new(Sandbox::new(log, &cfg.run_dir, reaper));
+        let sandbox = std::sync::Arc::new(Sandbox::new(log, &cfg.run_dir, &cfg.cgroup_parent, reaper));
         let bound = transport::listen::bind(&cfg.server_addr).context("listen")?;
         rpc::serve(bound, sandbox, log, cfg.shutdown_timeout, shutdown_signal()).await.context("serve")?;
         info!(log, "stopped");

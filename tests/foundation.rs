@@ -64,6 +64,10 @@ const SERVED: &[&str] = &[
     "CloseStdin",
     "GetGuestDetails",
     "OnlineCPUMem",
+    "UpdateContainer",
+    "StatsContainer",
+    "PauseContainer",
+    "ResumeContainer",
 ];
 
 fn agent_methods() -> Vec<String> {

@@ -150,3 +150,45 @@ fn bosunctl_drives_a_pod() {
     );
     assert_eq!(mounts_under(pod.dir()), Vec::<std::path::PathBuf>::new());
 }
+
+#[test]
+#[ignore = "needs root"]
+fn cgroup_limits_stats_freeze_and_cleanup() {
+    let (pod, rootfs) = pod(false);
+    pod.create("app", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("app").unwrap();
+    assert!(!pod.cgroup_dirs().is_empty(), "no cgroup was made for the pod");
+
+    pod.update_memory("app", 64 << 20).unwrap();
+    let st = pod.stats("app").unwrap();
+    let cg = st.cgroup_stats.as_ref().unwrap();
+    let mem = cg.memory_stats.usage.as_ref().unwrap();
+    assert_eq!(mem.limit, 64 << 20);
+    assert!(mem.usage > 0, "memory usage not reported");
+    assert!(cg.pids_stats.current >= 1, "pids not reported");
+    assert!(!st.network_stats.is_empty(), "no interface counters");
+    assert_eq!(
+        pod.update_memory("app", -5).unwrap_err().0,
+        ttrpc::Code::INVALID_ARGUMENT
+    );
+
+    pod.pause("app", true).unwrap();
+    assert_eq!(
+        pod.exec("app", "e", &["true"]).unwrap_err().0,
+        ttrpc::Code::FAILED_PRECONDITION
+    );
+    assert_eq!(pod.pause("app", true).unwrap_err().0, ttrpc::Code::FAILED_PRECONDITION);
+    pod.pause("app", false).unwrap();
+    pod.exec("app", "e", &["true"]).unwrap();
+    assert_eq!(pod.wait("app", "e").unwrap(), 0);
+
+    // A paused container is still removed: it is thawed before the kill.
+    pod.pause("app", true).unwrap();
+    pod.remove("app").unwrap();
+    pod.destroy().unwrap();
+    assert_eq!(
+        pod.cgroup_dirs(),
+        Vec::<std::path::PathBuf>::new(),
+        "cgroups left behind"
+    );
+}

@@ -36,6 +36,9 @@ pub fn main(config_path: &Path) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(&mut report, &format!("read init config: {e}")),
     };
+    if let Err(e) = join_cgroups(&cfg) {
+        return fail(&mut report, &e);
+    }
     if let Err(e) = enter_namespaces(&cfg) {
         return fail(&mut report, &e);
     }
@@ -63,6 +66,16 @@ fn say(report: &mut File, line: &str) -> bool {
 fn fail(report: &mut File, msg: &str) -> i32 {
     say(report, &format!("error {msg}"));
     1
+}
+
+/// Joins the container's cgroups first, while the agent's /sys/fs/cgroup is
+/// still in view; everything forked from here on is accounted there.
+fn join_cgroups(cfg: &InitConfig) -> Result<(), String> {
+    let me = std::process::id().to_string();
+    for f in &cfg.cgroup_procs {
+        fs::write(f, &me).map_err(|e| format!("join cgroup {}: {e}", f.display()))?;
+    }
+    Ok(())
 }
 
 fn flag(kind: NsKind) -> NsFlags {

@@ -111,6 +111,9 @@ pub struct InitConfig {
     pub mounts: Vec<MountSpec>,
     /// Hostname to set in a new UTS namespace.
     pub hostname: Option<String>,
+    /// cgroup.procs files the process joins before anything else (its
+    /// children, the container process included, inherit them).
+    pub cgroup_procs: Vec<PathBuf>,
     /// Wait for StartContainer before running the payload.
     pub wait_for_start: bool,
     /// What to run.

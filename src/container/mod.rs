@@ -29,6 +29,8 @@ pub enum Status {
     Created,
     /// Its process was started.
     Running,
+    /// Frozen by PauseContainer.
+    Paused,
     /// Its init process has exited.
     Stopped,
     /// A teardown started and has not finished; calling remove again
@@ -42,6 +44,7 @@ impl Status {
         match self {
             Self::Created => "created",
             Self::Running => "running",
+            Self::Paused => "paused",
             Self::Stopped => "stopped",
             Self::Removing => "being removed",
         }
@@ -70,6 +73,8 @@ pub struct Container {
     pub own_pid_ns: bool,
     /// The init process.
     pub init: Arc<Process>,
+    /// Its cgroup, when one could be made.
+    pub cgroup: Option<crate::cgroup::Cgroup>,
     status: Mutex<Status>,
     execs: Mutex<BTreeMap<String, Arc<Process>>>,
     /// Write end of the start gate, until StartContainer.
@@ -94,6 +99,8 @@ pub struct NewContainer {
     pub own_pid_ns: bool,
     /// Init process.
     pub init: Arc<Process>,
+    /// cgroup.
+    pub cgroup: Option<crate::cgroup::Cgroup>,
     /// Start gate.
     pub gate: Option<OwnedFd>,
     /// Report pipe.
@@ -110,6 +117,7 @@ impl Container {
             protected: n.protected,
             own_pid_ns: n.own_pid_ns,
             init: n.init,
+            cgroup: n.cgroup,
             status: Mutex::new(Status::Created),
             execs: Mutex::new(BTreeMap::new()),
             gate: Mutex::new(n.gate),
@@ -122,7 +130,7 @@ impl Container {
     pub fn status(&self, init_exited: bool) -> Status {
         let s = *self.status.lock().expect("container lock");
         match s {
-            Status::Running | Status::Created if init_exited => Status::Stopped,
+            Status::Running | Status::Created | Status::Paused if init_exited => Status::Stopped,
             other => other,
         }
     }

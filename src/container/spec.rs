@@ -23,4 +23,6 @@ pub struct ContainerSpec {
     pub annotations: HashMap<String, String>,
     /// The spec asks for a pid namespace of its own.
     pub new_pid_ns: bool,
+    /// Linux.Resources.
+    pub resources: crate::cgroup::resources::Resources,
 }

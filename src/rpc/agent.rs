@@ -148,6 +148,40 @@ impl agent_ttrpc::AgentService for Agent {
         .await
     }
 
+    async fn update_container(&self, _: &TtrpcContext, req: UpdateContainerRequest) -> R<Empty> {
+        traced(&self.log, "UpdateContainer", async {
+            let id = ContainerId::parse(&req.container_id)?;
+            self.sandbox
+                .update_container(&id, &convert::resources(req.resources.as_ref())?)?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn stats_container(&self, _: &TtrpcContext, req: StatsContainerRequest) -> R<StatsContainerResponse> {
+        traced(&self.log, "StatsContainer", async {
+            let (stats, net) = self.sandbox.stats(&ContainerId::parse(&req.container_id)?)?;
+            Ok(convert::stats_response(&stats, &net))
+        })
+        .await
+    }
+
+    async fn pause_container(&self, _: &TtrpcContext, req: PauseContainerRequest) -> R<Empty> {
+        traced(&self.log, "PauseContainer", async {
+            self.sandbox.freeze(&ContainerId::parse(&req.container_id)?, true)?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn resume_container(&self, _: &TtrpcContext, req: ResumeContainerRequest) -> R<Empty> {
+        traced(&self.log, "ResumeContainer", async {
+            self.sandbox.freeze(&ContainerId::parse(&req.container_id)?, false)?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
     async fn get_guest_details(&self, _: &TtrpcContext, req: GuestDetailsRequest) -> R<GuestDetailsResponse> {
         traced(&self.log, "GetGuestDetails", async { Ok(super::guest::details(&req)) }).await
     }

@@ -3,11 +3,17 @@
 
 use std::path::PathBuf;
 
+use crate::cgroup::resources::Resources;
+use crate::cgroup::stats::Stats;
 use crate::container::init_config::{MountSpec, ProcessSpec};
 use crate::container::spec::ContainerSpec;
 use crate::error::AgentError;
 use crate::mount::storage::{check_guest_path, Driver, StorageSpec};
-use crate::protocols::agent::{CreateSandboxRequest, Storage};
+use crate::netstats::NetStats;
+use crate::protocols::agent::{
+    CgroupStats, CpuStats, CpuUsage, CreateSandboxRequest, MemoryData, MemoryStats, NetworkStats, PidsStats,
+    StatsContainerResponse, Storage,
+};
 use crate::protocols::oci;
 use crate::sandbox::SandboxSpec;
 
@@ -185,5 +191,92 @@ pub fn container(spec: Option<&oci::Spec>) -> Result<ContainerSpec, AgentError> 
         hostname: (!spec.Hostname.is_empty()).then(|| spec.Hostname.clone()),
         annotations: spec.Annotations.clone(),
         new_pid_ns,
+        resources: resources(spec.Linux.as_ref().and_then(|l| l.Resources.as_ref()))?,
     })
+}
+
+/// Linux.Resources (at create, or UpdateContainer): the limits bosun applies.
+pub fn resources(r: Option<&oci::LinuxResources>) -> Result<Resources, AgentError> {
+    let Some(r) = r else { return Ok(Resources::default()) };
+    let mut out = Resources::default();
+    if let Some(m) = r.Memory.as_ref() {
+        if m.Limit < -1 {
+            return Err(AgentError::invalid(
+                "Resources.Memory.Limit",
+                format!("{} bytes; use -1 for no limit", m.Limit),
+            ));
+        }
+        out.memory_limit = (m.Limit != 0).then_some(m.Limit);
+    }
+    if let Some(c) = r.CPU.as_ref() {
+        if c.Quota < -1 || (c.Period != 0 && !(1_000..=1_000_000).contains(&c.Period)) {
+            return Err(AgentError::invalid(
+                "Resources.CPU",
+                format!(
+                    "quota {} / period {}: quota -1 or more, period 1000..=1000000 µs",
+                    c.Quota, c.Period
+                ),
+            ));
+        }
+        out.cpu_shares = (c.Shares != 0).then_some(c.Shares);
+        out.cpu_quota = (c.Quota != 0).then_some(c.Quota);
+        out.cpu_period = (c.Period != 0).then_some(c.Period);
+    }
+    if let Some(p) = r.Pids.as_ref() {
+        if p.Limit < -1 {
+            return Err(AgentError::invalid(
+                "Resources.Pids.Limit",
+                format!("{}; use -1 or 0 for no limit", p.Limit),
+            ));
+        }
+        out.pids_limit = (p.Limit != 0).then_some(p.Limit);
+    }
+    Ok(out)
+}
+
+/// StatsContainer's answer from the cgroup and network statistics.
+pub fn stats_response(s: &Stats, net: &[NetStats]) -> StatsContainerResponse {
+    let mut cpu = CpuUsage::new();
+    cpu.total_usage = s.cpu_total_ns;
+    cpu.percpu_usage = s.cpu_percpu_ns.clone();
+    cpu.usage_in_kernelmode = s.cpu_kernel_ns;
+    cpu.usage_in_usermode = s.cpu_user_ns;
+    let mut cpu_stats = CpuStats::new();
+    cpu_stats.cpu_usage = Some(cpu).into();
+    let mut usage = MemoryData::new();
+    usage.usage = s.memory_usage;
+    usage.max_usage = s.memory_max_usage;
+    usage.failcnt = s.memory_failcnt;
+    usage.limit = s.memory_limit;
+    let mut mem = MemoryStats::new();
+    mem.cache = s
+        .memory_stat
+        .get("cache")
+        .or_else(|| s.memory_stat.get("file"))
+        .copied()
+        .unwrap_or(0);
+    mem.usage = Some(usage).into();
+    mem.stats = s.memory_stat.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let mut pids = PidsStats::new();
+    pids.current = s.pids_current;
+    pids.limit = s.pids_limit;
+    let mut cg = CgroupStats::new();
+    cg.cpu_stats = Some(cpu_stats).into();
+    cg.memory_stats = Some(mem).into();
+    cg.pids_stats = Some(pids).into();
+    let mut r = StatsContainerResponse::new();
+    r.cgroup_stats = Some(cg).into();
+    r.network_stats = net
+        .iter()
+        .map(|n| {
+            let mut x = NetworkStats::new();
+            x.name = n.name.clone();
+            (x.rx_bytes, x.rx_packets, x.rx_errors, x.rx_dropped) =
+                (n.rx_bytes, n.rx_packets, n.rx_errors, n.rx_dropped);
+            (x.tx_bytes, x.tx_packets, x.tx_errors, x.tx_dropped) =
+                (n.tx_bytes, n.tx_packets, n.tx_errors, n.tx_dropped);
+            x
+        })
+        .collect();
+    r
 }

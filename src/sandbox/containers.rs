@@ -61,7 +61,15 @@ impl Sandbox {
                 return Err(e.into());
             }
         }
-        let (cfg, own_pid_ns) = self.init_config(&sb, &spec, pause.as_deref(), join_pidns);
+        let cgroup = match self.make_cgroup(&id, &spec).await {
+            Ok(cg) => cg,
+            Err(e) => {
+                self.rollback(&id, &dir, None).await;
+                return Err(e);
+            }
+        };
+        let (mut cfg, own_pid_ns) = self.init_config(&sb, &spec, pause.as_deref(), join_pidns);
+        cfg.cgroup_procs = cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default();
         if !is_pause && cfg.rootfs.as_deref().is_none_or(|r| !r.is_dir()) {
             self.rollback(&id, &dir, None).await;
             return Err(AgentError::invalid(
@@ -86,6 +94,7 @@ impl Sandbox {
             protected,
             own_pid_ns,
             init: spawned.process,
+            cgroup,
             gate: spawned.gate,
             report: Some(spawned.report),
         }));
@@ -155,6 +164,7 @@ impl Sandbox {
             });
         }
         let cfg = InitConfig {
+            cgroup_procs: Vec::new(),
             namespaces,
             rootfs: if builtin { None } else { spec.rootfs.clone() },
             readonly_rootfs: spec.readonly_rootfs,
@@ -168,6 +178,34 @@ impl Sandbox {
             },
         };
         (cfg, own_pid_ns)
+    }
+
+    /// Creates the container's cgroup and applies the spec's limits. Without
+    /// cgroups in the guest the container runs unaccounted (logged), unless
+    /// the spec asks for limits.
+    async fn make_cgroup(
+        &self,
+        id: &ContainerId,
+        spec: &ContainerSpec,
+    ) -> Result<Option<crate::cgroup::Cgroup>, AgentError> {
+        let cg = match self.cgroups.create(id.as_str()) {
+            Ok(cg) => cg,
+            Err(e) if spec.resources.is_empty() => {
+                warn!(self.log, "no cgroup for container; it runs unaccounted"; "cid" => %id, "error" => %e);
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(AgentError::SetupFailed {
+                    cid: id.clone(),
+                    reason: format!("create cgroup: {e}"),
+                })
+            }
+        };
+        crate::cgroup::resources::apply(&cg, &spec.resources).map_err(|e| AgentError::SetupFailed {
+            cid: id.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Some(cg))
     }
 
     /// The helper exits right after reporting; collect and forget its status.
@@ -246,6 +284,7 @@ impl Sandbox {
         let pid = c.init.pid;
         let kinds = [NsKind::Uts, NsKind::Ipc, NsKind::Net, NsKind::Pid, NsKind::Mnt];
         let cfg = InitConfig {
+            cgroup_procs: c.cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
             namespaces: kinds.iter().map(|k| (*k, ns_path(pid, *k))).collect(),
             rootfs: None,
             readonly_rootfs: false,

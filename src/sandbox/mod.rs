@@ -1,6 +1,7 @@
 //! The sandbox: one per agent. Holds the pod's settings, its containers by
 //! id, and the mount ledger; every pod operation goes through it.
 
+mod cgroups;
 mod containers;
 pub mod processes;
 pub mod teardown;
@@ -47,17 +48,19 @@ pub struct Sandbox {
     run_dir: PathBuf,
     reaper: Arc<Reaper>,
     ledger: Arc<Mutex<Ledger>>,
+    cgroups: crate::cgroup::Parent,
     state: Mutex<State>,
 }
 
 impl Sandbox {
     /// A sandbox-less agent state rooted at `run_dir`.
-    pub fn new(log: &Logger, run_dir: &Path, reaper: Arc<Reaper>) -> Self {
+    pub fn new(log: &Logger, run_dir: &Path, cgroup_parent: &str, reaper: Arc<Reaper>) -> Self {
         Self {
             log: log.new(o!("subsystem" => "sandbox")),
             run_dir: run_dir.to_path_buf(),
             reaper,
             ledger: Arc::new(Mutex::new(Ledger::default())),
+            cgroups: crate::cgroup::Parent::new(cgroup_parent),
             state: Mutex::new(State::default()),
         }
     }

@@ -53,20 +53,30 @@ impl Sandbox {
                 format!("{sig} is not a signal number (1..={MAX_SIGNAL})"),
             ));
         }
-        let targets = match exec_id {
-            Some(_) => vec![self.process(id, exec_id)?.1],
-            None => self.container(id)?.processes(),
+        let pids: Vec<i32> = match exec_id {
+            Some(_) => vec![self.process(id, exec_id)?.1.pid],
+            None => {
+                // Every process bosun started, and every other task in the
+                // container's cgroup (their children).
+                let c = self.container(id)?;
+                let mut v: Vec<i32> = c.processes().iter().map(|p| p.pid).collect();
+                for p in c.cgroup.as_ref().map(|cg| cg.pids()).unwrap_or_default() {
+                    if !v.contains(&p) {
+                        v.push(p);
+                    }
+                }
+                v
+            }
         };
-        for p in targets {
-            if self.reaper.status(p.pid).is_some() {
+        for pid in pids {
+            if self.reaper.status(pid).is_some() {
                 continue;
             }
-            match sysproc::kill(p.pid, sig as i32) {
+            match sysproc::kill(pid, sig as i32) {
                 Ok(()) | Err(Errno::ESRCH) => {}
                 Err(e) => {
                     return Err(AgentError::Internal(format!(
-                        "signal {sig} to pid {} of container {id}: {e}",
-                        p.pid
+                        "signal {sig} to pid {pid} of container \"{id}\": {e}"
                     )))
                 }
             }

@@ -105,32 +105,50 @@ impl Sandbox {
             .map_err(|e| format!("unmount task: {e}"))?
     }
 
-    /// SIGKILL every live process of `c`, then wait for all to be reaped.
+    /// SIGKILL every live process of `c` (the ones bosun started and any
+    /// other task in its cgroup), then wait until all are reaped and the
+    /// cgroup is empty.
     async fn kill_all(&self, c: &Container, wait: Duration) -> Result<String, String> {
         c.gate.lock().expect("gate lock").take(); // a created container's init would wait forever
-        let live: Vec<i32> = c
+        if let Some(cg) = &c.cgroup {
+            let _ = cg.freeze(false); // frozen tasks cannot act on SIGKILL
+        }
+        let known: Vec<i32> = c
             .processes()
             .iter()
             .map(|p| p.pid)
             .filter(|p| self.reaper.status(*p).is_none())
             .collect();
-        for pid in &live {
-            match sysproc::kill(*pid, nix::sys::signal::Signal::SIGKILL as i32) {
-                Ok(()) | Err(Errno::ESRCH) => {}
-                Err(e) => return Err(format!("kill pid {pid}: {e}")),
+        let in_cgroup = || c.cgroup.as_ref().map(|cg| cg.pids()).unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            for pid in known
+                .iter()
+                .filter(|p| self.reaper.status(**p).is_none())
+                .copied()
+                .chain(in_cgroup())
+            {
+                match sysproc::kill(pid, nix::sys::signal::Signal::SIGKILL as i32) {
+                    Ok(()) | Err(Errno::ESRCH) => {}
+                    Err(e) => return Err(format!("kill pid {pid}: {e}")),
+                }
             }
-        }
-        let all = futures::future::join_all(live.iter().map(|p| self.reaper.wait(*p)));
-        match tokio::time::timeout(wait, all).await {
-            Ok(_) => Ok(format!("{} killed", live.len())),
-            Err(_) => {
-                let left: Vec<String> = live
+            let all = futures::future::join_all(known.iter().map(|p| self.reaper.wait(*p)));
+            let done = tokio::time::timeout_at(deadline, all).await.is_ok() && in_cgroup().is_empty();
+            if done {
+                return Ok(format!("{} killed", known.len()));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let left: Vec<String> = known
                     .iter()
                     .filter(|p| self.reaper.status(**p).is_none())
+                    .copied()
+                    .chain(in_cgroup())
                     .map(|p| p.to_string())
                     .collect();
-                Err(format!("still alive after {wait:?}: pids {}", left.join(",")))
+                return Err(format!("still alive after {wait:?}: pids {}", left.join(",")));
             }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -143,6 +161,7 @@ impl Sandbox {
             p.close_stdin().await;
         }
         report.run("umount", self.unmount_owned_async(Owner::Container(c.id.clone())).await);
+        report.run("cgroup", self.remove_cgroup(&c.id).await);
         report.run(
             "rmdir",
             remove_dir_same_fs(&c.dir)
@@ -150,6 +169,16 @@ impl Sandbox {
                 .map_err(|e| format!("{}: {e}", c.dir.display())),
         );
         report
+    }
+
+    /// Removes the cgroup of `id` (found by name, so a rollback and a
+    /// second call find it too).
+    async fn remove_cgroup(&self, id: &ContainerId) -> Result<String, String> {
+        let cg = self.cgroups.child(id.as_str());
+        let r = tokio::task::spawn_blocking(move || cg.remove())
+            .await
+            .map_err(|e| format!("cgroup task: {e}"))?;
+        r.map(|_| "removed".to_string()).map_err(|e| e.to_string())
     }
 
     /// RemoveContainer. Idempotent: an id bosun removed answers OK; a
@@ -213,6 +242,7 @@ impl Sandbox {
             self.reaper.forget(pid);
         }
         report.run("umount", self.unmount_owned_async(Owner::Container(id.clone())).await);
+        report.run("cgroup", self.remove_cgroup(id).await);
         report.run(
             "rmdir",
             remove_dir_same_fs(dir)
@@ -247,6 +277,7 @@ impl Sandbox {
                 .map_err(|e| e.to_string()),
         );
         let _ = std::fs::remove_dir(self.containers_dir());
+        self.cgroups.remove_if_empty();
         if !report.ok() {
             failures.push(report.failures());
         }

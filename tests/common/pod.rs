@@ -14,6 +14,8 @@ use super::{rt, Agent};
 /// One agent, a runtime and a connected client.
 pub struct Pod {
     pub agent: Agent,
+    /// The agent's --cgroup-parent.
+    pub cgroup_parent: String,
     pub rt: tokio::runtime::Runtime,
     pub c: Client,
 }
@@ -53,12 +55,24 @@ impl Pod {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
         let addr = bosun::transport::Address::Unix(dir.path().join("bosun.sock"));
-        let agent = Agent::start_at(addr, dir, &["--run-dir", run.to_str().unwrap()]);
+        // Each agent gets its own cgroup parent: tests run in parallel.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let cg = format!(
+            "bosun-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let agent = Agent::start_at(addr, dir, &["--run-dir", run.to_str().unwrap(), "--cgroup-parent", &cg]);
         let rt = rt();
         let c = rt
             .block_on(Client::connect(&agent.addr, Duration::from_secs(30)))
             .unwrap();
-        Pod { agent, rt, c }
+        Pod {
+            agent,
+            cgroup_parent: cg,
+            rt,
+            c,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -177,6 +191,68 @@ impl Pod {
             .block_on(self.c.agent.remove_container(self.c.ctx(), &r))
             .map(|_| ())
             .map_err(failure)
+    }
+
+    pub fn update_memory(&self, id: &str, limit: i64) -> Result<(), Failure> {
+        let mut r = UpdateContainerRequest::new();
+        r.container_id = id.into();
+        let mut res = oci::LinuxResources::new();
+        let mut m = oci::LinuxMemory::new();
+        m.Limit = limit;
+        res.Memory = Some(m).into();
+        r.resources = Some(res).into();
+        self.rt
+            .block_on(self.c.agent.update_container(self.c.ctx(), &r))
+            .map(|_| ())
+            .map_err(failure)
+    }
+
+    pub fn stats(&self, id: &str) -> Result<StatsContainerResponse, Failure> {
+        let mut r = StatsContainerRequest::new();
+        r.container_id = id.into();
+        self.rt
+            .block_on(self.c.agent.stats_container(self.c.ctx(), &r))
+            .map_err(failure)
+    }
+
+    pub fn pause(&self, id: &str, pause: bool) -> Result<(), Failure> {
+        if pause {
+            let mut r = PauseContainerRequest::new();
+            r.container_id = id.into();
+            self.rt
+                .block_on(self.c.agent.pause_container(self.c.ctx(), &r))
+                .map(|_| ())
+                .map_err(failure)
+        } else {
+            let mut r = ResumeContainerRequest::new();
+            r.container_id = id.into();
+            self.rt
+                .block_on(self.c.agent.resume_container(self.c.ctx(), &r))
+                .map(|_| ())
+                .map_err(failure)
+        }
+    }
+
+    /// Directories of this agent's cgroup parent that exist now.
+    pub fn cgroup_dirs(&self) -> Vec<std::path::PathBuf> {
+        let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        text.lines()
+            .filter_map(|l| {
+                let mut p = l.splitn(3, ':');
+                let (_, ctrls, path) = (p.next()?, p.next()?, p.next()?);
+                let base = if ctrls.is_empty() {
+                    "/sys/fs/cgroup".to_string()
+                } else {
+                    format!("/sys/fs/cgroup/{}", ctrls.split(',').next()?)
+                };
+                Some(
+                    Path::new(&base)
+                        .join(path.trim_start_matches('/'))
+                        .join(&self.cgroup_parent),
+                )
+            })
+            .filter(|d| d.exists())
+            .collect()
     }
 
     pub fn destroy(&self) -> Result<(), Failure> {
