@@ -4,46 +4,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use bosun::protocols::agent::Storage;
 use common::pod::{pause_spec, spec, Pod};
-use common::{busybox_rootfs, is_root, mounts_under};
-
-/// A loop device over an image file; detached when dropped.
-struct Loop(String);
-
-impl Loop {
-    fn ext4_with_busybox(dir: &Path) -> Self {
-        let img = dir.join("rootfs.img");
-        let src = busybox_rootfs(&dir.join("src"));
-        let st = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-d"])
-            .arg(&src)
-            .arg(&img)
-            .arg("16M")
-            .status()
-            .expect("mkfs.ext4 (e2fsprogs)");
-        assert!(st.success());
-        let out = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&img)
-            .output()
-            .expect("losetup");
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Loop(String::from_utf8(out.stdout).unwrap().trim().to_string())
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
-    }
-}
+use common::{busybox_rootfs, is_root, mounts_under, Loop};
 
 fn storage(driver: &str, source: &str, fstype: &str, options: &[&str], mount_point: &Path) -> Storage {
     let mut s = Storage::new();

@@ -12,7 +12,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use slog::{debug, info, o, warn, Logger};
+use futures::FutureExt;
+use slog::{debug, error, info, o, warn, Logger};
+use std::panic::AssertUnwindSafe;
 
 pub use health::{AGENT_VERSION, PROTOCOL_VERSION};
 
@@ -33,13 +35,28 @@ pub fn services(log: &Logger, sandbox: Arc<Sandbox>) -> HashMap<String, ttrpc::r
 }
 
 /// Runs `f` as the body of method `method`: logs it at debug with its
-/// duration, and a failure at warn with its code.
+/// duration, a failure at warn with its code. A panic (a bug) is caught and
+/// answered as INTERNAL: it never takes the server down or leaves the call
+/// without an answer.
 pub(crate) async fn traced<T, F>(log: &Logger, method: &'static str, f: F) -> ttrpc::Result<T>
 where
     F: Future<Output = Result<T, AgentError>>,
 {
     let start = Instant::now();
-    let r = f.await;
+    let r = match AssertUnwindSafe(f).catch_unwind().await {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            error!(log, "handler panicked"; "method" => method, "panic" => &what);
+            Err(AgentError::Internal(format!(
+                "{method} failed unexpectedly ({what}); see the agent log"
+            )))
+        }
+    };
     let us = start.elapsed().as_micros() as u64;
     match r {
         Ok(v) => {

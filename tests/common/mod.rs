@@ -170,3 +170,42 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
         .filter(|m| m.starts_with(dir))
         .collect()
 }
+
+/// A loop device over an image file; detached when dropped.
+pub struct Loop(pub String);
+
+impl Loop {
+    pub fn ext4_with_busybox(dir: &Path) -> Self {
+        let img = dir.join("rootfs.img");
+        let src = busybox_rootfs(&dir.join("src"));
+        let st = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(&src)
+            .arg(&img)
+            .arg("16M")
+            .status()
+            .expect("mkfs.ext4 (e2fsprogs)");
+        assert!(st.success());
+        let out = std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&img)
+            .output()
+            .expect("losetup");
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Loop(String::from_utf8(out.stdout).unwrap().trim().to_string())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .arg("-d")
+            .arg(&self.0)
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
