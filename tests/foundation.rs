@@ -68,6 +68,7 @@ const SERVED: &[&str] = &[
     "StatsContainer",
     "PauseContainer",
     "ResumeContainer",
+    "GetDiagnosticData",
 ];
 
 fn agent_methods() -> Vec<String> {

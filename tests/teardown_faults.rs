@@ -306,3 +306,26 @@ fn row11_concurrent_removes_both_succeed() {
     assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
     assert_clean(&pod);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn bosunctl_shows_the_teardown_report() {
+    let (pod, rootfs) = pod();
+    let mp = pod.run_dir().join("eph");
+    run(&pod, "w", &rootfs, vec![storage("ephemeral", "tmpfs", &[], &mp)]);
+    let addr = pod.agent.addr.to_string();
+    let (code, out, err) = common::bosunctl(&["--addr", &addr, "rm", "--verbose", "w"]);
+    assert_eq!(code, 0, "{err}");
+    for step in [
+        "kill: ok",
+        "umount: ok (1 unmounted, 0 already gone)",
+        "cgroup: ok",
+        "rmdir: ok",
+    ] {
+        assert!(out.contains(step), "report lacks {step:?}:\n{out}");
+    }
+    let (code, out, err) = common::bosunctl(&["--addr", &addr, "sandbox", "destroy", "--verbose"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 container(s) removed"), "{out}");
+    assert_clean(&pod);
+}

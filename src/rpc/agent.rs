@@ -9,6 +9,7 @@ use ttrpc::r#async::TtrpcContext;
 
 use super::convert;
 use super::traced;
+use crate::error::AgentError;
 use crate::ids::{parse_exec_id, ContainerId};
 use crate::protocols::agent::*;
 use crate::protocols::agent_ttrpc;
@@ -178,6 +179,35 @@ impl agent_ttrpc::AgentService for Agent {
         traced(&self.log, "ResumeContainer", async {
             self.sandbox.freeze(&ContainerId::parse(&req.container_id)?, false)?;
             Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn get_diagnostic_data(
+        &self,
+        _: &TtrpcContext,
+        req: GetDiagnosticDataRequest,
+    ) -> R<GetDiagnosticDataResponse> {
+        traced(&self.log, "GetDiagnosticData", async {
+            if req.log_type != "teardown" {
+                return Err(AgentError::invalid(
+                    "log_type",
+                    format!("{:?}: bosun keeps \"teardown\" reports", req.log_type),
+                ));
+            }
+            // Empty container id: the sandbox's last DestroySandbox.
+            let key = if req.container_id.is_empty() {
+                String::new()
+            } else {
+                ContainerId::parse(&req.container_id)?.as_str().to_string()
+            };
+            let data = self.sandbox.teardown_report(&key).ok_or_else(|| {
+                AgentError::invalid("container_id", format!("no teardown report for {:?}", req.container_id))
+            })?;
+            Ok(GetDiagnosticDataResponse {
+                data,
+                ..Default::default()
+            })
         })
         .await
     }

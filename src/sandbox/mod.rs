@@ -40,7 +40,13 @@ struct State {
     containers: BTreeMap<ContainerId, Arc<Container>>,
     /// Ids bosun removed: a second RemoveContainer answers OK.
     removed: HashSet<ContainerId>,
+    /// The latest teardown reports, newest last ("" for the sandbox).
+    reports: std::collections::VecDeque<(String, String)>,
 }
+
+/// Teardown reports kept for GetDiagnosticData: enough for every container
+/// of a busy pod, bounded so a pod running many short jobs cannot grow it.
+const REPORTS_KEPT: usize = 256;
 
 /// The agent's pod.
 pub struct Sandbox {
@@ -123,6 +129,27 @@ impl Sandbox {
         info!(self.log, "sandbox created"; "sid" => &spec.id, "hostname" => &spec.hostname, "storages" => spec.storages.len());
         self.state().sandbox = Some(spec);
         Ok(())
+    }
+
+    /// Keeps the latest teardown report of `key` (a container id, or "" for
+    /// the sandbox).
+    pub(crate) fn keep_report(&self, key: &str, report: String) {
+        let mut st = self.state();
+        st.reports.retain(|(k, _)| k != key);
+        st.reports.push_back((key.to_string(), report));
+        while st.reports.len() > REPORTS_KEPT {
+            st.reports.pop_front();
+        }
+    }
+
+    /// The latest teardown report of a container ("" for the sandbox).
+    pub fn teardown_report(&self, key: &str) -> Option<String> {
+        self.state()
+            .reports
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, r)| r.clone())
     }
 
     fn sandbox_spec(&self) -> Result<SandboxSpec, AgentError> {

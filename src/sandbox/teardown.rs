@@ -18,6 +18,11 @@ use crate::mount::ledger::{Kind, Ledger, Owner};
 use crate::mount::umount::{self, Unmounted, BUSY_INTERVAL, BUSY_RETRIES};
 use crate::sys::process as sysproc;
 
+/// How long processes get to exit on SIGTERM before SIGKILL. Short: a
+/// remove is a forced stop, and a PID 1 without a SIGTERM handler (common
+/// in containers) ignores SIGTERM, so every such remove pays it in full.
+pub const TERM_GRACE: Duration = Duration::from_millis(500);
+
 /// Bound on waiting for killed processes when the caller gave none
 /// (timeout 0). SIGKILL is final; only a task stuck in the kernel lasts.
 pub const DEFAULT_KILL_WAIT: Duration = Duration::from_secs(30);
@@ -105,13 +110,14 @@ impl Sandbox {
             .map_err(|e| format!("unmount task: {e}"))?
     }
 
-    /// SIGKILL every live process of `c` (the ones bosun started and any
-    /// other task in its cgroup), then wait until all are reaped and the
-    /// cgroup is empty.
+    /// Stops every live process of `c` (the ones bosun started and any other
+    /// task in its cgroup): SIGTERM, up to `TERM_GRACE` for them to exit,
+    /// then SIGKILL until all are reaped and the cgroup is empty, within
+    /// `wait` in all.
     async fn kill_all(&self, c: &Container, wait: Duration) -> Result<String, String> {
         c.gate.lock().expect("gate lock").take(); // a created container's init would wait forever
         if let Some(cg) = &c.cgroup {
-            let _ = cg.freeze(false); // frozen tasks cannot act on SIGKILL
+            let _ = cg.freeze(false); // frozen tasks cannot act on signals
         }
         let known: Vec<i32> = c
             .processes()
@@ -119,36 +125,45 @@ impl Sandbox {
             .map(|p| p.pid)
             .filter(|p| self.reaper.status(*p).is_none())
             .collect();
-        let in_cgroup = || c.cgroup.as_ref().map(|cg| cg.pids()).unwrap_or_default();
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            for pid in known
+        let alive = || {
+            let mut v: Vec<i32> = known
                 .iter()
-                .filter(|p| self.reaper.status(**p).is_none())
                 .copied()
-                .chain(in_cgroup())
-            {
-                match sysproc::kill(pid, nix::sys::signal::Signal::SIGKILL as i32) {
+                .filter(|p| self.reaper.status(*p).is_none())
+                .collect();
+            v.extend(c.cgroup.as_ref().map(|cg| cg.pids()).unwrap_or_default());
+            v
+        };
+        let signal_all = |sig: nix::sys::signal::Signal| -> Result<(), String> {
+            for pid in alive() {
+                match sysproc::kill(pid, sig as i32) {
                     Ok(()) | Err(Errno::ESRCH) => {}
-                    Err(e) => return Err(format!("kill pid {pid}: {e}")),
+                    Err(e) => return Err(format!("{sig} to pid {pid}: {e}")),
                 }
             }
-            let all = futures::future::join_all(known.iter().map(|p| self.reaper.wait(*p)));
-            let done = tokio::time::timeout_at(deadline, all).await.is_ok() && in_cgroup().is_empty();
-            if done {
-                return Ok(format!("{} killed", known.len()));
+            Ok(())
+        };
+        let start = tokio::time::Instant::now();
+        let deadline = start + wait;
+        let all_reaped = || futures::future::join_all(known.iter().map(|p| self.reaper.wait(*p)));
+        if !alive().is_empty() {
+            signal_all(nix::sys::signal::Signal::SIGTERM)?;
+            let _ = tokio::time::timeout_at(start + TERM_GRACE.min(wait), all_reaped()).await;
+        }
+        loop {
+            if alive().is_empty() {
+                return Ok(format!("{} stopped in {} ms", known.len(), start.elapsed().as_millis()));
             }
             if tokio::time::Instant::now() >= deadline {
-                let left: Vec<String> = known
-                    .iter()
-                    .filter(|p| self.reaper.status(**p).is_none())
-                    .copied()
-                    .chain(in_cgroup())
-                    .map(|p| p.to_string())
-                    .collect();
+                let left: Vec<String> = alive().iter().map(|p| p.to_string()).collect();
                 return Err(format!("still alive after {wait:?}: pids {}", left.join(",")));
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            signal_all(nix::sys::signal::Signal::SIGKILL)?;
+            let _ = tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(50)),
+                all_reaped(),
+            )
+            .await;
         }
     }
 
@@ -208,6 +223,7 @@ impl Sandbox {
         c.set_status(Status::Removing);
         let wait = if wait.is_zero() { DEFAULT_KILL_WAIT } else { wait };
         let report = self.teardown_container(&c, wait).await;
+        self.keep_report(id.as_str(), report.to_string());
         if !report.ok() {
             warn!(self.log, "container teardown incomplete"; "cid" => %id, "report" => %report);
             return Err(AgentError::TeardownIncomplete {
@@ -250,6 +266,7 @@ impl Sandbox {
                 .map_err(|e| e.to_string()),
         );
         info!(self.log, "create rolled back"; "cid" => %id, "report" => %report);
+        self.keep_report(id.as_str(), format!("create rolled back: {report}"));
     }
 
     pub(super) async fn teardown_sandbox_storages(&self) -> TeardownReport {
@@ -278,6 +295,14 @@ impl Sandbox {
         );
         let _ = std::fs::remove_dir(self.containers_dir());
         self.cgroups.remove_if_empty();
+        let mut summary = format!(
+            "{} container(s) removed; sandbox {report}",
+            workloads.len() + pause.len() - failures.len()
+        );
+        if !failures.is_empty() {
+            summary = format!("{summary}; failed: {}", failures.join("; "));
+        }
+        self.keep_report("", summary);
         if !report.ok() {
             failures.push(report.failures());
         }

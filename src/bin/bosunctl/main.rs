@@ -23,7 +23,7 @@ COMMANDS:
     check                                   Health.Check: prints SERVING
     version                                 Health.Version
     sandbox create [--id ID] [--hostname H] [--pidns] [--dns LINE]...
-    sandbox destroy                         tear the whole pod down
+    sandbox destroy [--verbose]             tear the whole pod down
     create ID [--rootfs DIR] [--pause] [--annotation K=V]... [-- CMD...]
                                             --pause: the pause container (no
                                             rootfs: bosun's built-in pause)
@@ -32,7 +32,7 @@ COMMANDS:
                                             its output; -i forwards stdin
     wait ID [EXEC_ID]                       print the exit status
     kill ID [EXEC_ID] [--signal N]          no EXEC_ID: every process
-    rm ID [--timeout SECS]
+    rm ID [--timeout SECS] [--verbose]      --verbose: print the teardown report
     logs ID [EXEC_ID]                       stdout and stderr until EOF
     run ID --rootfs DIR -- CMD...           create, start, output, wait, rm
 

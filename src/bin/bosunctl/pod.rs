@@ -23,12 +23,17 @@ pub async fn sandbox(c: &Client, a: &mut Args) -> Result<Out, Failure> {
             Ok(Out::Ok)
         }
         "destroy" => {
+            let verbose = a.flag("--verbose");
             a.done()?;
-            c.agent
+            let res = c
+                .agent
                 .destroy_sandbox(c.ctx(), &DestroySandboxRequest::new())
                 .await
-                .map_err(describe)?;
-            Ok(Out::Ok)
+                .map_err(describe);
+            if verbose {
+                print_report(c, "").await;
+            }
+            res.map(|_| Out::Ok)
         }
         other => Err(format!("unknown sandbox action {other:?}").into()),
     }
@@ -179,15 +184,40 @@ pub async fn kill(c: &Client, a: &mut Args) -> Result<Out, Failure> {
 }
 
 pub async fn rm(c: &Client, a: &mut Args) -> Result<Out, Failure> {
+    let verbose = a.flag("--verbose");
+    let t = a.option("--timeout")?.unwrap_or_else(|| "10".into());
     let mut r = RemoveContainerRequest::new();
     r.container_id = a.positional("container id")?;
-    let t = a.option("--timeout")?.unwrap_or_else(|| "10".into());
     r.timeout = t
         .parse()
         .map_err(|_| format!("--timeout {t:?}: expected whole seconds"))?;
     a.done()?;
-    c.agent.remove_container(c.ctx(), &r).await.map_err(describe)?;
-    Ok(Out::Ok)
+    let res = c.agent.remove_container(c.ctx(), &r).await.map_err(describe);
+    if verbose {
+        print_report(c, &r.container_id).await;
+    }
+    res.map(|_| Out::Ok)
+}
+
+/// Prints the agent's teardown report (GetDiagnosticData "teardown"): each
+/// step, its result, what was left.
+async fn print_report(c: &Client, container_id: &str) {
+    let mut q = GetDiagnosticDataRequest::new();
+    q.log_type = "teardown".into();
+    q.container_id = container_id.into();
+    match c.agent.get_diagnostic_data(c.ctx(), &q).await {
+        Ok(r) => {
+            for step in r.data.split("; ") {
+                println!("  {step}");
+            }
+        }
+        Err(e) => eprintln!(
+            "bosunctl: no teardown report: {}",
+            match describe(e) {
+                Failure::Call(m) | Failure::Usage(m) => m,
+            }
+        ),
+    }
 }
 
 /// create + start + output + wait + rm.
