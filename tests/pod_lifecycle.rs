@@ -2,24 +2,15 @@
 
 mod common;
 
-use common::pod::{pause_spec, spec, Pod};
-use common::{busybox_rootfs, is_root, mounts_under};
+use common::mounts_under;
+use common::pod::{spec, Pod};
 
 fn text(b: Vec<u8>) -> String {
     String::from_utf8_lossy(&b).into_owned()
 }
 
-/// A pod: built-in pause (rootfs never mounted) + two busybox workloads.
 fn pod(pidns: bool) -> (Pod, std::path::PathBuf) {
-    assert!(is_root(), "this test needs root: run it with `make test` as root");
-    let pod = Pod::start();
-    let rootfs = busybox_rootfs(pod.dir());
-    let never_mounted = pod.dir().join("pause-rootfs");
-    std::fs::create_dir_all(&never_mounted).unwrap();
-    pod.create_sandbox("podhost", pidns).unwrap();
-    pod.create("pause", pause_spec(Some(&never_mounted))).unwrap();
-    pod.start_c("pause").unwrap();
-    (pod, rootfs)
+    common::pod::started("podhost", pidns)
 }
 
 #[test]

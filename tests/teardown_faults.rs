@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bosun::protocols::agent::Storage;
-use common::pod::{pause_spec, spec, Pod};
-use common::{busybox_rootfs, is_root, mounts_under};
+use common::mounts_under;
+use common::pod::{spec, Pod};
 
 /// Processes that belong to the pod: in one of its cgroups, or with the
 /// pod's directory on their command line (helpers, the built-in pause).
@@ -62,15 +62,7 @@ fn umount(p: &Path) {
 
 /// A pod whose pause rootfs is an empty directory (never mounted).
 fn pod() -> (Pod, PathBuf) {
-    assert!(is_root(), "this test needs root: run it with `make test` as root");
-    let pod = Pod::start();
-    let rootfs = busybox_rootfs(pod.dir());
-    let never = pod.dir().join("pause-rootfs");
-    std::fs::create_dir_all(&never).unwrap();
-    pod.create_sandbox("faults", true).unwrap();
-    pod.create("pause", pause_spec(Some(&never))).unwrap();
-    pod.start_c("pause").unwrap();
-    (pod, rootfs)
+    common::pod::started("faults", true)
 }
 
 fn run(pod: &Pod, id: &str, rootfs: &Path, storages: Vec<Storage>) {

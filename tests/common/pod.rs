@@ -49,6 +49,24 @@ pub fn process(args: &[&str]) -> oci::Process {
     bosun::client::spec::process(&strings(args))
 }
 
+/// A started pod: sandbox `hostname`, a pause container whose rootfs is an
+/// empty directory (never mounted: bosun runs its built-in pause), and a
+/// busybox rootfs for workloads.
+pub fn started(hostname: &str, pidns: bool) -> (Pod, std::path::PathBuf) {
+    assert!(
+        super::is_root(),
+        "this test needs root: run it with `make test` as root"
+    );
+    let pod = Pod::start();
+    let rootfs = super::busybox_rootfs(pod.dir());
+    let never_mounted = pod.dir().join("pause-rootfs");
+    std::fs::create_dir_all(&never_mounted).unwrap();
+    pod.create_sandbox(hostname, pidns).unwrap();
+    pod.create("pause", pause_spec(Some(&never_mounted))).unwrap();
+    pod.start_c("pause").unwrap();
+    (pod, rootfs)
+}
+
 impl Pod {
     /// Starts bosun with its run dir inside its temp dir.
     pub fn start() -> Self {
