@@ -169,6 +169,40 @@ fn row06_cgroup_removed_externally() {
 
 #[test]
 #[ignore = "needs root"]
+fn row06b_cgroup_still_has_a_process_bosun_did_not_start() {
+    let (pod, rootfs) = pod();
+    // The init leaves a background child, then is killed from outside:
+    // the child, reparented to the pod's PID 1, is only known by cgroup.
+    pod.create("w", spec(Some(&rootfs), &["sh", "-c", "sleep 303 & exec sleep 304"]))
+        .unwrap();
+    pod.start_c("w").unwrap();
+    let find = |arg: &[u8]| {
+        pod_processes(&pod)
+            .into_iter()
+            .find(|p| std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default() == arg)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while find(b"sleep\x00303\x00").is_none() || find(b"sleep\x00304\x00").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "workload processes did not appear"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let init = find(b"sleep\x00304\x00").unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert_eq!(pod.wait("w", "").unwrap(), 137);
+    assert!(
+        find(b"sleep\x00303\x00").is_some(),
+        "the orphan should still run before the remove"
+    );
+    pod.remove("w").unwrap();
+    assert!(find(b"sleep\x00303\x00").is_none(), "the orphan survived the remove");
+    assert_clean(&pod);
+}
+
+#[test]
+#[ignore = "needs root"]
 fn row07_loop_device_detached_before_teardown() {
     let (pod, _) = pod();
     let lo = common::Loop::ext4_with_busybox(pod.dir());
