@@ -21,7 +21,7 @@ pub enum AgentError {
         reason: String,
     },
     /// No container with this id.
-    #[error("container \"{0}\" not found; list containers with `bosunctl ps`")]
+    #[error("container \"{0}\" not found in this sandbox")]
     ContainerNotFound(ContainerId),
     /// The container exists, the process does not.
     #[error("process {exec_id:?} not found in container \"{cid}\" (the container exists)")]
