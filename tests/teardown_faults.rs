@@ -310,6 +310,38 @@ fn row10_foreign_mount_inside_the_container_dir_is_left_alone() {
 
 #[test]
 #[ignore = "needs root"]
+fn row10b_someone_elses_mount_at_bosuns_target_is_not_unmounted() {
+    let (pod, rootfs) = pod();
+    let mp = pod.run_dir().join("eph");
+    run(&pod, "w", &rootfs, vec![storage("ephemeral", "tmpfs", &[], &mp)]);
+    // bosun's tmpfs goes away behind its back; someone binds a directory
+    // (another filesystem type) at the very same path.
+    umount(&mp);
+    let theirs = pod.dir().join("theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("data"), b"theirs").unwrap();
+    assert!(Command::new("mount")
+        .arg("--bind")
+        .arg(&theirs)
+        .arg(&mp)
+        .status()
+        .unwrap()
+        .success());
+    let (code, msg) = pod.remove("w").unwrap_err();
+    assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION, "{msg}");
+    assert!(msg.contains("did not make"), "{msg}");
+    assert!(
+        mounts_under(pod.dir()).contains(&mp),
+        "someone else's mount was unmounted"
+    );
+    umount(&mp);
+    pod.remove("w").unwrap();
+    assert_eq!(std::fs::read(theirs.join("data")).unwrap(), b"theirs");
+    assert_clean(&pod);
+}
+
+#[test]
+#[ignore = "needs root"]
 fn row11_concurrent_removes_both_succeed() {
     let (pod, rootfs) = pod();
     run(&pod, "w", &rootfs, vec![]);

@@ -7,6 +7,27 @@ pub fn mount_points() -> std::io::Result<Vec<PathBuf>> {
     Ok(parse(&std::fs::read_to_string("/proc/self/mountinfo")?))
 }
 
+/// The filesystem type of the topmost mount at `target`, if it is a mount
+/// point now.
+pub fn fstype_at(target: &std::path::Path) -> std::io::Result<Option<String>> {
+    Ok(parse_types(&std::fs::read_to_string("/proc/self/mountinfo")?)
+        .into_iter()
+        .rev()
+        .find(|(p, _)| p == target)
+        .map(|(_, t)| t))
+}
+
+/// (mount point, fstype) pairs; the fstype is the first field after " - ".
+pub fn parse_types(text: &str) -> Vec<(PathBuf, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let point = l.split(' ').nth(4)?;
+            let fstype = l.split_once(" - ")?.1.split(' ').next()?;
+            Some((PathBuf::from(unescape(point)), fstype.to_string()))
+        })
+        .collect()
+}
+
 /// Parses mountinfo text: field 5 is the mount point, with octal escapes
 /// for space, tab, newline and backslash.
 pub fn parse(text: &str) -> Vec<PathBuf> {
@@ -41,5 +62,12 @@ mod tests {
         let t =
             "22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw\n36 22 0:32 / /run/a\\040b rw - tmpfs tmpfs rw\n";
         assert_eq!(parse(t), vec![PathBuf::from("/"), PathBuf::from("/run/a b")]);
+        assert_eq!(
+            parse_types(t),
+            vec![
+                (PathBuf::from("/"), "ext4".to_string()),
+                (PathBuf::from("/run/a b"), "tmpfs".to_string())
+            ]
+        );
     }
 }

@@ -75,7 +75,11 @@ pub fn unmount_owned(ledger: &Mutex<Ledger>, owner: &Owner, log: &Logger) -> Res
     let (mut done, mut gone, mut errors) = (0, 0, Vec::new());
     for e in entries {
         let r = match e.kind {
-            Kind::Mount => umount::unmount(&e.target, BUSY_RETRIES, BUSY_INTERVAL).map_err(|err| err.to_string()),
+            Kind::Mount => match still_ours(&e) {
+                Ok(true) => umount::unmount(&e.target, BUSY_RETRIES, BUSY_INTERVAL).map_err(|err| err.to_string()),
+                Ok(false) => Ok(Unmounted::AlreadyGone),
+                Err(err) => Err(err),
+            },
             Kind::Dir => remove_dir_same_fs(&e.target)
                 .map(|_| Unmounted::Done)
                 .map_err(|err| format!("remove {}: {err}", e.target.display())),
@@ -99,6 +103,23 @@ pub fn unmount_owned(ledger: &Mutex<Ledger>, owner: &Owner, log: &Logger) -> Res
         Ok(format!("{done} unmounted, {gone} already gone"))
     } else {
         Err(errors.join(", "))
+    }
+}
+
+/// Whether the mount at `e.target` is still the one bosun made: not a mount
+/// point any more → gone; a different filesystem type there → someone
+/// else's mount, which bosun reports and never unmounts. (A bind mount
+/// shows its source's type, so binds are only checked for presence.)
+fn still_ours(e: &crate::mount::ledger::Entry) -> Result<bool, String> {
+    let now = crate::mount::mountinfo::fstype_at(&e.target).map_err(|err| format!("read mountinfo: {err}"))?;
+    match now {
+        None => Ok(false),
+        Some(t) if e.fstype == "bind" || t == e.fstype => Ok(true),
+        Some(t) => Err(format!(
+            "{} is now a {t} mount that bosun did not make (bosun mounted {}); left in place",
+            e.target.display(),
+            e.fstype
+        )),
     }
 }
 
