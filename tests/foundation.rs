@@ -69,6 +69,7 @@ const SERVED: &[&str] = &[
     "PauseContainer",
     "ResumeContainer",
     "GetDiagnosticData",
+    "TtyWinResize",
 ];
 
 fn agent_methods() -> Vec<String> {

@@ -183,3 +183,49 @@ fn cgroup_limits_stats_freeze_and_cleanup() {
         "cgroups left behind"
     );
 }
+
+#[test]
+#[ignore = "needs root"]
+fn tty_exec_with_resize() {
+    let (pod, rootfs) = pod(false);
+    pod.create("app", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("app").unwrap();
+    // The shell reports the size, waits for a line, reports it again.
+    pod.exec_tty(
+        "app",
+        "t",
+        &["sh", "-c", "stty size; read x; stty size; [ -t 0 ] && echo is-a-tty"],
+        30,
+        100,
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut r = bosun::protocols::agent::ReadStreamRequest::new();
+    (r.container_id, r.exec_id, r.len) = ("app".into(), "t".into(), 4096);
+    while !String::from_utf8_lossy(&seen).contains("30 100") {
+        let chunk = pod
+            .rt
+            .block_on(pod.c.agent.read_stdout(pod.c.long_poll(), &r))
+            .unwrap()
+            .data;
+        assert!(
+            !chunk.is_empty(),
+            "EOF before the first size: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend(chunk);
+    }
+    pod.resize("app", "t", 40, 120).unwrap();
+    pod.write("app", "t", b"go\n").unwrap();
+    let rest = String::from_utf8(pod.read_all("app", "t", false).unwrap()).unwrap();
+    assert!(rest.contains("40 120"), "size after resize not seen: {rest:?}");
+    assert!(rest.contains("is-a-tty"), "stdin is not a terminal: {rest:?}");
+    assert_eq!(pod.wait("app", "t").unwrap(), 0);
+    // stderr of a terminal process is empty; pipes cannot be resized.
+    assert_eq!(pod.read_all("app", "t", true).unwrap(), b"");
+    pod.exec("app", "p", &["sleep", "300"]).unwrap();
+    assert_eq!(
+        pod.resize("app", "p", 10, 10).unwrap_err().0,
+        ttrpc::Code::FAILED_PRECONDITION
+    );
+}

@@ -18,6 +18,7 @@ use std::path::Path;
 
 use super::init_config::{InitConfig, NsKind, NsMode, Payload, ProcessSpec};
 use super::rootfs;
+use crate::sys::identity;
 use crate::sys::process::{self as sysproc, Forked, NsFlags};
 
 /// The helper's gate fd.
@@ -152,11 +153,29 @@ fn set_up(cfg: &InitConfig) -> Result<(), String> {
 /// Sets the process's identity and directory, then execs; returns the
 /// reason when it could not.
 fn exec(p: &ProcessSpec) -> String {
+    if p.terminal.is_some() {
+        if let Err(e) = crate::sys::tty::make_controlling() {
+            return format!("make the terminal controlling: {e}");
+        }
+    }
     if let Err(e) = std::env::set_current_dir(&p.cwd) {
         return format!("chdir {}: {e}", p.cwd.display());
     }
+    if let Err(e) = identity::set_rlimits(&p.rlimits) {
+        return e;
+    }
+    if let Some(c) = &p.capabilities {
+        if let Err(e) = identity::before_credentials(c) {
+            return e;
+        }
+    }
     if let Err(e) = sysproc::set_credentials(p.uid, p.gid, &p.additional_gids) {
         return format!("set uid {} gid {}: {e}", p.uid, p.gid);
+    }
+    if let Some(c) = &p.capabilities {
+        if let Err(e) = identity::after_credentials(c) {
+            return e;
+        }
     }
     if p.no_new_privileges {
         if let Err(e) = sysproc::set_no_new_privs() {

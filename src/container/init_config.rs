@@ -86,6 +86,30 @@ pub struct ProcessSpec {
     pub additional_gids: Vec<u32>,
     /// PR_SET_NO_NEW_PRIVS before exec.
     pub no_new_privileges: bool,
+    /// A terminal of (rows, columns) instead of pipes.
+    #[serde(default)]
+    pub terminal: Option<(u16, u16)>,
+    /// Resource limits: (RLIMIT_* name, soft, hard).
+    #[serde(default)]
+    pub rlimits: Vec<(String, u64, u64)>,
+    /// Capability sets; `None` keeps the helper's (root's) sets.
+    #[serde(default)]
+    pub capabilities: Option<CapabilitySets>,
+}
+
+/// The five capability sets of a process, by `CAP_*` name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilitySets {
+    /// Bounding set.
+    pub bounding: Vec<String>,
+    /// Effective set.
+    pub effective: Vec<String>,
+    /// Inheritable set.
+    pub inheritable: Vec<String>,
+    /// Permitted set.
+    pub permitted: Vec<String>,
+    /// Ambient set.
+    pub ambient: Vec<String>,
 }
 
 /// What the helper does.

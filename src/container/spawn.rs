@@ -9,9 +9,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::pipe;
 
-use super::init_config::InitConfig;
+use super::init_config::{InitConfig, Payload};
 use crate::process::io::Output;
-use crate::process::Process;
+use crate::process::{Process, Stdin};
 use crate::sys::fd::pipe as mkpipe;
 use crate::sys::spawn::{spawn_helper, HelperFds};
 
@@ -92,15 +92,88 @@ fn serr(pid: Option<i32>, reason: impl Into<String>) -> SpawnError {
     }
 }
 
+/// The process's side of its standard streams, and the agent's side.
+struct Stdio {
+    child: (OwnedFd, OwnedFd, OwnedFd),
+    agent: AgentSide,
+}
+
+enum AgentSide {
+    Pipes {
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    Tty {
+        master: OwnedFd,
+    },
+}
+
+fn stdio(cfg: &InitConfig) -> Result<Stdio, SpawnError> {
+    let terminal = match &cfg.payload {
+        Payload::Exec(p) => p.terminal,
+        Payload::BuiltinPause => None,
+    };
+    if let Some((rows, cols)) = terminal {
+        let (master, slave) =
+            crate::sys::tty::open(rows, cols).map_err(|e| serr(None, format!("open a terminal: {e}")))?;
+        let dup = |f: &OwnedFd| f.try_clone().map_err(|e| serr(None, format!("dup terminal: {e}")));
+        return Ok(Stdio {
+            child: (dup(&slave)?, dup(&slave)?, slave),
+            agent: AgentSide::Tty { master },
+        });
+    }
+    let p = |what: &str| mkpipe().map_err(|e| serr(None, format!("{what} pipe: {e}")));
+    let (in_r, in_w) = p("stdin")?;
+    let (out_r, out_w) = p("stdout")?;
+    let (err_r, err_w) = p("stderr")?;
+    Ok(Stdio {
+        child: (in_r, out_w, err_w),
+        agent: AgentSide::Pipes {
+            stdin: in_w,
+            stdout: out_r,
+            stderr: err_r,
+        },
+    })
+}
+
+/// Wraps the agent's side of the streams for the process record.
+fn agent_streams(side: AgentSide, exec_id: &str, pid: i32) -> Result<Process, SpawnError> {
+    let e = |what: &str, err: std::io::Error| serr(Some(pid), format!("{what}: {err}"));
+    match side {
+        AgentSide::Pipes { stdin, stdout, stderr } => {
+            let stdin: Stdin = Box::new(pipe::Sender::from_owned_fd(stdin).map_err(|x| e("stdin pipe", x))?);
+            let out = Output::pump(pipe::Receiver::from_owned_fd(stdout).map_err(|x| e("stdout pipe", x))?);
+            let err = Output::pump(pipe::Receiver::from_owned_fd(stderr).map_err(|x| e("stderr pipe", x))?);
+            Ok(Process::new(exec_id.to_string(), pid, Some(stdin), (out, err), None))
+        }
+        AgentSide::Tty { master } => {
+            // A terminal master is not a pipe: tokio reads it on its blocking
+            // pool. Output and stdin share the one device; stderr is empty.
+            let reader = tokio::fs::File::from_std(std::fs::File::from(
+                master.try_clone().map_err(|x| e("dup terminal", x))?,
+            ));
+            let writer: Stdin = Box::new(tokio::fs::File::from_std(std::fs::File::from(
+                master.try_clone().map_err(|x| e("dup terminal", x))?,
+            )));
+            Ok(Process::new(
+                exec_id.to_string(),
+                pid,
+                Some(writer),
+                (Output::pump(reader), Output::closed()),
+                Some(master),
+            ))
+        }
+    }
+}
+
 /// Starts the helper with `cfg` (written to `config_path`), waits until the
 /// process is set up (and, if it does not wait for a start gate, exec'd).
 pub async fn start(config_path: &Path, cfg: &InitConfig, exec_id: &str) -> Result<Spawned, SpawnError> {
     let json = serde_json::to_vec(cfg).map_err(|e| serr(None, format!("encode init config: {e}")))?;
     std::fs::write(config_path, json).map_err(|e| serr(None, format!("write {}: {e}", config_path.display())))?;
     let p = |what: &str| mkpipe().map_err(|e| serr(None, format!("{what} pipe: {e}")));
-    let (in_r, in_w) = p("stdin")?;
-    let (out_r, out_w) = p("stdout")?;
-    let (err_r, err_w) = p("stderr")?;
+    let io = stdio(cfg)?;
     let (rep_r, rep_w) = p("report")?;
     let (gate_r, gate_w) = if cfg.wait_for_start {
         let (r, w) = p("gate")?;
@@ -108,28 +181,19 @@ pub async fn start(config_path: &Path, cfg: &InitConfig, exec_id: &str) -> Resul
     } else {
         (None, None)
     };
+    let (stdin, stdout, stderr) = io.child;
     let fds = HelperFds {
-        stdin: in_r,
-        stdout: out_w,
-        stderr: err_w,
+        stdin,
+        stdout,
+        stderr,
         gate: gate_r,
         report: rep_w,
     };
     let helper_pid = spawn_helper(config_path, fds).map_err(|e| serr(None, format!("start helper: {e}")))?;
     let conv = |e: std::io::Error| serr(None, format!("pipe: {e}"));
     let mut report = Report(BufReader::new(pipe::Receiver::from_owned_fd(rep_r).map_err(conv)?));
-
     let pid = read_setup(&mut report, cfg.wait_for_start).await?;
-    let stdin = pipe::Sender::from_owned_fd(in_w).map_err(|e| serr(Some(pid), format!("stdin pipe: {e}")))?;
-    let stdout = pipe::Receiver::from_owned_fd(out_r).map_err(|e| serr(Some(pid), format!("stdout pipe: {e}")))?;
-    let stderr = pipe::Receiver::from_owned_fd(err_r).map_err(|e| serr(Some(pid), format!("stderr pipe: {e}")))?;
-    let process = Arc::new(Process::new(
-        exec_id.to_string(),
-        pid,
-        Some(stdin),
-        Output::pump(stdout),
-        Output::pump(stderr),
-    ));
+    let process = Arc::new(agent_streams(io.agent, exec_id, pid)?);
     Ok(Spawned {
         process,
         gate: gate_w,

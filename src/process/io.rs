@@ -5,8 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::AsyncReadExt;
-use tokio::net::unix::pipe;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::Notify;
 
 /// Bytes buffered per stream before the writer is made to wait. 1 MiB
@@ -31,8 +30,9 @@ struct OutState {
 }
 
 impl Output {
-    /// Starts pumping `rx` into a new buffer.
-    pub fn pump(rx: pipe::Receiver) -> Arc<Self> {
+    /// Starts pumping `rx` (a pipe, or a terminal's master) into a new
+    /// buffer. A read error (EIO from a terminal whose last user left) is EOF.
+    pub fn pump<R: AsyncRead + Unpin + Send + 'static>(rx: R) -> Arc<Self> {
         let out = Arc::new(Self::default());
         let me = out.clone();
         tokio::spawn(async move { me.run(rx).await });
@@ -46,7 +46,7 @@ impl Output {
         Arc::new(out)
     }
 
-    async fn run(&self, mut rx: pipe::Receiver) {
+    async fn run<R: AsyncRead + Unpin>(&self, mut rx: R) {
         let mut chunk = vec![0u8; 64 * 1024];
         loop {
             // Wait for room (the reader drains), unless nobody will read.

@@ -6,10 +6,12 @@ pub mod reaper;
 
 use std::sync::{Arc, Mutex};
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::unix::pipe;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use io::Output;
+
+/// Where stdin writes go.
+pub type Stdin = Box<dyn AsyncWrite + Send + Sync + Unpin>;
 
 /// A process of a container.
 pub struct Process {
@@ -17,8 +19,10 @@ pub struct Process {
     pub exec_id: String,
     /// Pid in the agent's pid namespace.
     pub pid: i32,
-    /// stdin, until closed.
-    stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
+    /// stdin (a pipe, or the terminal's master), until closed.
+    stdin: tokio::sync::Mutex<Option<Stdin>>,
+    /// The terminal's master, for resizing.
+    pub tty: Option<std::os::fd::OwnedFd>,
     /// stdout.
     pub stdout: Arc<Output>,
     /// stderr.
@@ -32,16 +36,17 @@ impl Process {
     pub fn new(
         exec_id: String,
         pid: i32,
-        stdin: Option<pipe::Sender>,
-        stdout: Arc<Output>,
-        stderr: Arc<Output>,
+        stdin: Option<Stdin>,
+        out: (Arc<Output>, Arc<Output>),
+        tty: Option<std::os::fd::OwnedFd>,
     ) -> Self {
         Self {
             exec_id,
             pid,
             stdin: tokio::sync::Mutex::new(stdin),
-            stdout,
-            stderr,
+            tty,
+            stdout: out.0,
+            stderr: out.1,
             exit: Mutex::new(None),
         }
     }

@@ -212,6 +212,16 @@ impl agent_ttrpc::AgentService for Agent {
         .await
     }
 
+    async fn tty_win_resize(&self, _: &TtrpcContext, req: TtyWinResizeRequest) -> R<Empty> {
+        traced(&self.log, "TtyWinResize", async {
+            let id = ContainerId::parse(&req.container_id)?;
+            self.sandbox
+                .resize(&id, parse_exec_id(&req.exec_id)?.as_deref(), req.row, req.column)?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
     async fn get_guest_details(&self, _: &TtrpcContext, req: GuestDetailsRequest) -> R<GuestDetailsResponse> {
         traced(&self.log, "GetGuestDetails", async { Ok(super::guest::details(&req)) }).await
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::cgroup::resources::Resources;
 use crate::cgroup::stats::Stats;
-use crate::container::init_config::{MountSpec, ProcessSpec};
+use crate::container::init_config::{CapabilitySets, MountSpec, ProcessSpec};
 use crate::container::spec::ContainerSpec;
 use crate::error::AgentError;
 use crate::mount::storage::{check_guest_path, Driver, StorageSpec};
@@ -109,14 +109,11 @@ pub fn sandbox(req: &CreateSandboxRequest) -> Result<SandboxSpec, AgentError> {
     })
 }
 
+/// Terminal size used when the spec gives none (the VT100 default).
+pub const DEFAULT_CONSOLE: (u16, u16) = (24, 80);
+
 /// An OCI process (init or exec).
 pub fn process(p: &oci::Process) -> Result<ProcessSpec, AgentError> {
-    if p.Terminal {
-        return Err(AgentError::invalid(
-            "Process.Terminal",
-            "terminals are not supported by bosun yet; use pipes (Terminal=false)",
-        ));
-    }
     if p.Args.is_empty() || p.Args[0].is_empty() {
         return Err(AgentError::invalid(
             "Process.Args",
@@ -129,15 +126,20 @@ pub fn process(p: &oci::Process) -> Result<ProcessSpec, AgentError> {
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push(DEFAULT_PATH.to_string());
     }
-    let cwd = if p.Cwd.is_empty() {
-        PathBuf::from("/")
-    } else {
-        check_guest_path("Process.Cwd", &p.Cwd)
-            .or_else(|e| if p.Cwd == "/" { Ok(PathBuf::from("/")) } else { Err(e) })?
+    let cwd = match p.Cwd.as_str() {
+        "" | "/" => PathBuf::from("/"),
+        c => check_guest_path("Process.Cwd", c)?,
     };
     let user = p.User.as_ref();
     let groups = user.map(|u| u.AdditionalGids.clone()).unwrap_or_default();
     cap("Process.User.AdditionalGids", &groups, 65536)?;
+    let terminal = p.Terminal.then(|| match p.ConsoleSize.as_ref() {
+        Some(b) if b.Height > 0 && b.Width > 0 => (
+            b.Height.min(u16::MAX as u32) as u16,
+            b.Width.min(u16::MAX as u32) as u16,
+        ),
+        _ => DEFAULT_CONSOLE,
+    });
     Ok(ProcessSpec {
         args: p.Args.clone(),
         env,
@@ -146,7 +148,52 @@ pub fn process(p: &oci::Process) -> Result<ProcessSpec, AgentError> {
         gid: user.map(|u| u.GID).unwrap_or(0),
         additional_gids: groups,
         no_new_privileges: p.NoNewPrivileges,
+        terminal,
+        rlimits: rlimits(&p.Rlimits)?,
+        capabilities: p.Capabilities.as_ref().map(capabilities).transpose()?,
     })
+}
+
+fn rlimits(v: &[oci::POSIXRlimit]) -> Result<Vec<(String, u64, u64)>, AgentError> {
+    cap("Process.Rlimits", v, 64)?;
+    v.iter()
+        .map(|r| {
+            if crate::sys::identity::rlimit_resource(&r.Type).is_none() {
+                return Err(AgentError::invalid(
+                    "Process.Rlimits",
+                    format!("unknown type {:?}", r.Type),
+                ));
+            }
+            if r.Soft > r.Hard {
+                return Err(AgentError::invalid(
+                    "Process.Rlimits",
+                    format!("{}: soft {} above hard {}", r.Type, r.Soft, r.Hard),
+                ));
+            }
+            Ok((r.Type.clone(), r.Soft, r.Hard))
+        })
+        .collect()
+}
+
+fn capabilities(c: &oci::LinuxCapabilities) -> Result<CapabilitySets, AgentError> {
+    let sets = CapabilitySets {
+        bounding: c.Bounding.clone(),
+        effective: c.Effective.clone(),
+        inheritable: c.Inheritable.clone(),
+        permitted: c.Permitted.clone(),
+        ambient: c.Ambient.clone(),
+    };
+    for v in [
+        &sets.bounding,
+        &sets.effective,
+        &sets.inheritable,
+        &sets.permitted,
+        &sets.ambient,
+    ] {
+        cap("Process.Capabilities", v, 128)?;
+        crate::sys::identity::parse_caps(v).map_err(|e| AgentError::invalid("Process.Capabilities", e))?;
+    }
+    Ok(sets)
 }
 
 /// The OCI spec of CreateContainer.

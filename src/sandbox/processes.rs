@@ -117,6 +117,24 @@ impl Sandbox {
         })
     }
 
+    /// TtyWinResize: the process's terminal gets a new size.
+    pub fn resize(&self, id: &ContainerId, exec_id: Option<&str>, rows: u32, cols: u32) -> Result<(), AgentError> {
+        let (_, p) = self.process(id, exec_id)?;
+        let tty = p.tty.as_ref().ok_or_else(|| AgentError::WrongState {
+            cid: id.clone(),
+            state: "running without a terminal",
+            action: "resize its terminal (the process was started with Terminal=false)",
+        })?;
+        let dim = |v: u32, f: &'static str| {
+            u16::try_from(v)
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| AgentError::invalid(f, format!("{v}: 1..=65535")))
+        };
+        crate::sys::tty::resize(tty, dim(rows, "row")?, dim(cols, "column")?)
+            .map_err(|e| AgentError::Internal(format!("resize terminal of container \"{id}\": {e}")))
+    }
+
     /// Closes stdin (idempotent).
     pub async fn close_stdin(&self, id: &ContainerId, exec_id: Option<&str>) -> Result<(), AgentError> {
         let (_, p) = self.process(id, exec_id)?;

@@ -3,7 +3,9 @@
 #![allow(unsafe_code)]
 
 pub mod fd;
+pub mod identity;
 pub mod mount;
 pub mod process;
 pub mod socket;
 pub mod spawn;
+pub mod tty;

@@ -140,7 +140,7 @@ pub fn is_root() -> bool {
 /// Busybox applets linked into test rootfs images.
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ps", "hostname", "sleep", "true", "false", "yes", "head", "wc", "ls", "md5sum", "env", "id",
-    "pwd", "tr", "kill", "mount", "grep",
+    "pwd", "tr", "kill", "mount", "grep", "stty",
 ];
 
 /// Builds a minimal busybox rootfs under `dir`; returns its path.

@@ -148,6 +148,34 @@ impl Pod {
             .map_err(failure)
     }
 
+    /// ExecProcess with a terminal of rows × cols.
+    pub fn exec_tty(&self, id: &str, exec_id: &str, args: &[&str], rows: u32, cols: u32) -> Result<(), Failure> {
+        let mut p = process(args);
+        p.Terminal = true;
+        let mut b = oci::Box::new();
+        (b.Height, b.Width) = (rows, cols);
+        p.ConsoleSize = Some(b).into();
+        let mut r = ExecProcessRequest::new();
+        r.container_id = id.into();
+        r.exec_id = exec_id.into();
+        r.process = Some(p).into();
+        self.rt
+            .block_on(self.c.agent.exec_process(self.c.ctx(), &r))
+            .map(|_| ())
+            .map_err(failure)
+    }
+
+    pub fn resize(&self, id: &str, exec_id: &str, rows: u32, cols: u32) -> Result<(), Failure> {
+        let mut r = TtyWinResizeRequest::new();
+        r.container_id = id.into();
+        r.exec_id = exec_id.into();
+        (r.row, r.column) = (rows, cols);
+        self.rt
+            .block_on(self.c.agent.tty_win_resize(self.c.ctx(), &r))
+            .map(|_| ())
+            .map_err(failure)
+    }
+
     pub fn wait(&self, id: &str, exec_id: &str) -> Result<i32, Failure> {
         let mut r = WaitProcessRequest::new();
         r.container_id = id.into();
