@@ -116,7 +116,7 @@ pub struct CapabilitySets {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Payload {
     /// Exec the process.
-    Exec(ProcessSpec),
+    Exec(Box<ProcessSpec>),
     /// Run bosun's built-in pause loop (no rootfs needed).
     BuiltinPause,
 }

@@ -174,7 +174,7 @@ impl Sandbox {
             payload: if builtin {
                 Payload::BuiltinPause
             } else {
-                Payload::Exec(spec.process.clone())
+                Payload::Exec(Box::new(spec.process.clone()))
             },
         };
         (cfg, own_pid_ns)
@@ -291,7 +291,7 @@ impl Sandbox {
             mounts: Vec::new(),
             hostname: None,
             wait_for_start: false,
-            payload: Payload::Exec(process),
+            payload: Payload::Exec(Box::new(process)),
         };
         let spawned = spawn::start(&c.dir.join(format!("exec-{exec_id}.json")), &cfg, &exec_id)
             .await
