@@ -229,3 +229,50 @@ fn tty_exec_with_resize() {
         ttrpc::Code::FAILED_PRECONDITION
     );
 }
+
+#[test]
+#[ignore = "needs root"]
+fn process_identity_user_capabilities_rlimits() {
+    let (pod, rootfs) = pod(false);
+    pod.create("app", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("app").unwrap();
+    let mut p = common::pod::process(&[
+        "sh",
+        "-c",
+        "id -u; id -g; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; ulimit -n",
+    ]);
+    let mut u = bosun::protocols::oci::User::new();
+    (u.UID, u.GID, u.AdditionalGids) = (1000, 1001, vec![1002]);
+    p.User = Some(u).into();
+    let mut c = bosun::protocols::oci::LinuxCapabilities::new();
+    let chown = vec!["CAP_CHOWN".to_string()];
+    (c.Bounding, c.Effective, c.Permitted, c.Inheritable) =
+        (chown.clone(), chown.clone(), chown.clone(), chown.clone());
+    // A non-root process keeps effective capabilities across exec only
+    // through the ambient set (the binary has no file capabilities).
+    c.Ambient = chown;
+    p.Capabilities = Some(c).into();
+    let mut rl = bosun::protocols::oci::POSIXRlimit::new();
+    (rl.Type, rl.Soft, rl.Hard) = ("RLIMIT_NOFILE".into(), 123, 456);
+    p.Rlimits = vec![rl];
+    p.NoNewPrivileges = true;
+    pod.exec_with("app", "id", p).unwrap();
+    let out = text(pod.read_all("app", "id", false).unwrap());
+    assert_eq!(pod.wait("app", "id").unwrap(), 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..2], &["1000", "1001"], "{out}");
+    // CAP_CHOWN is bit 0.
+    assert!(out.contains("CapEff:\t0000000000000001"), "{out}");
+    assert!(out.contains("CapBnd:\t0000000000000001"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert_eq!(lines.last(), Some(&"123"), "{out}");
+
+    let mut bad = common::pod::process(&["true"]);
+    let mut c = bosun::protocols::oci::LinuxCapabilities::new();
+    c.Bounding = vec!["CAP_NOT_A_THING".into()];
+    bad.Capabilities = Some(c).into();
+    assert_eq!(
+        pod.exec_with("app", "bad", bad).unwrap_err().0,
+        ttrpc::Code::INVALID_ARGUMENT
+    );
+}

@@ -148,6 +148,18 @@ impl Pod {
             .map_err(failure)
     }
 
+    /// ExecProcess with a process built by the caller.
+    pub fn exec_with(&self, id: &str, exec_id: &str, p: oci::Process) -> Result<(), Failure> {
+        let mut r = ExecProcessRequest::new();
+        r.container_id = id.into();
+        r.exec_id = exec_id.into();
+        r.process = Some(p).into();
+        self.rt
+            .block_on(self.c.agent.exec_process(self.c.ctx(), &r))
+            .map(|_| ())
+            .map_err(failure)
+    }
+
     /// ExecProcess with a terminal of rows × cols.
     pub fn exec_tty(&self, id: &str, exec_id: &str, args: &[&str], rows: u32, cols: u32) -> Result<(), Failure> {
         let mut p = process(args);
