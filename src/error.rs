@@ -50,6 +50,9 @@ pub enum AgentError {
         /// The process.
         exec_id: String,
     },
+    /// An action on the whole guest that bosun takes only as its init.
+    #[error("{0}: bosun does this only as the guest's PID 1")]
+    GuestOnly(&'static str),
     /// No sandbox yet.
     #[error("no sandbox: call CreateSandbox first")]
     NoSandbox,
@@ -103,9 +106,11 @@ impl AgentError {
             Self::InvalidArgument { .. } | Self::SetupFailed { .. } => Code::INVALID_ARGUMENT,
             Self::ContainerNotFound(_) | Self::ProcessNotFound { .. } => Code::NOT_FOUND,
             Self::ContainerExists(_) | Self::ExecIdInUse { .. } | Self::SandboxExists(_) => Code::ALREADY_EXISTS,
-            Self::NoSandbox | Self::WrongState { .. } | Self::StdinClosed { .. } | Self::TeardownIncomplete { .. } => {
-                Code::FAILED_PRECONDITION
-            }
+            Self::NoSandbox
+            | Self::WrongState { .. }
+            | Self::StdinClosed { .. }
+            | Self::GuestOnly(_)
+            | Self::TeardownIncomplete { .. } => Code::FAILED_PRECONDITION,
             Self::Mount(m) if m.caused_by_request() => Code::INVALID_ARGUMENT,
             Self::Mount(_) => Code::INTERNAL,
             Self::Unimplemented(_) => Code::UNIMPLEMENTED,

@@ -84,6 +84,7 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
         sysproc::set_child_subreaper().context("become a child subreaper")?;
         let reaper = Reaper::start().context("watch SIGCHLD")?;
         let sandbox = std::sync::Arc::new(Sandbox::new(log, &cfg.run_dir, &cfg.cgroup_parent, reaper));
+        sandbox.watch_oom();
         let bound = transport::listen::bind(&cfg.server_addr).context("listen")?;
         rpc::serve(bound, sandbox, log, cfg.shutdown_timeout, shutdown_signal()).await.context("serve")?;
         info!(log, "stopped");

@@ -70,6 +70,10 @@ const SERVED: &[&str] = &[
     "ResumeContainer",
     "GetDiagnosticData",
     "TtyWinResize",
+    "CopyFile",
+    "SetGuestDateTime",
+    "UpdateEphemeralMounts",
+    "GetOOMEvent",
 ];
 
 fn agent_methods() -> Vec<String> {

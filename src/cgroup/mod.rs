@@ -163,6 +163,22 @@ impl Cgroup {
             .collect()
     }
 
+    /// How many tasks the kernel's OOM killer has killed in this cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        let (controller_file, key) = match self.version {
+            Version::V1 => ("memory.oom_control", "oom_kill"),
+            Version::V2 => ("memory.events", "oom_kill"),
+        };
+        let Some(d) = self.dir("memory") else { return 0 };
+        fs::read_to_string(d.join(controller_file))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Freezes (true) or thaws (false) every process.
     pub fn freeze(&self, frozen: bool) -> io::Result<()> {
         match self.version {

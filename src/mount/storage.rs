@@ -147,6 +147,25 @@ pub fn mount_storage(ledger: &std::sync::Mutex<Ledger>, owner: &Owner, s: &Stora
     }
 }
 
+/// Remounts an ephemeral storage with its (new) options.
+pub fn remount(s: &StorageSpec) -> Result<(), MountError> {
+    let o = mount_options::parse(&s.options);
+    let data = (!o.data.is_empty()).then_some(o.data.as_str());
+    sysmount::mount(
+        None,
+        &s.mount_point,
+        Some("tmpfs"),
+        o.flags | sysmount::Flags::MS_REMOUNT,
+        data,
+    )
+    .map_err(|errno| MountError {
+        op: "remount",
+        target: s.mount_point.clone(),
+        from: None,
+        errno,
+    })
+}
+
 fn io_errno(e: &std::io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc_eio()))
 }

@@ -222,6 +222,51 @@ impl agent_ttrpc::AgentService for Agent {
         .await
     }
 
+    async fn copy_file(&self, _: &TtrpcContext, req: CopyFileRequest) -> R<Empty> {
+        traced(&self.log, "CopyFile", async {
+            let c = crate::sandbox::copy_file::CopyChunk {
+                path: req.path,
+                file_size: req.file_size,
+                file_mode: req.file_mode,
+                dir_mode: req.dir_mode,
+                uid: req.uid,
+                gid: req.gid,
+                offset: req.offset,
+                data: req.data,
+            };
+            self.sandbox.copy_file(c)?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn set_guest_date_time(&self, _: &TtrpcContext, req: SetGuestDateTimeRequest) -> R<Empty> {
+        traced(&self.log, "SetGuestDateTime", async {
+            self.sandbox.set_time(req.Sec, req.Usec)?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn update_ephemeral_mounts(&self, _: &TtrpcContext, req: UpdateEphemeralMountsRequest) -> R<Empty> {
+        traced(&self.log, "UpdateEphemeralMounts", async {
+            self.sandbox.update_ephemeral(&convert::storages(&req.storages)?)?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn get_oom_event(&self, _: &TtrpcContext, _: GetOOMEventRequest) -> R<OOMEvent> {
+        traced(&self.log, "GetOOMEvent", async {
+            let id = self.sandbox.next_oom().await;
+            Ok(OOMEvent {
+                container_id: id.as_str().to_string(),
+                ..Default::default()
+            })
+        })
+        .await
+    }
+
     async fn get_guest_details(&self, _: &TtrpcContext, req: GuestDetailsRequest) -> R<GuestDetailsResponse> {
         traced(&self.log, "GetGuestDetails", async { Ok(super::guest::details(&req)) }).await
     }

@@ -3,6 +3,8 @@
 
 mod cgroups;
 mod containers;
+pub mod copy_file;
+pub mod oom;
 pub mod processes;
 pub mod teardown;
 
@@ -55,6 +57,7 @@ pub struct Sandbox {
     reaper: Arc<Reaper>,
     ledger: Arc<Mutex<Ledger>>,
     cgroups: crate::cgroup::Parent,
+    oom: oom::OomEvents,
     state: Mutex<State>,
 }
 
@@ -67,6 +70,7 @@ impl Sandbox {
             reaper,
             ledger: Arc::new(Mutex::new(Ledger::default())),
             cgroups: crate::cgroup::Parent::new(cgroup_parent),
+            oom: oom::OomEvents::default(),
             state: Mutex::new(State::default()),
         }
     }
@@ -150,6 +154,44 @@ impl Sandbox {
             .rev()
             .find(|(k, _)| k == key)
             .map(|(_, r)| r.clone())
+    }
+
+    /// SetGuestDateTime. The clock is the whole guest's, so bosun sets it
+    /// only as the guest's init; anywhere else (a test, a shared host) it
+    /// refuses rather than move someone else's clock.
+    pub fn set_time(&self, sec: i64, usec: i64) -> Result<(), AgentError> {
+        if !(0..1_000_000).contains(&usec) || sec < 0 {
+            return Err(AgentError::invalid(
+                "Usec",
+                format!("{sec} s {usec} µs: seconds >= 0, 0 <= µs < 1000000"),
+            ));
+        }
+        if std::process::id() != 1 {
+            return Err(AgentError::GuestOnly("setting the clock"));
+        }
+        crate::sys::process::set_realtime(sec, usec).map_err(|e| AgentError::Internal(format!("clock_settime: {e}")))
+    }
+
+    /// UpdateEphemeralMounts: new options (typically a tmpfs size) for
+    /// ephemeral storages bosun mounted.
+    pub fn update_ephemeral(&self, storages: &[StorageSpec]) -> Result<(), AgentError> {
+        for s in storages.iter().filter(|s| s.driver == storage::Driver::Ephemeral) {
+            let known = self
+                .ledger
+                .lock()
+                .expect("ledger lock")
+                .all()
+                .iter()
+                .any(|e| e.target == s.mount_point && e.fstype == "tmpfs");
+            if !known {
+                return Err(AgentError::invalid(
+                    "storages.mount_point",
+                    format!("{} is not an ephemeral storage bosun mounted", s.mount_point.display()),
+                ));
+            }
+            storage::remount(s)?;
+        }
+        Ok(())
     }
 
     fn sandbox_spec(&self) -> Result<SandboxSpec, AgentError> {

@@ -146,3 +146,9 @@ pub fn reset_signals() -> Result<(), Errno> {
     }
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
 }
+
+/// Sets CLOCK_REALTIME. Only called when bosun is the guest's init.
+pub fn set_realtime(sec: i64, usec: i64) -> Result<(), Errno> {
+    let ts = nix::sys::time::TimeSpec::new(sec, usec * 1000);
+    nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts)
+}

@@ -1,0 +1,161 @@
+//! CopyFile: the host runtime copies files (configmaps, secrets, resolv.conf
+//! ...) into the guest in chunks. Only below the shared directories, never
+//! through a symlink out of them, never bigger than a bound.
+
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::Sandbox;
+use crate::container::rootfs::secure_join;
+use crate::error::AgentError;
+use crate::mount::storage::check_guest_path;
+
+/// Largest file CopyFile writes: configmaps and secrets are small; 256 MiB
+/// leaves room for certificates bundles and the like, not for filling the
+/// guest's memory-backed /run.
+pub const MAX_COPY_FILE: i64 = 256 << 20;
+/// Kata's shared directory: runtimes copy there.
+pub const KATA_SHARED_DIR: &str = "/run/kata-containers";
+
+const S_IFMT: u32 = 0o170000;
+const S_IFREG: u32 = 0o100000;
+const S_IFDIR: u32 = 0o040000;
+const S_IFLNK: u32 = 0o120000;
+
+/// One CopyFile request, validated.
+#[derive(Debug)]
+pub struct CopyChunk {
+    /// Destination.
+    pub path: String,
+    /// Whole size of the file.
+    pub file_size: i64,
+    /// st_mode: type and permission bits.
+    pub file_mode: u32,
+    /// Mode of parent directories created.
+    pub dir_mode: u32,
+    /// Owner.
+    pub uid: i32,
+    /// Group.
+    pub gid: i32,
+    /// Where `data` goes.
+    pub offset: i64,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+impl Sandbox {
+    /// Directories CopyFile may write below.
+    pub fn copy_roots(&self) -> Vec<PathBuf> {
+        vec![self.run_dir.join("shared"), PathBuf::from(KATA_SHARED_DIR)]
+    }
+
+    /// CopyFile.
+    pub fn copy_file(&self, c: CopyChunk) -> Result<(), AgentError> {
+        let path = check_guest_path("path", &c.path)?;
+        let roots = self.copy_roots();
+        let root = roots
+            .iter()
+            .find(|r| path.starts_with(r) && path != **r)
+            .ok_or_else(|| {
+                AgentError::invalid(
+                    "path",
+                    format!(
+                        "{:?} is not below {}",
+                        c.path,
+                        roots
+                            .iter()
+                            .map(|r| r.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                )
+            })?;
+        if c.file_size < 0
+            || c.file_size > MAX_COPY_FILE
+            || c.offset < 0
+            || c.offset.saturating_add(c.data.len() as i64) > c.file_size
+        {
+            return Err(AgentError::invalid(
+                "file_size",
+                format!(
+                    "size {} offset {} + {} bytes: at most {MAX_COPY_FILE} bytes, chunks within the size",
+                    c.file_size,
+                    c.offset,
+                    c.data.len()
+                ),
+            ));
+        }
+        if c.file_mode & !(S_IFMT | 0o7777) != 0 || c.dir_mode & !0o7777 != 0 {
+            return Err(AgentError::invalid(
+                "file_mode",
+                format!(
+                    "{:o} / dir {:o}: permission bits and a file type only",
+                    c.file_mode, c.dir_mode
+                ),
+            ));
+        }
+        // Resolve inside the root: a symlink in the way cannot lead out.
+        let rel = path.strip_prefix(root).expect("checked above");
+        fs::create_dir_all(root).map_err(|e| io_err(root, e))?;
+        let dest = secure_join(root, rel).map_err(|e| AgentError::invalid("path", e))?;
+        let parent = dest.parent().unwrap_or(root);
+        let dir_mode = if c.dir_mode == 0 { 0o755 } else { c.dir_mode };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(dir_mode)
+            .create(parent)
+            .map_err(|e| io_err(parent, e))?;
+        match c.file_mode & S_IFMT {
+            S_IFDIR => fs::DirBuilder::new()
+                .recursive(true)
+                .mode(c.file_mode & 0o7777)
+                .create(&dest)
+                .map_err(|e| io_err(&dest, e))?,
+            S_IFLNK => {
+                let target = String::from_utf8(c.data)
+                    .map_err(|_| AgentError::invalid("data", "a symlink target must be UTF-8"))?;
+                let _ = fs::remove_file(&dest);
+                std::os::unix::fs::symlink(target, &dest).map_err(|e| io_err(&dest, e))?;
+            }
+            S_IFREG | 0 => write_chunk(&dest, &c)?,
+            other => {
+                return Err(AgentError::invalid(
+                    "file_mode",
+                    format!("file type {other:o}: regular files, directories and symlinks only"),
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes a chunk into `<dest>.bosun-copy`; the last chunk fsyncs it, sets
+/// its mode and owner, and renames it over `dest`, so a reader never sees
+/// a half-written file.
+fn write_chunk(dest: &Path, c: &CopyChunk) -> Result<(), AgentError> {
+    let mut tmp_name = dest.as_os_str().to_owned();
+    tmp_name.push(".bosun-copy");
+    let tmp = PathBuf::from(tmp_name);
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(c.offset == 0)
+        .open(&tmp)
+        .map_err(|e| io_err(&tmp, e))?;
+    f.seek(SeekFrom::Start(c.offset as u64))
+        .and_then(|_| f.write_all(&c.data))
+        .map_err(|e| io_err(&tmp, e))?;
+    if c.offset + c.data.len() as i64 == c.file_size {
+        f.sync_all().map_err(|e| io_err(&tmp, e))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(c.file_mode & 0o7777)).map_err(|e| io_err(&tmp, e))?;
+        std::os::unix::fs::chown(&tmp, Some(c.uid as u32), Some(c.gid as u32)).map_err(|e| io_err(&tmp, e))?;
+        fs::rename(&tmp, dest).map_err(|e| io_err(dest, e))?;
+    }
+    Ok(())
+}
+
+fn io_err(p: &Path, e: std::io::Error) -> AgentError {
+    AgentError::Internal(format!("{}: {e}", p.display()))
+}

@@ -1,0 +1,182 @@
+//! Guest-wide calls (root only): CopyFile, UpdateEphemeralMounts,
+//! GetOOMEvent, SetGuestDateTime's refusal outside a guest.
+
+mod common;
+
+use std::time::Duration;
+
+use bosun::protocols::agent::*;
+use common::pod::{spec, Pod};
+
+fn copy(pod: &Pod, path: &str, size: i64, mode: u32, offset: i64, data: &[u8]) -> Result<(), (ttrpc::Code, String)> {
+    let mut r = CopyFileRequest::new();
+    (r.path, r.file_size, r.file_mode, r.dir_mode, r.offset, r.data) =
+        (path.into(), size, mode, 0o750, offset, data.to_vec());
+    pod.rt
+        .block_on(pod.c.agent.copy_file(pod.c.ctx(), &r))
+        .map(|_| ())
+        .map_err(|e| match e {
+            ttrpc::Error::RpcStatus(s) => (s.code(), s.message().to_string()),
+            o => (ttrpc::Code::UNKNOWN, o.to_string()),
+        })
+}
+
+#[test]
+#[ignore = "needs root"]
+fn copy_file_in_chunks_and_refusals() {
+    let (pod, _) = common::pod::started("copy", false);
+    let shared = pod.run_dir().join("shared");
+    let dest = shared.join("cm/config.yaml");
+    let d = dest.to_str().unwrap();
+    copy(&pod, d, 11, 0o100640, 0, b"hello ").unwrap();
+    assert!(!dest.exists(), "a half-written file is visible");
+    copy(&pod, d, 11, 0o100640, 6, b"world").unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), b"hello world");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777, 0o640);
+    assert_eq!(
+        std::fs::metadata(dest.parent().unwrap()).unwrap().permissions().mode() & 0o7777,
+        0o750
+    );
+    copy(
+        &pod,
+        shared.join("link").to_str().unwrap(),
+        14,
+        0o120777,
+        0,
+        b"cm/config.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read_link(shared.join("link")).unwrap(),
+        std::path::Path::new("cm/config.yaml")
+    );
+
+    // A symlink planted in the shared dir cannot lead the copy outside.
+    let outside = pod.dir().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, shared.join("escape")).unwrap();
+    copy(&pod, shared.join("escape/x").to_str().unwrap(), 1, 0o100644, 0, b"x").unwrap();
+    assert!(
+        !outside.join("x").exists(),
+        "CopyFile followed a symlink out of the shared dir"
+    );
+    assert!(
+        shared.join("outside/x").exists() || shared.join(outside.strip_prefix("/").unwrap()).join("x").exists(),
+        "the copy should land inside the shared dir"
+    );
+
+    let other = pod.dir().join("elsewhere/file");
+    let cases: Vec<(String, i64, u32, i64, Vec<u8>)> = vec![
+        (other.to_str().unwrap().into(), 1, 0o100644, 0, b"x".to_vec()),
+        (
+            format!("{}/../../etc/x", shared.display()),
+            1,
+            0o100644,
+            0,
+            b"x".to_vec(),
+        ),
+        ("relative/path".into(), 1, 0o100644, 0, b"x".to_vec()),
+        (d.into(), (256 << 20) + 1, 0o100644, 0, vec![]),
+        (d.into(), 4, 0o100644, 2, b"xyz".to_vec()),
+        (d.into(), 1, 0o060644, 0, b"x".to_vec()),
+    ];
+    for (i, (p, size, mode, off, data)) in cases.into_iter().enumerate() {
+        let err = copy(&pod, &p, size, mode, off, &data).unwrap_err();
+        assert_eq!(err.0, ttrpc::Code::INVALID_ARGUMENT, "test[{i}]: {p}: {err:?}");
+    }
+    assert!(!other.exists());
+}
+
+#[test]
+#[ignore = "needs root"]
+fn update_ephemeral_mounts_resizes_a_tmpfs() {
+    let (pod, rootfs) = common::pod::started("eph", false);
+    let mp = pod.run_dir().join("eph");
+    let mut s = Storage::new();
+    (s.driver, s.source, s.fstype, s.options, s.mount_point) = (
+        "ephemeral".into(),
+        "tmpfs".into(),
+        "tmpfs".into(),
+        vec!["size=1m".into()],
+        mp.display().to_string(),
+    );
+    pod.create_with("w", spec(Some(&rootfs), &["sleep", "300"]), vec![s.clone()])
+        .unwrap();
+    let size = || {
+        nix::sys::statvfs::statvfs(&mp)
+            .map(|v| v.blocks() * v.fragment_size())
+            .unwrap()
+    };
+    assert_eq!(size(), 1 << 20);
+    s.options = vec!["size=4m".into()];
+    let mut r = UpdateEphemeralMountsRequest::new();
+    r.storages = vec![s.clone()];
+    pod.rt
+        .block_on(pod.c.agent.update_ephemeral_mounts(pod.c.ctx(), &r))
+        .unwrap();
+    assert_eq!(size(), 4 << 20);
+    s.mount_point = pod.run_dir().join("not-ours").display().to_string();
+    r.storages = vec![s];
+    let err = pod
+        .rt
+        .block_on(pod.c.agent.update_ephemeral_mounts(pod.c.ctx(), &r))
+        .unwrap_err();
+    assert!(
+        matches!(err, ttrpc::Error::RpcStatus(ref st) if st.code() == ttrpc::Code::INVALID_ARGUMENT),
+        "{err:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn oom_kill_is_reported_by_get_oom_event() {
+    let (pod, rootfs) = common::pod::started("oom", false);
+    let mut s = spec(Some(&rootfs), &["sh", "-c", "tail /dev/zero"]);
+    let mut res = bosun::protocols::oci::LinuxResources::new();
+    let mut m = bosun::protocols::oci::LinuxMemory::new();
+    m.Limit = 16 << 20;
+    res.Memory = Some(m).into();
+    let mut l = bosun::protocols::oci::Linux::new();
+    l.Resources = Some(res).into();
+    s.Linux = Some(l).into();
+    pod.create("hog", s).unwrap();
+    pod.start_c("hog").unwrap();
+    let ev = pod.rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            pod.c.agent.get_oom_event(pod.c.long_poll(), &GetOOMEventRequest::new()),
+        )
+        .await
+    });
+    let ev = ev.expect("no OOM event within 20 s").unwrap();
+    assert_eq!(ev.container_id, "hog");
+    assert_eq!(pod.wait("hog", "").unwrap(), 128 + 9, "the OOM killer sends SIGKILL");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn set_guest_date_time_is_refused_outside_a_guest() {
+    let (pod, _) = common::pod::started("clock", false);
+    let mut r = SetGuestDateTimeRequest::new();
+    (r.Sec, r.Usec) = (1_000_000_000, 0);
+    let before = std::time::SystemTime::now();
+    let err = pod
+        .rt
+        .block_on(pod.c.agent.set_guest_date_time(pod.c.ctx(), &r))
+        .unwrap_err();
+    assert!(
+        matches!(err, ttrpc::Error::RpcStatus(ref st) if st.code() == ttrpc::Code::FAILED_PRECONDITION && st.message().contains("PID 1")),
+        "{err:?}"
+    );
+    assert!(std::time::SystemTime::now() >= before, "the clock moved");
+    (r.Sec, r.Usec) = (1, 2_000_000);
+    let err = pod
+        .rt
+        .block_on(pod.c.agent.set_guest_date_time(pod.c.ctx(), &r))
+        .unwrap_err();
+    assert!(
+        matches!(err, ttrpc::Error::RpcStatus(ref st) if st.code() == ttrpc::Code::INVALID_ARGUMENT),
+        "{err:?}"
+    );
+}
