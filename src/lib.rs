@@ -11,6 +11,7 @@ pub mod error;
 pub mod ids;
 pub mod logging;
 pub mod mount;
+pub mod net;
 pub mod netstats;
 pub mod process;
 pub mod protocols;

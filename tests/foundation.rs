@@ -74,6 +74,11 @@ const SERVED: &[&str] = &[
     "SetGuestDateTime",
     "UpdateEphemeralMounts",
     "GetOOMEvent",
+    "ListInterfaces",
+    "UpdateInterface",
+    "ListRoutes",
+    "UpdateRoutes",
+    "AddARPNeighbors",
 ];
 
 fn agent_methods() -> Vec<String> {

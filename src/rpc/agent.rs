@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use ttrpc::r#async::TtrpcContext;
 
-use super::convert;
 use super::traced;
+use super::{convert, convert_net};
 use crate::error::AgentError;
 use crate::ids::{parse_exec_id, ContainerId};
 use crate::protocols::agent::*;
@@ -21,6 +21,7 @@ use crate::sandbox::Sandbox;
 pub struct Agent {
     pub(super) log: slog::Logger,
     pub(super) sandbox: Arc<Sandbox>,
+    pub(super) net: crate::net::Network,
 }
 
 type R<T> = ttrpc::Result<T>;
@@ -267,6 +268,67 @@ impl agent_ttrpc::AgentService for Agent {
         .await
     }
 
+    async fn list_interfaces(&self, _: &TtrpcContext, _: ListInterfacesRequest) -> R<Interfaces> {
+        traced(&self.log, "ListInterfaces", async {
+            let v = self.net.list_interfaces().await.map_err(net_err)?;
+            Ok(Interfaces {
+                Interfaces: v.iter().map(convert_net::pb_iface).collect(),
+                ..Default::default()
+            })
+        })
+        .await
+    }
+
+    async fn update_interface(
+        &self,
+        _: &TtrpcContext,
+        req: UpdateInterfaceRequest,
+    ) -> R<crate::protocols::types::Interface> {
+        traced(&self.log, "UpdateInterface", async {
+            let want = convert_net::iface(
+                req.interface
+                    .as_ref()
+                    .ok_or_else(|| AgentError::invalid("interface", "missing"))?,
+            )?;
+            Ok(convert_net::pb_iface(
+                &self.net.update_interface(&want).await.map_err(net_err)?,
+            ))
+        })
+        .await
+    }
+
+    async fn list_routes(&self, _: &TtrpcContext, _: ListRoutesRequest) -> R<Routes> {
+        traced(&self.log, "ListRoutes", async {
+            let v = self.net.list_routes().await.map_err(net_err)?;
+            Ok(Routes {
+                Routes: v.iter().map(convert_net::pb_route).collect(),
+                ..Default::default()
+            })
+        })
+        .await
+    }
+
+    async fn update_routes(&self, _: &TtrpcContext, req: UpdateRoutesRequest) -> R<Routes> {
+        traced(&self.log, "UpdateRoutes", async {
+            let want = convert_net::routes(req.routes.as_ref().map(|r| r.Routes.as_slice()).unwrap_or(&[]))?;
+            let v = self.net.update_routes(&want).await.map_err(net_err)?;
+            Ok(Routes {
+                Routes: v.iter().map(convert_net::pb_route).collect(),
+                ..Default::default()
+            })
+        })
+        .await
+    }
+
+    async fn add_arp_neighbors(&self, _: &TtrpcContext, req: AddARPNeighborsRequest) -> R<Empty> {
+        traced(&self.log, "AddARPNeighbors", async {
+            let v = convert_net::neighbours(req.neighbors.as_ref().map(|n| n.ARPNeighbors.as_slice()).unwrap_or(&[]))?;
+            self.net.add_neighbours(&v).await.map_err(net_err)?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
     async fn get_guest_details(&self, _: &TtrpcContext, req: GuestDetailsRequest) -> R<GuestDetailsResponse> {
         traced(&self.log, "GetGuestDetails", async { Ok(super::guest::details(&req)) }).await
     }
@@ -275,6 +337,14 @@ impl agent_ttrpc::AgentService for Agent {
         // CPUs and memory hot-added to a guest come online by the kernel's
         // own policy (memhp_default_state, CPU auto-online) here.
         traced(&self.log, "OnlineCPUMem", async { Ok(Empty::new()) }).await
+    }
+}
+
+/// A netlink failure: a missing interface is the request's fault.
+fn net_err(e: crate::net::NetError) -> AgentError {
+    match e {
+        crate::net::NetError::NoSuchInterface(_) => AgentError::invalid("interface", e.to_string()),
+        other => AgentError::Internal(other.to_string()),
     }
 }
 

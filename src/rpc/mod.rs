@@ -4,6 +4,7 @@
 
 mod agent;
 mod convert;
+mod convert_net;
 mod guest;
 mod health;
 
@@ -29,6 +30,7 @@ pub fn services(log: &Logger, sandbox: Arc<Sandbox>) -> HashMap<String, ttrpc::r
     let mut s = agent_ttrpc::create_agent_service(Arc::new(agent::Agent {
         log: log.clone(),
         sandbox,
+        net: crate::net::Network::default(),
     }));
     s.extend(health_ttrpc::create_health(Arc::new(health::Health { log })));
     s
