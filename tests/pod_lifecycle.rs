@@ -126,6 +126,36 @@ fn bosunctl_drives_a_pod() {
     let (code, _, err) = common::bosunctl(&["--addr", &addr, "start", "app"]);
     assert_eq!(code, 1);
     assert!(err.contains("FAILED_PRECONDITION"), "{err}");
+    let (code, out, _) = common::bosunctl(&["--addr", &addr, "ps"]);
+    assert_eq!(code, 0);
+    let rows: Vec<&str> = out.lines().collect();
+    assert!(
+        rows.iter()
+            .any(|l| l.starts_with("app ") && l.contains("running") && l.ends_with(" e")),
+        "{out}"
+    );
+    assert!(
+        rows.iter().any(|l| l.starts_with("pause ") && l.contains("true")),
+        "{out}"
+    );
+    let (code, out, _) = common::bosunctl(&["--addr", &addr, "stats", "app"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(
+        code == 0 && v["memory_usage"].as_u64().unwrap() > 0 && v["pids"].as_u64().unwrap() >= 1,
+        "{out}"
+    );
+    // An OCI bundle, as runc would take it.
+    let bundle = pod.dir().join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::os::unix::fs::symlink(&rootfs, bundle.join("rootfs")).unwrap();
+    std::fs::write(bundle.join("config.json"), r#"{"ociVersion":"1.1.0","process":{"args":["sh","-c","echo from-bundle $(id -u)"],"env":["PATH=/bin"],"cwd":"/","user":{"uid":7,"gid":7}},"root":{"path":"rootfs"},"mounts":[{"destination":"/proc","type":"proc","source":"proc"}]}"#).unwrap();
+    assert_eq!(
+        common::bosunctl(&["--addr", &addr, "create", "b", "--bundle", bundle.to_str().unwrap()]).0,
+        0
+    );
+    assert_eq!(common::bosunctl(&["--addr", &addr, "start", "b"]).0, 0);
+    let (code, out, _) = common::bosunctl(&["--addr", &addr, "logs", "b"]);
+    assert_eq!((code, out.as_str()), (0, "from-bundle 7\n"));
     assert_eq!(
         common::bosunctl(&["--addr", &addr, "kill", "app", "--signal", "9"]).0,
         0

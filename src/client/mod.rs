@@ -2,6 +2,7 @@
 //! speaks only the Kata agent protocol, so it can drive any Kata-compatible
 //! agent.
 
+pub mod bundle;
 pub mod spec;
 
 use std::time::Duration;

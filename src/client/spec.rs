@@ -63,6 +63,18 @@ pub fn container(rootfs: Option<&Path>, args: &[String]) -> oci::Spec {
     s
 }
 
+/// The spec of an OCI bundle directory; `args`, when given, replace its
+/// process arguments.
+pub fn bundle_spec(bundle: &Path, args: &[String]) -> Result<oci::Spec, String> {
+    let mut s = super::bundle::load(bundle)?;
+    if !args.is_empty() {
+        if let Some(p) = s.Process.as_mut() {
+            p.Args = args.to_vec();
+        }
+    }
+    Ok(s)
+}
+
 /// The pause container's spec, marked as kata shims mark it.
 pub fn pause(rootfs: Option<&Path>) -> oci::Spec {
     let mut s = container(rootfs, &["/pause".to_string()]);

@@ -190,11 +190,20 @@ impl agent_ttrpc::AgentService for Agent {
         req: GetDiagnosticDataRequest,
     ) -> R<GetDiagnosticDataResponse> {
         traced(&self.log, "GetDiagnosticData", async {
-            if req.log_type != "teardown" {
-                return Err(AgentError::invalid(
-                    "log_type",
-                    format!("{:?}: bosun keeps \"teardown\" reports", req.log_type),
-                ));
+            match req.log_type.as_str() {
+                "teardown" => {}
+                "containers" => {
+                    return Ok(GetDiagnosticDataResponse {
+                        data: self.sandbox.listing(),
+                        ..Default::default()
+                    })
+                }
+                other => {
+                    return Err(AgentError::invalid(
+                        "log_type",
+                        format!("{other:?}: bosun answers \"teardown\" (a report) and \"containers\" (a listing)"),
+                    ))
+                }
             }
             // Empty container id: the sandbox's last DestroySandbox.
             let key = if req.container_id.is_empty() {

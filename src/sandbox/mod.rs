@@ -146,6 +146,21 @@ impl Sandbox {
         }
     }
 
+    /// Every container with its state, as JSON lines for
+    /// GetDiagnosticData("containers") (the Kata protocol has no list call).
+    pub fn listing(&self) -> String {
+        let mut v = Vec::new();
+        for c in self.containers() {
+            let st = c.status(self.reaper.status(c.init.pid).is_some());
+            let execs: Vec<String> = c.processes().iter().skip(1).map(|p| p.exec_id.clone()).collect();
+            v.push(serde_json::json!({
+                "id": c.id.as_str(), "status": st.name(), "pid": c.init.pid, "pause": c.is_pause,
+                "protected": c.protected, "exit_status": self.reaper.status(c.init.pid), "execs": execs,
+            }));
+        }
+        serde_json::Value::Array(v).to_string()
+    }
+
     /// The latest teardown report of a container ("" for the sandbox).
     pub fn teardown_report(&self, key: &str) -> Option<String> {
         self.state()

@@ -24,7 +24,8 @@ COMMANDS:
     version                                 Health.Version
     sandbox create [--id ID] [--hostname H] [--pidns] [--dns LINE]...
     sandbox destroy [--verbose]             tear the whole pod down
-    create ID [--rootfs DIR] [--pause] [--annotation K=V]... [-- CMD...]
+    create ID [--rootfs DIR | --bundle DIR] [--pause] [--annotation K=V]... [-- CMD...]
+                                            --bundle: an OCI bundle (config.json)
                                             --pause: the pause container (no
                                             rootfs: bosun's built-in pause)
     start ID
@@ -35,6 +36,8 @@ COMMANDS:
     rm ID [--timeout SECS] [--verbose]      --verbose: print the teardown report
     logs ID [EXEC_ID]                       stdout and stderr until EOF
     run ID --rootfs DIR -- CMD...           create, start, output, wait, rm
+    ps                                      containers, states, pids, exec ids
+    stats ID                                cpu, memory, pids, network (JSON)
 
 OPTIONS:
     --addr ADDR      unix:///path, unix://@name, vsock://CID:PORT or
@@ -48,7 +51,7 @@ EXIT CODES: 0 ok, 1 call failed, 2 usage; run, exec, wait: the process's status
 ";
 
 const COMMANDS: &[&str] = &[
-    "check", "version", "sandbox", "create", "start", "exec", "wait", "kill", "rm", "logs", "run",
+    "check", "version", "sandbox", "create", "start", "exec", "wait", "kill", "rm", "logs", "run", "ps", "stats",
 ];
 
 struct Opts {
@@ -216,6 +219,8 @@ async fn run(o: &mut Opts) -> Result<Out, Failure> {
         "rm" => pod::rm(&c, a).await,
         "logs" => pod::logs(&c, a).await,
         "run" => pod::run(&c, a).await,
+        "ps" => pod::ps(&c, a, o.json).await,
+        "stats" => pod::stats(&c, a).await,
         _ => unreachable!("checked in parse"),
     }
 }

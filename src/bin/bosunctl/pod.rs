@@ -42,16 +42,15 @@ pub async fn sandbox(c: &Client, a: &mut Args) -> Result<Out, Failure> {
 pub async fn create(c: &Client, a: &mut Args) -> Result<Out, Failure> {
     let id = a.positional("container id")?;
     let rootfs = a.option("--rootfs")?.map(PathBuf::from);
+    let bundle = a.option("--bundle")?.map(PathBuf::from);
     let pause = a.flag("--pause");
     let annotations = a.options("--annotation")?;
     let cmd = a.rest();
-    if !pause && cmd.is_empty() {
-        return Err("create needs a command after -- (or --pause)".into());
-    }
-    let mut s = if pause {
-        spec::pause(rootfs.as_deref())
-    } else {
-        spec::container(rootfs.as_deref(), &cmd)
+    let mut s = match (&bundle, pause, cmd.is_empty()) {
+        (Some(b), _, _) => spec::bundle_spec(b, &cmd).map_err(Failure::Usage)?,
+        (None, true, _) => spec::pause(rootfs.as_deref()),
+        (None, false, false) => spec::container(rootfs.as_deref(), &cmd),
+        (None, false, true) => return Err("create needs --bundle DIR, a command after --, or --pause".into()),
     };
     for kv in annotations {
         let (k, v) = kv
@@ -65,6 +64,55 @@ pub async fn create(c: &Client, a: &mut Args) -> Result<Out, Failure> {
     r.OCI = Some(s).into();
     c.agent.create_container(c.ctx(), &r).await.map_err(describe)?;
     Ok(Out::Ok)
+}
+
+/// Containers and their state (GetDiagnosticData "containers", a bosun
+/// extension: the Kata protocol has no list call).
+pub async fn ps(c: &Client, a: &mut Args, json: bool) -> Result<Out, Failure> {
+    a.done()?;
+    let mut q = GetDiagnosticDataRequest::new();
+    q.log_type = "containers".into();
+    let data = c.agent.get_diagnostic_data(c.ctx(), &q).await.map_err(describe)?.data;
+    if json {
+        return Ok(Out::Text(data));
+    }
+    let v: serde_json::Value = serde_json::from_str(&data).map_err(|e| Failure::Call(format!("bad listing: {e}")))?;
+    let mut out = format!("{:<24} {:<14} {:>8} {:<6} EXECS", "ID", "STATUS", "PID", "PAUSE");
+    for c in v.as_array().into_iter().flatten() {
+        let execs: Vec<&str> = c["execs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.as_str())
+            .collect();
+        out += &format!(
+            "\n{:<24} {:<14} {:>8} {:<6} {}",
+            c["id"].as_str().unwrap_or(""),
+            c["status"].as_str().unwrap_or(""),
+            c["pid"],
+            c["pause"],
+            execs.join(",")
+        );
+    }
+    Ok(Out::Text(out))
+}
+
+/// StatsContainer, as JSON.
+pub async fn stats(c: &Client, a: &mut Args) -> Result<Out, Failure> {
+    let mut r = StatsContainerRequest::new();
+    r.container_id = a.positional("container id")?;
+    a.done()?;
+    let s = c.agent.stats_container(c.ctx(), &r).await.map_err(describe)?;
+    let cg = s.cgroup_stats.as_ref();
+    let mem = cg.and_then(|c| c.memory_stats.usage.as_ref());
+    let v = serde_json::json!({
+        "cpu_total_ns": cg.and_then(|c| c.cpu_stats.cpu_usage.as_ref()).map(|u| u.total_usage),
+        "memory_usage": mem.map(|m| m.usage),
+        "memory_limit": mem.map(|m| m.limit),
+        "pids": cg.map(|c| c.pids_stats.current),
+        "network": s.network_stats.iter().map(|n| serde_json::json!({"name": n.name, "rx_bytes": n.rx_bytes, "tx_bytes": n.tx_bytes})).collect::<Vec<_>>(),
+    });
+    Ok(Out::Text(serde_json::to_string_pretty(&v).unwrap_or_default()))
 }
 
 pub async fn start(c: &Client, a: &mut Args) -> Result<Out, Failure> {
