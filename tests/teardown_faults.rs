@@ -39,6 +39,10 @@ fn assert_clean(pod: &Pod) {
     assert_eq!(pod.cgroup_dirs(), Vec::<PathBuf>::new(), "cgroups left");
     assert!(!pod.run_dir().join("containers").exists(), "container directories left");
     assert!(!pod.run_dir().join("sandbox").exists(), "sandbox directory left");
+    let left: Vec<_> = std::fs::read_dir(pod.run_dir())
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "directories left in the run dir: {left:?}");
     pod.destroy().expect("a second DestroySandbox");
 }
 

@@ -53,6 +53,10 @@ pub struct Entry {
     pub fstype: String,
     /// Progress.
     pub state: State,
+    /// Directories bosun created for this entry (the target and missing
+    /// ancestors), deepest first: removed, if empty, after the unmount.
+    #[serde(default)]
+    pub created_dirs: Vec<PathBuf>,
 }
 
 /// The ledger.
@@ -75,8 +79,16 @@ impl Ledger {
             target: target.to_path_buf(),
             fstype: fstype.to_string(),
             state: State::Intended,
+            created_dirs: Vec::new(),
         });
         seq
+    }
+
+    /// Records the directories created for an entry.
+    pub fn set_created_dirs(&mut self, seq: u64, dirs: Vec<PathBuf>) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.seq == seq) {
+            e.created_dirs = dirs;
+        }
     }
 
     /// Marks an entry as mounted.

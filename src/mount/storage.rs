@@ -105,7 +105,8 @@ pub fn mount_storage(ledger: &std::sync::Mutex<Ledger>, owner: &Owner, s: &Stora
             .lock()
             .expect("ledger lock")
             .intend(owner.clone(), Kind::Dir, "", &s.mount_point, "local");
-        fs::create_dir_all(&s.mount_point).map_err(|e| err("mkdir", io_errno(&e)))?;
+        let created = make_dirs(&s.mount_point).map_err(|e| err("mkdir", io_errno(&e)))?;
+        ledger.lock().expect("ledger lock").set_created_dirs(seq, created);
         let mode = s
             .options
             .iter()
@@ -128,11 +129,21 @@ pub fn mount_storage(ledger: &std::sync::Mutex<Ledger>, owner: &Owner, s: &Stora
         Driver::Block | Driver::Shared => (s.source.clone(), s.fstype.clone(), o.flags),
         Driver::Local => unreachable!("handled above"),
     };
-    fs::create_dir_all(&s.mount_point).map_err(|e| err("mkdir", io_errno(&e)))?;
     let seq = ledger
         .lock()
         .expect("ledger lock")
         .intend(owner.clone(), Kind::Mount, &source, &s.mount_point, &fstype);
+    let created = match make_dirs(&s.mount_point) {
+        Ok(c) => c,
+        Err(e) => {
+            ledger.lock().expect("ledger lock").remove(seq);
+            return Err(err("mkdir", io_errno(&e)));
+        }
+    };
+    ledger
+        .lock()
+        .expect("ledger lock")
+        .set_created_dirs(seq, created.clone());
     let data = (!o.data.is_empty()).then_some(o.data.as_str());
     let fs_arg = (fstype != "bind").then_some(fstype.as_str());
     match sysmount::mount(Some(Path::new(&source)), &s.mount_point, fs_arg, flags, data) {
@@ -142,7 +153,34 @@ pub fn mount_storage(ledger: &std::sync::Mutex<Ledger>, owner: &Owner, s: &Stora
         }
         Err(e) => {
             ledger.lock().expect("ledger lock").remove(seq);
+            remove_created(&created);
             Err(err("mount", e))
+        }
+    }
+}
+
+/// Creates `p` and its missing ancestors; returns the ones it created,
+/// deepest first.
+pub fn make_dirs(p: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut cur = Some(p);
+    while let Some(d) = cur {
+        if d.exists() {
+            break;
+        }
+        missing.push(d.to_path_buf());
+        cur = d.parent();
+    }
+    fs::create_dir_all(p)?;
+    Ok(missing)
+}
+
+/// Removes directories bosun created, deepest first, stopping at the first
+/// one that is not empty (someone else's files stay) or still busy.
+pub fn remove_created(dirs: &[PathBuf]) {
+    for d in dirs {
+        if fs::remove_dir(d).is_err() && d.exists() {
+            return;
         }
     }
 }

@@ -94,6 +94,7 @@ pub fn unmount_owned(ledger: &Mutex<Ledger>, owner: &Owner, log: &Logger) -> Res
                         warn!(log, "umount busy, detached"; "target" => %e.target.display(), "attempts" => BUSY_RETRIES + 1);
                     }
                 }
+                crate::mount::storage::remove_created(&e.created_dirs);
                 ledger.lock().expect("ledger lock").remove(e.seq);
             }
             Err(err) => errors.push(err),
