@@ -306,3 +306,30 @@ fn process_identity_user_capabilities_rlimits() {
         ttrpc::Code::INVALID_ARGUMENT
     );
 }
+
+#[test]
+#[ignore = "needs root"]
+fn masked_and_readonly_paths() {
+    let (pod, rootfs) = pod(false);
+    // The default spec masks /proc/timer_list (non-empty on this kernel)
+    // and makes /proc/sys read-only.
+    pod.create(
+        "app",
+        spec(
+            Some(&rootfs),
+            &[
+                "sh",
+                "-c",
+                "wc -c < /proc/timer_list; echo 1 > /proc/sys/kernel/ns_last_pid && echo writable || echo read-only",
+            ],
+        ),
+    )
+    .unwrap();
+    pod.start_c("app").unwrap();
+    let out = text(pod.read_all("app", "", false).unwrap());
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        vec!["0", "read-only"],
+        "{out}"
+    );
+}

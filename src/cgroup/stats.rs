@@ -30,6 +30,45 @@ pub struct Stats {
     pub pids_current: u64,
     /// Task limit (0 for none).
     pub pids_limit: u64,
+    /// Bytes moved per device and direction: (major, minor, "Read"/"Write", bytes).
+    pub io_bytes: Vec<(u64, u64, String, u64)>,
+}
+
+/// v1 `blkio.throttle.io_service_bytes_recursive`: "8:0 Read 4096".
+fn io_v1(text: &str) -> Vec<(u64, u64, String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (dev, op, v) = (f.next()?, f.next()?, f.next()?);
+            let (ma, mi) = dev.split_once(':')?;
+            Some((ma.parse().ok()?, mi.parse().ok()?, op.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// v2 `io.stat`: "8:0 rbytes=4096 wbytes=0 rios=1 ...".
+fn io_v2(text: &str) -> Vec<(u64, u64, String, u64)> {
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let mut f = l.split_whitespace();
+        let Some((ma, mi)) = f.next().and_then(|d| d.split_once(':')) else {
+            continue;
+        };
+        let (Ok(ma), Ok(mi)) = (ma.parse::<u64>(), mi.parse::<u64>()) else {
+            continue;
+        };
+        for kv in f {
+            let op = match kv.split_once('=') {
+                Some(("rbytes", v)) => ("Read", v),
+                Some(("wbytes", v)) => ("Write", v),
+                _ => continue,
+            };
+            if let Ok(v) = op.1.parse() {
+                out.push((ma, mi, op.0.to_string(), v));
+            }
+        }
+    }
+    out
 }
 
 fn read(cg: &Cgroup, controller: &str, file: &str) -> Option<String> {
@@ -92,6 +131,10 @@ pub fn read_stats(cg: &Cgroup) -> Stats {
             s.memory_limit = limit(cg, "memory", "memory.max");
         }
     }
+    s.io_bytes = match cg.version {
+        Version::V1 => io_v1(&read(cg, "blkio", "blkio.throttle.io_service_bytes_recursive").unwrap_or_default()),
+        Version::V2 => io_v2(&read(cg, "io", "io.stat").unwrap_or_default()),
+    };
     s.memory_stat = kv(&read(cg, "memory", "memory.stat").unwrap_or_default());
     s.pids_current = num(cg, "pids", "pids.current");
     s.pids_limit = match limit(cg, "pids", "pids.max") {
@@ -99,4 +142,21 @@ pub fn read_stats(cg: &Cgroup) -> Stats {
         l => l,
     };
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_formats() {
+        assert_eq!(
+            io_v1("8:0 Read 4096\n8:0 Write 512\nTotal 4608\n"),
+            vec![(8, 0, "Read".into(), 4096), (8, 0, "Write".into(), 512)]
+        );
+        assert_eq!(
+            io_v2("254:0 rbytes=10 wbytes=20 rios=1 wios=2 dbytes=0 dios=0\n"),
+            vec![(254, 0, "Read".into(), 10), (254, 0, "Write".into(), 20)]
+        );
+    }
 }

@@ -39,6 +39,23 @@ pub fn container(rootfs: Option<&Path>, args: &[String]) -> oci::Spec {
     let mut r = oci::Root::new();
     r.Path = rootfs.map(|p| p.display().to_string()).unwrap_or_default();
     s.Root = Some(r).into();
+    let mut linux = oci::Linux::new();
+    // The paths runc and containerd hide or protect by default.
+    linux.MaskedPaths = [
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware",
+    ]
+    .map(String::from)
+    .to_vec();
+    linux.ReadonlyPaths = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        .map(String::from)
+        .to_vec();
+    s.Linux = Some(linux).into();
     s.Mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         mount(

@@ -142,7 +142,13 @@ fn child(cfg: &InitConfig, report: &mut File) -> i32 {
 
 fn set_up(cfg: &InitConfig) -> Result<(), String> {
     if let Some(root) = &cfg.rootfs {
-        rootfs::prepare(root, &cfg.mounts, cfg.readonly_rootfs)?;
+        rootfs::prepare(
+            root,
+            &cfg.mounts,
+            cfg.readonly_rootfs,
+            &cfg.masked_paths,
+            &cfg.readonly_paths,
+        )?;
     }
     if let Some(h) = &cfg.hostname {
         sysproc::sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;

@@ -133,6 +133,12 @@ pub struct InitConfig {
     pub readonly_rootfs: bool,
     /// Mounts made inside the rootfs, in order.
     pub mounts: Vec<MountSpec>,
+    /// Paths hidden from the container (Linux.MaskedPaths).
+    #[serde(default)]
+    pub masked_paths: Vec<PathBuf>,
+    /// Paths made read-only (Linux.ReadonlyPaths).
+    #[serde(default)]
+    pub readonly_paths: Vec<PathBuf>,
     /// Hostname to set in a new UTS namespace.
     pub hostname: Option<String>,
     /// cgroup.procs files the process joins before anything else (its

@@ -75,8 +75,15 @@ fn push_components(q: &mut VecDeque<OsString>, p: &Path, front: bool) {
     }
 }
 
-/// Sets up `root` as the new `/` of the current (new) mount namespace.
-pub fn prepare(root: &Path, mounts: &[MountSpec], readonly: bool) -> Result<(), String> {
+/// Sets up `root` as the new `/` of the current (new) mount namespace,
+/// then hides `masked` paths and makes `readonly` ones read-only.
+pub fn prepare(
+    root: &Path,
+    mounts: &[MountSpec],
+    readonly: bool,
+    masked: &[PathBuf],
+    ro_paths: &[PathBuf],
+) -> Result<(), String> {
     sysmount::make_rprivate_root().map_err(|e| format!("make / private: {e}"))?;
     sysmount::mount(Some(root), root, None, Flags::MS_BIND | Flags::MS_REC, None)
         .map_err(|e| format!("bind rootfs {}: {e}", root.display()))?;
@@ -89,6 +96,12 @@ pub fn prepare(root: &Path, mounts: &[MountSpec], readonly: bool) -> Result<(), 
         default_devices(root)?;
     }
     pivot(root)?;
+    for p in ro_paths {
+        read_only(p)?;
+    }
+    for p in masked {
+        mask(p)?;
+    }
     if readonly {
         sysmount::mount(
             None,
@@ -100,6 +113,34 @@ pub fn prepare(root: &Path, mounts: &[MountSpec], readonly: bool) -> Result<(), 
         .map_err(|e| format!("remount / read-only: {e}"))?;
     }
     Ok(())
+}
+
+/// Hides `p` (inside the new root): /dev/null over a file, an empty
+/// read-only tmpfs over a directory. A missing path needs no hiding.
+fn mask(p: &Path) -> Result<(), String> {
+    let r = match std::fs::metadata(p) {
+        Err(_) => return Ok(()),
+        Ok(m) if m.is_dir() => sysmount::mount(Some(Path::new("tmpfs")), p, Some("tmpfs"), Flags::MS_RDONLY, None),
+        Ok(_) => sysmount::mount(Some(Path::new("/dev/null")), p, None, Flags::MS_BIND, None),
+    };
+    r.map_err(|e| format!("mask {}: {e}", p.display()))
+}
+
+/// Makes `p` (inside the new root) read-only; a missing path is skipped.
+fn read_only(p: &Path) -> Result<(), String> {
+    if std::fs::symlink_metadata(p).is_err() {
+        return Ok(());
+    }
+    let err = |e| format!("read-only {}: {e}", p.display());
+    sysmount::mount(Some(p), p, None, Flags::MS_BIND | Flags::MS_REC, None).map_err(err)?;
+    sysmount::mount(
+        None,
+        p,
+        None,
+        Flags::MS_REMOUNT | Flags::MS_BIND | Flags::MS_RDONLY | Flags::MS_REC,
+        None,
+    )
+    .map_err(err)
 }
 
 fn mount_one(root: &Path, m: &MountSpec) -> Result<(), String> {

@@ -23,6 +23,10 @@ pub struct ContainerSpec {
     pub annotations: HashMap<String, String>,
     /// The spec asks for a pid namespace of its own.
     pub new_pid_ns: bool,
+    /// Linux.MaskedPaths.
+    pub masked_paths: Vec<PathBuf>,
+    /// Linux.ReadonlyPaths.
+    pub readonly_paths: Vec<PathBuf>,
     /// Linux.Resources.
     pub resources: crate::cgroup::resources::Resources,
 }

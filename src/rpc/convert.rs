@@ -11,8 +11,8 @@ use crate::error::AgentError;
 use crate::mount::storage::{check_guest_path, Driver, StorageSpec};
 use crate::netstats::NetStats;
 use crate::protocols::agent::{
-    CgroupStats, CpuStats, CpuUsage, CreateSandboxRequest, MemoryData, MemoryStats, NetworkStats, PidsStats,
-    StatsContainerResponse, Storage,
+    BlkioStats, BlkioStatsEntry, CgroupStats, CpuStats, CpuUsage, CreateSandboxRequest, MemoryData, MemoryStats,
+    NetworkStats, PidsStats, StatsContainerResponse, Storage,
 };
 use crate::protocols::oci;
 use crate::sandbox::SandboxSpec;
@@ -239,7 +239,20 @@ pub fn container(spec: Option<&oci::Spec>) -> Result<ContainerSpec, AgentError> 
         annotations: spec.Annotations.clone(),
         new_pid_ns,
         resources: resources(spec.Linux.as_ref().and_then(|l| l.Resources.as_ref()))?,
+        masked_paths: guest_paths(
+            "OCI.Linux.MaskedPaths",
+            spec.Linux.as_ref().map(|l| l.MaskedPaths.as_slice()).unwrap_or(&[]),
+        )?,
+        readonly_paths: guest_paths(
+            "OCI.Linux.ReadonlyPaths",
+            spec.Linux.as_ref().map(|l| l.ReadonlyPaths.as_slice()).unwrap_or(&[]),
+        )?,
     })
+}
+
+fn guest_paths(field: &'static str, v: &[String]) -> Result<Vec<PathBuf>, AgentError> {
+    cap(field, v, MAX_ITEMS)?;
+    v.iter().map(|p| check_guest_path(field, p)).collect()
 }
 
 /// Linux.Resources (at create, or UpdateContainer): the limits bosun applies.
@@ -307,7 +320,18 @@ pub fn stats_response(s: &Stats, net: &[NetStats]) -> StatsContainerResponse {
     let mut pids = PidsStats::new();
     pids.current = s.pids_current;
     pids.limit = s.pids_limit;
+    let mut blkio = BlkioStats::new();
+    blkio.io_service_bytes_recursive = s
+        .io_bytes
+        .iter()
+        .map(|(major, minor, op, value)| {
+            let mut e = BlkioStatsEntry::new();
+            (e.major, e.minor, e.op, e.value) = (*major, *minor, op.clone(), *value);
+            e
+        })
+        .collect();
     let mut cg = CgroupStats::new();
+    cg.blkio_stats = Some(blkio).into();
     cg.cpu_stats = Some(cpu_stats).into();
     cg.memory_stats = Some(mem).into();
     cg.pids_stats = Some(pids).into();

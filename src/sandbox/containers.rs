@@ -169,6 +169,8 @@ impl Sandbox {
             rootfs: if builtin { None } else { spec.rootfs.clone() },
             readonly_rootfs: spec.readonly_rootfs,
             mounts: if builtin { Vec::new() } else { mounts },
+            masked_paths: spec.masked_paths.clone(),
+            readonly_paths: spec.readonly_paths.clone(),
             hostname,
             wait_for_start: true,
             payload: if builtin {
@@ -289,6 +291,8 @@ impl Sandbox {
             rootfs: None,
             readonly_rootfs: false,
             mounts: Vec::new(),
+            masked_paths: Vec::new(),
+            readonly_paths: Vec::new(),
             hostname: None,
             wait_for_start: false,
             payload: Payload::Exec(Box::new(process)),
