@@ -23,6 +23,8 @@ pub struct ContainerSpec {
     pub annotations: HashMap<String, String>,
     /// The spec asks for a pid namespace of its own.
     pub new_pid_ns: bool,
+    /// The spec carries a seccomp profile (not applied; see README).
+    pub has_seccomp: bool,
     /// Linux.MaskedPaths.
     pub masked_paths: Vec<PathBuf>,
     /// Linux.ReadonlyPaths.

@@ -239,6 +239,7 @@ pub fn container(spec: Option<&oci::Spec>) -> Result<ContainerSpec, AgentError> 
         annotations: spec.Annotations.clone(),
         new_pid_ns,
         resources: resources(spec.Linux.as_ref().and_then(|l| l.Resources.as_ref()))?,
+        has_seccomp: spec.Linux.as_ref().is_some_and(|l| l.Seccomp.is_some()),
         masked_paths: guest_paths(
             "OCI.Linux.MaskedPaths",
             spec.Linux.as_ref().map(|l| l.MaskedPaths.as_slice()).unwrap_or(&[]),

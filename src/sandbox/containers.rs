@@ -52,6 +52,11 @@ impl Sandbox {
             ));
         }
         let is_pause = pause.is_none();
+        if spec.has_seccomp {
+            // As with Kata's default (disable_guest_seccomp), the profile is
+            // not applied inside the guest: the VM is the isolation boundary.
+            warn!(self.log, "seccomp profile not applied in the guest"; "cid" => %id);
+        }
         let dir = self.containers_dir().join(id.as_str());
         std::fs::create_dir_all(&dir).map_err(|e| AgentError::Internal(format!("create {}: {e}", dir.display())))?;
         let owner = Owner::Container(id.clone());
