@@ -3,6 +3,12 @@
 
 CARGO   ?= cargo
 RUN_DIR ?= $(CURDIR)/run
+# Release binaries are linked statically (glibc, crt-static): one file for
+# the guest's initramfs, and ~1 MiB less resident memory than with the
+# shared libc (see README). An explicit --target keeps the flag off the
+# build scripts and proc macros, which cannot be static.
+TARGET  ?= $(shell rustc -vV | sed -n 's/^host: //p')
+BIN     := target/$(TARGET)/release
 # Root tests run inside private mount, UTS, IPC and network namespaces so
 # that nothing they do (mounts, hostname, links) reaches this machine.
 ISOLATE = unshare --mount --uts --ipc --net --propagation private --
@@ -10,10 +16,10 @@ ISOLATE = unshare --mount --uts --ipc --net --propagation private --
 .PHONY: build run test bench vm-test lint clean
 
 build:
-	$(CARGO) build --release --locked --bins
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --locked --target $(TARGET) --bins
 
 run: build
-	./scripts/demo.sh "$(RUN_DIR)"
+	./scripts/demo.sh "$(RUN_DIR)" "$(BIN)"
 
 test:
 	$(CARGO) build --locked --all-targets
@@ -25,8 +31,10 @@ test:
 		$(CARGO) test --locked; \
 	fi
 
-bench:
-	@echo "bench: the benchmark lands with its issue; nothing is measured yet" >&2
+# BENCH_ARGS: --addr ADDR (another agent), --vs ADDR (a second one,
+# interleaved), --json, --checks N, --pods N.
+bench: build
+	$(BIN)/bosun-bench $(BENCH_ARGS)
 
 vm-test:
 	@echo "vm-test: the guest image lands with its issue; nothing is booted yet" >&2

@@ -5,8 +5,8 @@
 # teardown; finally check that nothing is left mounted. Everything it
 # creates stays under RUN_DIR.
 set -euo pipefail
-run_dir=$(realpath -m "${1:?usage: demo.sh RUN_DIR}")
-bin=$(cd "$(dirname "$0")/.." && pwd)/target/release
+run_dir=$(realpath -m "${1:?usage: demo.sh RUN_DIR BIN_DIR}")
+bin=$(realpath "${2:?usage: demo.sh RUN_DIR BIN_DIR}")
 sock="$run_dir/bosun.sock"
 log="$run_dir/bosun.log"
 addr="unix://$sock"
