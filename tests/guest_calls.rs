@@ -92,7 +92,7 @@ fn copy_file_in_chunks_and_refusals() {
 #[ignore = "needs root"]
 fn update_ephemeral_mounts_resizes_a_tmpfs() {
     let (pod, rootfs) = common::pod::started("eph", false);
-    let mp = pod.run_dir().join("eph");
+    let mp = pod.mnt("eph");
     let mut s = Storage::new();
     (s.driver, s.source, s.fstype, s.options, s.mount_point) = (
         "ephemeral".into(),
@@ -116,7 +116,7 @@ fn update_ephemeral_mounts_resizes_a_tmpfs() {
         .block_on(pod.c.agent.update_ephemeral_mounts(pod.c.ctx(), &r))
         .unwrap();
     assert_eq!(size(), 4 << 20);
-    s.mount_point = pod.run_dir().join("not-ours").display().to_string();
+    s.mount_point = pod.mnt("not-ours").display().to_string();
     r.storages = vec![s];
     let err = pod
         .rt

@@ -52,8 +52,8 @@ fn kata_shim_call_sequence() {
     let (rt, c) = (&pod.rt, &pod.c);
     let sid = "4f1d2c";
     let run = pod.run_dir();
-    let shm = run.join("sandbox-shm");
-    let shared = run.join("shared/containers");
+    let shm = pod.mnt("sandbox/shm");
+    let shared = pod.mnt("shared/containers");
     let host_rootfs = common::busybox_rootfs(pod.dir());
 
     // Start-up: health, guest details.
@@ -171,8 +171,5 @@ fn kata_shim_call_sequence() {
     assert_eq!(common::mounts_under(pod.dir()), Vec::<std::path::PathBuf>::new());
     assert_eq!(pod.cgroup_dirs(), Vec::<std::path::PathBuf>::new());
     assert!(!run.join("containers").exists() && !run.join("sandbox").exists());
-    assert!(
-        !run.join("shared").exists() && !shm.exists(),
-        "storage mount points left"
-    );
+    assert!(!pod.dir().join("mnt").exists(), "storage mount points left");
 }

@@ -46,7 +46,7 @@ fn run_in(pod: &Pod, id: &str, rootfs: &Path, storages: Vec<Storage>) -> String 
 fn rootfs_from_an_ext4_loop_device() {
     let pod = started_pod();
     let lo = Loop::ext4_with_busybox(pod.dir());
-    let mp: PathBuf = pod.run_dir().join("storage/blk-rootfs");
+    let mp: PathBuf = pod.mnt("storage/blk-rootfs");
     let out = run_in(&pod, "blk", &mp, vec![storage("blk", &lo.0, "ext4", &["rw"], &mp)]);
     assert_eq!(out, "image\n/bin/busybox\n");
     assert!(
@@ -68,7 +68,7 @@ fn rootfs_from_overlay_layers() {
     std::fs::create_dir_all(upper.join("etc")).unwrap();
     std::fs::create_dir_all(&work).unwrap();
     std::fs::write(upper.join("etc/hostname"), "from-upper\n").unwrap();
-    let mp = pod.run_dir().join("storage/overlay-rootfs");
+    let mp = pod.mnt("storage/overlay-rootfs");
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.display(),
@@ -92,8 +92,8 @@ fn rootfs_from_overlay_layers() {
 fn ephemeral_and_local_storages_are_cleaned_up() {
     let pod = started_pod();
     let rootfs = busybox_rootfs(pod.dir());
-    let eph = pod.run_dir().join("storage/eph");
-    let local = pod.run_dir().join("storage/local");
+    let eph = pod.mnt("storage/eph");
+    let local = pod.mnt("storage/local");
     let storages = vec![
         storage("ephemeral", "tmpfs", "tmpfs", &[], &eph),
         storage("local", "", "", &["mode=0750"], &local),
@@ -112,8 +112,8 @@ fn ephemeral_and_local_storages_are_cleaned_up() {
 fn a_bad_storage_fails_the_create_and_leaks_nothing() {
     let pod = started_pod();
     let rootfs = busybox_rootfs(pod.dir());
-    let ok = pod.run_dir().join("storage/ok");
-    let bad = pod.run_dir().join("storage/bad");
+    let ok = pod.mnt("storage/ok");
+    let bad = pod.mnt("storage/bad");
     let storages = vec![
         storage("ephemeral", "tmpfs", "tmpfs", &[], &ok),
         storage("blk", "/dev/does-not-exist", "ext4", &[], &bad),

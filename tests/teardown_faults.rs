@@ -38,11 +38,12 @@ fn assert_clean(pod: &Pod) {
     assert_eq!(pod_processes(pod), Vec::<i32>::new(), "processes left");
     assert_eq!(pod.cgroup_dirs(), Vec::<PathBuf>::new(), "cgroups left");
     assert!(!pod.run_dir().join("containers").exists(), "container directories left");
-    assert!(!pod.run_dir().join("sandbox").exists(), "sandbox directory left");
+    assert!(!pod.mnt("sandbox").exists(), "sandbox directory left");
     let left: Vec<_> = std::fs::read_dir(pod.run_dir())
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "directories left in the run dir: {left:?}");
+    assert!(!pod.dir().join("mnt").exists(), "storage mount points left");
     pod.destroy().expect("a second DestroySandbox");
 }
 
@@ -95,7 +96,7 @@ fn row02_rootfs_unmounted_behind_our_back() {
     let (upper, work) = (pod.dir().join("u"), pod.dir().join("w"));
     std::fs::create_dir_all(&upper).unwrap();
     std::fs::create_dir_all(&work).unwrap();
-    let mp = pod.run_dir().join("ovl");
+    let mp = pod.mnt("ovl");
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
         rootfs.display(),
@@ -114,7 +115,7 @@ fn row02_rootfs_unmounted_behind_our_back() {
 #[ignore = "needs root"]
 fn row03_mount_point_deleted() {
     let (pod, rootfs) = pod();
-    let mp = pod.run_dir().join("eph");
+    let mp = pod.mnt("eph");
     run(&pod, "w", &rootfs, vec![storage("ephemeral", "tmpfs", &[], &mp)]);
     umount(&mp);
     std::fs::remove_dir(&mp).unwrap();
@@ -126,7 +127,7 @@ fn row03_mount_point_deleted() {
 #[ignore = "needs root"]
 fn row04_mount_busy_is_detached() {
     let (pod, rootfs) = pod();
-    let mp = pod.run_dir().join("eph");
+    let mp = pod.mnt("eph");
     run(&pod, "w", &rootfs, vec![storage("ephemeral", "tmpfs", &[], &mp)]);
     // A process outside the container holds a file open in the mount.
     let held = std::fs::File::create(mp.join("held")).unwrap();
@@ -210,7 +211,7 @@ fn row06b_cgroup_still_has_a_process_bosun_did_not_start() {
 fn row07_loop_device_detached_before_teardown() {
     let (pod, _) = pod();
     let lo = common::Loop::ext4_with_busybox(pod.dir());
-    let mp = pod.run_dir().join("blk");
+    let mp = pod.mnt("blk");
     let mut s = storage("blk", "ext4", &[], &mp);
     s.source = lo.0.clone();
     run(&pod, "w", &mp, vec![s]);
@@ -242,11 +243,11 @@ fn row08_twice_and_with_workloads_running() {
 #[ignore = "needs root"]
 fn row09_create_fails_at_each_step_and_leaks_nothing() {
     let (pod, rootfs) = pod();
-    let mp = pod.run_dir().join("eph");
+    let mp = pod.mnt("eph");
     // A bad fstype for the second storage: the first is rolled back.
     let bad_fs = vec![
         storage("ephemeral", "tmpfs", &[], &mp),
-        storage("blk", "nosuchfs", &[], &pod.run_dir().join("blk")),
+        storage("blk", "nosuchfs", &[], &pod.mnt("blk")),
     ];
     assert_eq!(
         pod.create_with("c", spec(Some(&rootfs), &["true"]), bad_fs)
@@ -316,7 +317,7 @@ fn row10_foreign_mount_inside_the_container_dir_is_left_alone() {
 #[ignore = "needs root"]
 fn row10b_someone_elses_mount_at_bosuns_target_is_not_unmounted() {
     let (pod, rootfs) = pod();
-    let mp = pod.run_dir().join("eph");
+    let mp = pod.mnt("eph");
     run(&pod, "w", &rootfs, vec![storage("ephemeral", "tmpfs", &[], &mp)]);
     // bosun's tmpfs goes away behind its back; someone binds a directory
     // (another filesystem type) at the very same path.
@@ -373,7 +374,7 @@ fn row11_concurrent_removes_both_succeed() {
 #[ignore = "needs root"]
 fn bosunctl_shows_the_teardown_report() {
     let (pod, rootfs) = pod();
-    let mp = pod.run_dir().join("eph");
+    let mp = pod.mnt("eph");
     run(&pod, "w", &rootfs, vec![storage("ephemeral", "tmpfs", &[], &mp)]);
     let addr = pod.agent.addr.to_string();
     let (code, out, err) = common::bosunctl(&["--addr", &addr, "rm", "--verbose", "w"]);

@@ -97,6 +97,12 @@ impl Pod {
         self.agent.dir.path()
     }
 
+    /// Where tests put storage mount points: outside bosun's run dir, as a
+    /// runtime's /run/kata-containers is.
+    pub fn mnt(&self, name: &str) -> std::path::PathBuf {
+        self.dir().join("mnt").join(name)
+    }
+
     pub fn run_dir(&self) -> std::path::PathBuf {
         self.dir().join("run")
     }
