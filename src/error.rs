@@ -88,6 +88,14 @@ pub enum AgentError {
     /// A storage mount failed.
     #[error(transparent)]
     Mount(#[from] MountError),
+    /// Refused to protect the agent's own control plane.
+    #[error("refused: bosun will not {rule}: {target}")]
+    Protected {
+        /// The rule.
+        rule: &'static str,
+        /// What was aimed at.
+        target: String,
+    },
     /// A method bosun does not serve.
     #[error("{0} is not implemented by bosun")]
     Unimplemented(&'static str),
@@ -113,6 +121,7 @@ impl AgentError {
             | Self::TeardownIncomplete { .. } => Code::FAILED_PRECONDITION,
             Self::Mount(m) if m.caused_by_request() => Code::INVALID_ARGUMENT,
             Self::Mount(_) => Code::INTERNAL,
+            Self::Protected { .. } => Code::PERMISSION_DENIED,
             Self::Unimplemented(_) => Code::UNIMPLEMENTED,
             Self::Unavailable(_) => Code::UNAVAILABLE,
             Self::Internal(_) => Code::INTERNAL,

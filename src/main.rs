@@ -81,9 +81,16 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
         info!(log, "starting"; "version" => rpc::AGENT_VERSION, "addr" => %cfg.server_addr, "config_sources" => sources.join(","));
         // Container processes are reparented to bosun when their helper
         // exits; bosun reaps them (as PID 1 it does so anyway).
+        // Claim the run directory before touching anything in it.
+        let _run_lock = bosun::runlock::claim(&cfg.run_dir)?;
         sysproc::set_child_subreaper().context("become a child subreaper")?;
         let reaper = Reaper::start().context("watch SIGCHLD")?;
-        let sandbox = std::sync::Arc::new(Sandbox::new(log, &cfg.run_dir, &cfg.cgroup_parent, reaper));
+        let socket = match &cfg.server_addr {
+            transport::Address::Unix(p) => Some(p.as_path()),
+            _ => None,
+        };
+        let guard = bosun::protect::Guard::new(socket, &cfg.run_dir);
+        let sandbox = std::sync::Arc::new(Sandbox::new(log, &cfg.run_dir, &cfg.cgroup_parent, guard, reaper));
         sandbox.watch_oom();
         let bound = transport::listen::bind(&cfg.server_addr).context("listen")?;
         rpc::serve(bound, sandbox, log, cfg.shutdown_timeout, shutdown_signal()).await.context("serve")?;

@@ -52,6 +52,7 @@ impl Sandbox {
             ));
         }
         let is_pause = pause.is_none();
+        self.check_storages(&storages)?;
         if spec.has_seccomp {
             // As with Kata's default (disable_guest_seccomp), the profile is
             // not applied inside the guest: the VM is the isolation boundary.

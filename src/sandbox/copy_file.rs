@@ -100,6 +100,7 @@ impl Sandbox {
         let rel = path.strip_prefix(root).expect("checked above");
         fs::create_dir_all(root).map_err(|e| io_err(root, e))?;
         let dest = secure_join(root, rel).map_err(|e| AgentError::invalid("path", e))?;
+        self.guard.check_write(&dest)?;
         let parent = dest.parent().unwrap_or(root);
         let dir_mode = if c.dir_mode == 0 { 0o755 } else { c.dir_mode };
         fs::DirBuilder::new()

@@ -58,12 +58,19 @@ pub struct Sandbox {
     ledger: Arc<Mutex<Ledger>>,
     cgroups: crate::cgroup::Parent,
     oom: oom::OomEvents,
+    guard: crate::protect::Guard,
     state: Mutex<State>,
 }
 
 impl Sandbox {
     /// A sandbox-less agent state rooted at `run_dir`.
-    pub fn new(log: &Logger, run_dir: &Path, cgroup_parent: &str, reaper: Arc<Reaper>) -> Self {
+    pub fn new(
+        log: &Logger,
+        run_dir: &Path,
+        cgroup_parent: &str,
+        guard: crate::protect::Guard,
+        reaper: Arc<Reaper>,
+    ) -> Self {
         Self {
             log: log.new(o!("subsystem" => "sandbox")),
             run_dir: run_dir.to_path_buf(),
@@ -71,6 +78,7 @@ impl Sandbox {
             ledger: Arc::new(Mutex::new(Ledger::default())),
             cgroups: crate::cgroup::Parent::new(cgroup_parent),
             oom: oom::OomEvents::default(),
+            guard,
             state: Mutex::new(State::default()),
         }
     }
@@ -123,6 +131,7 @@ impl Sandbox {
             std::fs::write(dir.join("resolv.conf"), text)
                 .map_err(|e| AgentError::Internal(format!("write resolv.conf: {e}")))?;
         }
+        self.check_storages(&spec.storages)?;
         for (i, s) in spec.storages.iter().enumerate() {
             if let Err(e) = storage::mount_storage(&self.ledger, &Owner::Sandbox, s) {
                 let report = self.teardown_sandbox_storages().await;
@@ -187,9 +196,22 @@ impl Sandbox {
         crate::sys::process::set_realtime(sec, usec).map_err(|e| AgentError::Internal(format!("clock_settime: {e}")))
     }
 
+    /// Refuses storages that would mount over, or bind from, the agent's
+    /// own files; checked for all before any is mounted.
+    pub(crate) fn check_storages(&self, v: &[StorageSpec]) -> Result<(), AgentError> {
+        for s in v {
+            self.guard.check_mount_target(&s.mount_point)?;
+            if s.driver == storage::Driver::Bind {
+                self.guard.check_mount_target(Path::new(&s.source))?;
+            }
+        }
+        Ok(())
+    }
+
     /// UpdateEphemeralMounts: new options (typically a tmpfs size) for
     /// ephemeral storages bosun mounted.
     pub fn update_ephemeral(&self, storages: &[StorageSpec]) -> Result<(), AgentError> {
+        self.check_storages(storages)?;
         for s in storages.iter().filter(|s| s.driver == storage::Driver::Ephemeral) {
             let known = self
                 .ledger

@@ -68,6 +68,10 @@ impl Sandbox {
                 v
             }
         };
+        // Every target is checked before any signal goes out.
+        for pid in &pids {
+            self.guard.check_pid(*pid)?;
+        }
         for pid in pids {
             if self.reaper.status(pid).is_some() {
                 continue;

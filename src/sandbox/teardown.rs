@@ -158,6 +158,9 @@ impl Sandbox {
         };
         let signal_all = |sig: nix::sys::signal::Signal| -> Result<(), String> {
             for pid in alive() {
+                // bosun never signals itself or the guest's init, whatever
+                // put them in the container's cgroup.
+                self.guard.check_pid(pid).map_err(|e| e.to_string())?;
                 match sysproc::kill(pid, sig as i32) {
                     Ok(()) | Err(Errno::ESRCH) => {}
                     Err(e) => return Err(format!("{sig} to pid {pid}: {e}")),

@@ -31,3 +31,9 @@ pub fn set_cloexec(fd: i32) -> Result<(), Errno> {
 pub fn pipe() -> Result<(OwnedFd, OwnedFd), Errno> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC)
 }
+
+/// An exclusive, non-blocking flock(2) on `file`, held until the returned
+/// guard is dropped (or the process exits).
+pub fn lock_exclusive(file: std::fs::File) -> Result<nix::fcntl::Flock<std::fs::File>, Errno> {
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e)
+}

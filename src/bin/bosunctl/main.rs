@@ -33,7 +33,11 @@ COMMANDS:
                                             its output; -i forwards stdin
     wait ID [EXEC_ID]                       print the exit status
     kill ID [EXEC_ID] [--signal N]          no EXEC_ID: every process
+    kill --all [--signal N]                 every container not protected
     rm ID [--timeout SECS] [--verbose]      --verbose: print the teardown report
+    rm --all [--timeout SECS] [--verbose]   every container not protected
+                                            (protected: the pause container and
+                                            io.bosun.protected=true; named on stderr)
     logs ID [EXEC_ID]                       stdout and stderr until EOF
     run ID --rootfs DIR -- CMD...           create, start, output, wait, rm
     ps                                      containers, states, pids, exec ids

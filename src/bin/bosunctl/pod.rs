@@ -217,34 +217,78 @@ pub async fn wait(c: &Client, a: &mut Args) -> Result<Out, Failure> {
     Ok(Out::Status(st.status))
 }
 
+/// The containers a bulk operation acts on: every one not protected (the
+/// pause container, or annotated `io.bosun.protected=true`). The skipped
+/// ones are named on stderr: a bulk stop never silently spares, or hits,
+/// the pod's control containers.
+async fn bulk_targets(c: &Client) -> Result<Vec<String>, Failure> {
+    let mut q = GetDiagnosticDataRequest::new();
+    q.log_type = "containers".into();
+    let data = c.agent.get_diagnostic_data(c.ctx(), &q).await.map_err(describe)?.data;
+    let v: serde_json::Value = serde_json::from_str(&data).map_err(|e| Failure::Call(format!("bad listing: {e}")))?;
+    let mut ids = Vec::new();
+    for ctr in v.as_array().into_iter().flatten() {
+        let id = ctr["id"].as_str().unwrap_or_default().to_string();
+        if ctr["protected"].as_bool().unwrap_or(true) {
+            eprintln!("bosunctl: skipping protected container {id:?} (name it to act on it)");
+        } else {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
 pub async fn kill(c: &Client, a: &mut Args) -> Result<Out, Failure> {
     // Options first: their values must not be taken for positionals.
     let sig = a.option("--signal")?.unwrap_or_else(|| "15".into());
-    let mut r = SignalProcessRequest::new();
-    r.container_id = a.positional("container id")?;
-    r.exec_id = a.maybe_positional().unwrap_or_default();
-    r.signal = sig
+    let signal: u32 = sig
         .parse()
         .map_err(|_| format!("--signal {sig:?}: expected a signal number"))?;
-    a.done()?;
-    c.agent.signal_process(c.ctx(), &r).await.map_err(describe)?;
+    let targets = if a.flag("--all") {
+        a.done()?;
+        bulk_targets(c)
+            .await?
+            .into_iter()
+            .map(|id| (id, String::new()))
+            .collect()
+    } else {
+        let id = a.positional("container id (or --all)")?;
+        let exec = a.maybe_positional().unwrap_or_default();
+        a.done()?;
+        vec![(id, exec)]
+    };
+    for (id, exec) in targets {
+        let mut r = SignalProcessRequest::new();
+        (r.container_id, r.exec_id, r.signal) = (id, exec, signal);
+        c.agent.signal_process(c.ctx(), &r).await.map_err(describe)?;
+    }
     Ok(Out::Ok)
 }
 
 pub async fn rm(c: &Client, a: &mut Args) -> Result<Out, Failure> {
     let verbose = a.flag("--verbose");
     let t = a.option("--timeout")?.unwrap_or_else(|| "10".into());
-    let mut r = RemoveContainerRequest::new();
-    r.container_id = a.positional("container id")?;
-    r.timeout = t
+    let timeout: u32 = t
         .parse()
         .map_err(|_| format!("--timeout {t:?}: expected whole seconds"))?;
-    a.done()?;
-    let res = c.agent.remove_container(c.ctx(), &r).await.map_err(describe);
-    if verbose {
-        print_report(c, &r.container_id).await;
+    let ids = if a.flag("--all") {
+        a.done()?;
+        bulk_targets(c).await?
+    } else {
+        let id = a.positional("container id (or --all)")?;
+        a.done()?;
+        vec![id]
+    };
+    for id in ids {
+        let mut r = RemoveContainerRequest::new();
+        (r.container_id, r.timeout) = (id, timeout);
+        let res = c.agent.remove_container(c.ctx(), &r).await.map_err(describe);
+        if verbose {
+            print_report(c, &r.container_id).await;
+        }
+        res?;
     }
-    res.map(|_| Out::Ok)
+    Ok(Out::Ok)
 }
 
 /// Prints the agent's teardown report (GetDiagnosticData "teardown"): each
