@@ -436,3 +436,53 @@ fn requests_are_logged_at_debug_with_method_and_duration() {
         assert!(hit["us"].is_u64(), "duration missing: {hit}");
     }
 }
+
+/// Random byte streams (and random frames with a valid header) sent to a
+/// live server: whatever each does to its own connection, the server keeps
+/// answering Check on a new one.
+#[test]
+fn random_input_never_takes_the_server_down() {
+    use proptest::prelude::*;
+    let agent = Agent::start();
+    let path = agent.socket_path();
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 64,
+        ..Default::default()
+    });
+    let strategy = (
+        proptest::collection::vec(any::<u8>(), 0..4096),
+        any::<bool>(),
+        0u32..64,
+        1u8..4,
+    );
+    runner
+        .run(&strategy, |(bytes, framed, len, ty)| {
+            let mut s = UnixStream::connect(&path).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            if framed {
+                // A plausible header: small length, stream 1, some type.
+                let mut h = len.to_be_bytes().to_vec();
+                h.extend_from_slice(&1u32.to_be_bytes());
+                h.extend_from_slice(&[ty, 0]);
+                let _ = s.write_all(&h);
+            }
+            let _ = s.write_all(&bytes);
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf);
+            drop(s);
+            let ok = rt().block_on(async {
+                let c = Client::connect(&agent.addr, Duration::from_secs(2))
+                    .await
+                    .expect("connect");
+                c.check().await.is_ok()
+            });
+            prop_assert!(ok, "Check failed after {} random bytes", bytes.len());
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        !agent.log().contains("panicked"),
+        "a handler panicked:\n{}",
+        agent.log()
+    );
+}

@@ -352,3 +352,80 @@ pub fn stats_response(s: &Stats, net: &[NetStats]) -> StatsContainerResponse {
         .collect();
     r
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Random bytes and random messages through decode and validation:
+    //! nothing panics, and whatever is accepted is well-formed.
+    use std::path::Component;
+
+    use proptest::prelude::*;
+    use protobuf::Message;
+
+    use super::*;
+    use crate::protocols::agent::{CreateContainerRequest, ExecProcessRequest};
+
+    fn path_ok(p: &std::path::Path) -> bool {
+        p.is_absolute() && !p.components().any(|c| c == Component::ParentDir)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            if let Ok(r) = CreateContainerRequest::parse_from_bytes(&bytes) {
+                let _ = container(r.OCI.as_ref());
+                let _ = storages(&r.storages);
+            }
+            if let Ok(r) = CreateSandboxRequest::parse_from_bytes(&bytes) {
+                let _ = sandbox(&r);
+            }
+            if let Ok(r) = ExecProcessRequest::parse_from_bytes(&bytes) {
+                if let Some(p) = r.process.as_ref() {
+                    let _ = process(p);
+                }
+            }
+            if let Ok(r) = crate::protocols::agent::UpdateInterfaceRequest::parse_from_bytes(&bytes) {
+                if let Some(i) = r.interface.as_ref() {
+                    let _ = super::super::convert_net::iface(i);
+                }
+            }
+            if let Ok(r) = crate::protocols::agent::UpdateRoutesRequest::parse_from_bytes(&bytes) {
+                let _ = super::super::convert_net::routes(r.routes.as_ref().map(|r| r.Routes.as_slice()).unwrap_or(&[]));
+            }
+        }
+
+        #[test]
+        fn accepted_specs_are_well_formed(
+            root in "(/[a-z.]{0,4}){0,4}",
+            dests in proptest::collection::vec("(/[a-z.]{0,3}){1,3}", 0..4),
+            args in proptest::collection::vec("[ -~]{0,8}", 0..4),
+            cwd in "(/[a-z.]{0,3}){0,3}",
+            limit in any::<i64>(),
+        ) {
+            let mut s = oci::Spec::new();
+            let mut p = oci::Process::new();
+            (p.Args, p.Cwd) = (args, cwd);
+            s.Process = Some(p).into();
+            let mut r = oci::Root::new();
+            r.Path = root;
+            s.Root = Some(r).into();
+            s.Mounts = dests.into_iter().map(|d| { let mut m = oci::Mount::new(); m.destination = d; m }).collect();
+            let mut l = oci::Linux::new();
+            let mut res = oci::LinuxResources::new();
+            let mut m = oci::LinuxMemory::new();
+            m.Limit = limit;
+            res.Memory = Some(m).into();
+            l.Resources = Some(res).into();
+            s.Linux = Some(l).into();
+            if let Ok(c) = container(Some(&s)) {
+                prop_assert!(c.rootfs.as_deref().map(path_ok).unwrap_or(true));
+                prop_assert!(c.mounts.iter().all(|m| path_ok(&m.destination)));
+                prop_assert!(path_ok(&c.process.cwd));
+                prop_assert!(!c.process.args.is_empty() && !c.process.args[0].is_empty());
+                prop_assert!(c.resources.memory_limit.is_none_or(|l| l >= -1));
+            }
+        }
+    }
+}
