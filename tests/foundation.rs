@@ -248,8 +248,12 @@ fn hybrid_vsock_silence_times_out() {
 }
 
 fn bosun(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let run = tempfile::tempdir().unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_bosun"));
     c.args(args);
+    if !args.contains(&"--run-dir") {
+        c.arg("--run-dir").arg(run.path().join("run"));
+    }
     for k in [
         "BOSUN_SERVER_ADDR",
         "KATA_AGENT_SERVER_ADDR",
@@ -329,6 +333,8 @@ fn cmdline_file_configures_the_listener() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bosun"))
         .arg("--cmdline-file")
         .arg(dir.path().join("cmdline"))
+        .arg("--run-dir")
+        .arg(dir.path().join("run"))
         .env_remove("BOSUN_SERVER_ADDR")
         .env_remove("KATA_AGENT_SERVER_ADDR")
         .stderr(std::process::Stdio::null())

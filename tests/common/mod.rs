@@ -25,10 +25,18 @@ impl Agent {
 
     /// Starts bosun at `addr` with extra flags.
     pub fn start_at(addr: Address, dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        // Every agent gets its own run dir (never the machine's /run/bosun).
+        let own_run = dir.path().join("run");
+        let run_dir: &[&str] = if extra.contains(&"--run-dir") {
+            &[]
+        } else {
+            &["--run-dir", own_run.to_str().expect("utf-8")]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_bosun"))
             .arg("--server-addr")
             .arg(addr.to_string())
             .args(["--log-level", "debug", "--shutdown-timeout", "2"])
+            .args(run_dir)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::from(
