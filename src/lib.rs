@@ -9,6 +9,7 @@ pub mod config;
 pub mod container;
 pub mod error;
 pub mod ids;
+pub mod journal;
 pub mod logging;
 pub mod mount;
 pub mod net;

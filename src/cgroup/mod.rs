@@ -23,7 +23,7 @@ const RMDIR_RETRIES: u32 = 50;
 const RMDIR_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Which cgroup layout the guest has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Version {
     /// One hierarchy per controller.
     V1,
@@ -58,7 +58,7 @@ fn own_path(controller: Option<&str>) -> String {
 }
 
 /// One container's cgroup (a directory per controller on v1).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Cgroup {
     /// Layout.
     pub version: Version,

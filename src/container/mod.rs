@@ -23,7 +23,7 @@ pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
 pub const PROTECTED_ANNOTATION: &str = "io.bosun.protected";
 
 /// Lifecycle state as the agent tracks it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Status {
     /// Set up, waiting for StartContainer.
     Created,

@@ -60,7 +60,7 @@ pub struct Entry {
 }
 
 /// The ledger.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
     next: u64,
     entries: Vec<Entry>,

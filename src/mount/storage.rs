@@ -22,7 +22,7 @@ use crate::error::AgentError;
 use crate::sys::mount as sysmount;
 
 /// A storage driver bosun knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Driver {
     /// A directory.
     Local,
@@ -61,7 +61,7 @@ impl Driver {
 }
 
 /// A validated storage.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StorageSpec {
     /// Driver.
     pub driver: Driver,

@@ -29,6 +29,10 @@ pub struct Process {
     pub stderr: Arc<Output>,
     /// Exit status once reaped and observed.
     exit: Mutex<Option<i32>>,
+    /// Start time from /proc (0 if it could not be read).
+    pub start_time: u64,
+    /// Started before a restart of the agent: not its child any more.
+    pub adopted: bool,
 }
 
 impl Process {
@@ -40,6 +44,7 @@ impl Process {
         out: (Arc<Output>, Arc<Output>),
         tty: Option<std::os::fd::OwnedFd>,
     ) -> Self {
+        let start_time = crate::journal::start_time(pid).unwrap_or(0);
         Self {
             exec_id,
             pid,
@@ -48,6 +53,25 @@ impl Process {
             stdout: out.0,
             stderr: out.1,
             exit: Mutex::new(None),
+            start_time,
+            adopted: false,
+        }
+    }
+
+    /// A process found in the journal after a restart: its streams are
+    /// gone with the old agent (stdout/stderr read as EOF, stdin closed).
+    pub fn adopted(exec_id: String, pid: i32, start_time: u64, exit: Option<i32>) -> Self {
+        let closed = || io::Output::closed();
+        Self {
+            exec_id,
+            pid,
+            stdin: tokio::sync::Mutex::new(None),
+            tty: None,
+            stdout: closed(),
+            stderr: closed(),
+            exit: Mutex::new(exit),
+            start_time,
+            adopted: true,
         }
     }
 

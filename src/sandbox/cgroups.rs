@@ -24,7 +24,7 @@ impl Sandbox {
     }
 
     fn status_of(&self, c: &Container) -> Status {
-        c.status(self.reaper.status(c.init.pid).is_some())
+        c.status(self.init_exited(&c))
     }
 
     /// UpdateContainer: new limits.

@@ -229,7 +229,7 @@ impl Sandbox {
     pub async fn start_container(&self, id: &ContainerId) -> Result<(), AgentError> {
         let c = self.container(id)?;
         let _op = c.op.lock().await;
-        let status = c.status(self.reaper.status(c.init.pid).is_some());
+        let status = c.status(self.init_exited(&c));
         if !status.can_start() {
             return Err(AgentError::WrongState {
                 cid: id.clone(),
@@ -275,7 +275,7 @@ impl Sandbox {
         process: ProcessSpec,
     ) -> Result<(), AgentError> {
         let c = self.container(id)?;
-        let status = c.status(self.reaper.status(c.init.pid).is_some());
+        let status = c.status(self.init_exited(&c));
         if !status.can_exec() {
             return Err(AgentError::WrongState {
                 cid: id.clone(),

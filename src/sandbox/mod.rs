@@ -20,9 +20,10 @@ use crate::ids::ContainerId;
 use crate::mount::ledger::{Ledger, Owner};
 use crate::mount::storage::{self, StorageSpec};
 use crate::process::reaper::Reaper;
+use crate::process::Process;
 
 /// CreateSandbox, validated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SandboxSpec {
     /// Sandbox id (may be empty: older runtimes do not send one).
     pub id: String,
@@ -45,6 +46,12 @@ struct State {
     /// The latest teardown reports, newest last ("" for the sandbox).
     reports: std::collections::VecDeque<(String, String)>,
 }
+
+/// WaitProcess's answer for a process started before a restart: it was
+/// not bosun's child any more, so its exit status is not known.
+pub const ADOPTED_EXIT_UNKNOWN: i32 = 255;
+/// How often an adopted process is checked for its end.
+const ADOPTED_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Teardown reports kept for GetDiagnosticData: enough for every container
 /// of a busy pod, bounded so a pod running many short jobs cannot grow it.
@@ -160,11 +167,11 @@ impl Sandbox {
     pub fn listing(&self) -> String {
         let mut v = Vec::new();
         for c in self.containers() {
-            let st = c.status(self.reaper.status(c.init.pid).is_some());
+            let st = c.status(self.init_exited(&c));
             let execs: Vec<String> = c.processes().iter().skip(1).map(|p| p.exec_id.clone()).collect();
             v.push(serde_json::json!({
                 "id": c.id.as_str(), "status": st.name(), "pid": c.init.pid, "pause": c.is_pause,
-                "protected": c.protected, "exit_status": self.reaper.status(c.init.pid), "execs": execs,
+                "protected": c.protected, "exit_status": self.exit_of(&c.init), "execs": execs,
             }));
         }
         serde_json::Value::Array(v).to_string()
@@ -229,6 +236,37 @@ impl Sandbox {
             storage::remount(s)?;
         }
         Ok(())
+    }
+
+    /// The exit status of `p`, once it has exited. A process adopted after
+    /// a restart is not bosun's child: its end is seen (the pid is gone or
+    /// belongs to a process with another start time) but its status is
+    /// not, and reads as `ADOPTED_EXIT_UNKNOWN`.
+    pub(crate) fn exit_of(&self, p: &Process) -> Option<i32> {
+        if p.adopted {
+            (crate::journal::start_time(p.pid) != Some(p.start_time))
+                .then(|| p.exit_status().unwrap_or(ADOPTED_EXIT_UNKNOWN))
+        } else {
+            self.reaper.status(p.pid)
+        }
+    }
+
+    /// Waits until `p` has exited.
+    pub(crate) async fn wait_exit(&self, p: &Process) -> i32 {
+        if !p.adopted {
+            return self.reaper.wait(p.pid).await;
+        }
+        loop {
+            if let Some(s) = self.exit_of(p) {
+                return s;
+            }
+            tokio::time::sleep(ADOPTED_POLL).await;
+        }
+    }
+
+    /// True once the container's init has exited.
+    pub(crate) fn init_exited(&self, c: &Container) -> bool {
+        self.exit_of(&c.init).is_some()
     }
 
     fn sandbox_spec(&self) -> Result<SandboxSpec, AgentError> {

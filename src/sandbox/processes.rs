@@ -53,13 +53,27 @@ impl Sandbox {
                 format!("{sig} is not a signal number (1..={MAX_SIGNAL})"),
             ));
         }
+        // Live targets only: a process that exited is never signalled again
+        // (its pid may belong to someone else by now).
         let pids: Vec<i32> = match exec_id {
-            Some(_) => vec![self.process(id, exec_id)?.1.pid],
+            Some(_) => {
+                let p = self.process(id, exec_id)?.1;
+                if self.exit_of(&p).is_some() {
+                    Vec::new()
+                } else {
+                    vec![p.pid]
+                }
+            }
             None => {
                 // Every process bosun started, and every other task in the
                 // container's cgroup (their children).
                 let c = self.container(id)?;
-                let mut v: Vec<i32> = c.processes().iter().map(|p| p.pid).collect();
+                let mut v: Vec<i32> = c
+                    .processes()
+                    .iter()
+                    .filter(|p| self.exit_of(p).is_none())
+                    .map(|p| p.pid)
+                    .collect();
                 for p in c.cgroup.as_ref().map(|cg| cg.pids()).unwrap_or_default() {
                     if !v.contains(&p) {
                         v.push(p);
@@ -73,9 +87,6 @@ impl Sandbox {
             self.guard.check_pid(*pid)?;
         }
         for pid in pids {
-            if self.reaper.status(pid).is_some() {
-                continue;
-            }
             match sysproc::kill(pid, sig as i32) {
                 Ok(()) | Err(Errno::ESRCH) => {}
                 Err(e) => {
@@ -91,7 +102,7 @@ impl Sandbox {
     /// Waits (without bound) for the process to exit; returns its status.
     pub async fn wait(&self, id: &ContainerId, exec_id: Option<&str>) -> Result<i32, AgentError> {
         let (_, p) = self.process(id, exec_id)?;
-        let status = self.reaper.wait(p.pid).await;
+        let status = self.wait_exit(&p).await;
         p.set_exit(status);
         Ok(status)
     }

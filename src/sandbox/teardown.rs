@@ -141,17 +141,16 @@ impl Sandbox {
         if let Some(cg) = &c.cgroup {
             let _ = cg.freeze(false); // frozen tasks cannot act on signals
         }
-        let known: Vec<i32> = c
+        let known: Vec<std::sync::Arc<crate::process::Process>> = c
             .processes()
-            .iter()
-            .map(|p| p.pid)
-            .filter(|p| self.reaper.status(*p).is_none())
+            .into_iter()
+            .filter(|p| self.exit_of(p).is_none())
             .collect();
         let alive = || {
             let mut v: Vec<i32> = known
                 .iter()
-                .copied()
-                .filter(|p| self.reaper.status(*p).is_none())
+                .filter(|p| self.exit_of(p).is_none())
+                .map(|p| p.pid)
                 .collect();
             v.extend(c.cgroup.as_ref().map(|cg| cg.pids()).unwrap_or_default());
             v
@@ -170,7 +169,7 @@ impl Sandbox {
         };
         let start = tokio::time::Instant::now();
         let deadline = start + wait;
-        let all_reaped = || futures::future::join_all(known.iter().map(|p| self.reaper.wait(*p)));
+        let all_reaped = || futures::future::join_all(known.iter().map(|p| self.wait_exit(p)));
         if !alive().is_empty() {
             signal_all(nix::sys::signal::Signal::SIGTERM)?;
             let _ = tokio::time::timeout_at(start + TERM_GRACE.min(wait), all_reaped()).await;
