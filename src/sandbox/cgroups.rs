@@ -24,7 +24,7 @@ impl Sandbox {
     }
 
     fn status_of(&self, c: &Container) -> Status {
-        c.status(self.init_exited(&c))
+        c.status(self.init_exited(c))
     }
 
     /// UpdateContainer: new limits.
