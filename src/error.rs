@@ -85,6 +85,9 @@ pub enum AgentError {
         /// Each failed step.
         failures: String,
     },
+    /// The state journal could not be written.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
     /// A storage mount failed.
     #[error(transparent)]
     Mount(#[from] MountError),
@@ -124,7 +127,7 @@ impl AgentError {
             Self::Protected { .. } => Code::PERMISSION_DENIED,
             Self::Unimplemented(_) => Code::UNIMPLEMENTED,
             Self::Unavailable(_) => Code::UNAVAILABLE,
-            Self::Internal(_) => Code::INTERNAL,
+            Self::Internal(_) | Self::Journal(_) => Code::INTERNAL,
         }
     }
 

@@ -91,6 +91,7 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
         };
         let guard = bosun::protect::Guard::new(socket, &cfg.run_dir);
         let sandbox = std::sync::Arc::new(Sandbox::new(log, &cfg.run_dir, &cfg.cgroup_parent, guard, reaper));
+        sandbox.recover().await;
         sandbox.watch_oom();
         let bound = transport::listen::bind(&cfg.server_addr).context("listen")?;
         rpc::serve(bound, sandbox, log, cfg.shutdown_timeout, shutdown_signal()).await.context("serve")?;

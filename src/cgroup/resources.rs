@@ -6,7 +6,7 @@ use std::io;
 use super::{Cgroup, Version};
 
 /// The limits bosun applies (from the spec at create, or UpdateContainer).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Resources {
     /// Bytes; -1 for no limit.
     pub memory_limit: Option<i64>,

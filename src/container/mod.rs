@@ -71,6 +71,8 @@ pub struct Container {
     pub protected: bool,
     /// Has a pid namespace of its own (killing init kills all).
     pub own_pid_ns: bool,
+    /// Digest of the create request: the same request again is OK.
+    pub digest: String,
     /// The init process.
     pub init: Arc<Process>,
     /// Its cgroup, when one could be made.
@@ -97,6 +99,8 @@ pub struct NewContainer {
     pub protected: bool,
     /// Own pid namespace.
     pub own_pid_ns: bool,
+    /// Digest of the create request.
+    pub digest: String,
     /// Init process.
     pub init: Arc<Process>,
     /// cgroup.
@@ -116,6 +120,7 @@ impl Container {
             is_pause: n.is_pause,
             protected: n.protected,
             own_pid_ns: n.own_pid_ns,
+            digest: n.digest,
             init: n.init,
             cgroup: n.cgroup,
             status: Mutex::new(Status::Created),

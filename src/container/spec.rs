@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use super::init_config::{MountSpec, ProcessSpec};
 
 /// A container as the request describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ContainerSpec {
     /// Rootfs directory in the guest (`Root.Path`); empty for none.
     pub rootfs: Option<PathBuf>,

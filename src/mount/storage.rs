@@ -92,7 +92,14 @@ pub fn check_guest_path(field: &'static str, p: &str) -> Result<PathBuf, AgentEr
 }
 
 /// Mounts `s` for `owner`, recording it in `ledger` first.
-pub fn mount_storage(ledger: &std::sync::Mutex<Ledger>, owner: &Owner, s: &StorageSpec) -> Result<(), MountError> {
+/// `journal` is called once the ledger holds the entry and before the
+/// mount call: the intent is on disk before the mount exists.
+pub fn mount_storage(
+    ledger: &std::sync::Mutex<Ledger>,
+    owner: &Owner,
+    s: &StorageSpec,
+    journal: &dyn Fn(),
+) -> Result<(), MountError> {
     let err = |op, errno| MountError {
         op,
         target: s.mount_point.clone(),
@@ -107,6 +114,7 @@ pub fn mount_storage(ledger: &std::sync::Mutex<Ledger>, owner: &Owner, s: &Stora
             .intend(owner.clone(), Kind::Dir, "", &s.mount_point, "local");
         let created = make_dirs(&s.mount_point).map_err(|e| err("mkdir", io_errno(&e)))?;
         ledger.lock().expect("ledger lock").set_created_dirs(seq, created);
+        journal();
         let mode = s
             .options
             .iter()
@@ -144,6 +152,7 @@ pub fn mount_storage(ledger: &std::sync::Mutex<Ledger>, owner: &Owner, s: &Stora
         .lock()
         .expect("ledger lock")
         .set_created_dirs(seq, created.clone());
+    journal();
     let data = (!o.data.is_empty()).then_some(o.data.as_str());
     let fs_arg = (fstype != "bind").then_some(fstype.as_str());
     match sysmount::mount(Some(Path::new(&source)), &s.mount_point, fs_arg, flags, data) {

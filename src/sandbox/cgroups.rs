@@ -58,6 +58,6 @@ impl Sandbox {
         cg.freeze(frozen)
             .map_err(|e| AgentError::Internal(format!("freezer of container \"{id}\": {e}")))?;
         c.set_status(next);
-        Ok(())
+        self.persist()
     }
 }

@@ -40,8 +40,15 @@ impl Sandbox {
         join_pidns: bool,
     ) -> Result<(), AgentError> {
         let sb = self.sandbox_spec()?;
-        if self.state().containers.contains_key(&id) {
-            return Err(AgentError::ContainerExists(id));
+        let digest = digest(&spec, &storages, join_pidns);
+        if let Some(existing) = self.state().containers.get(&id) {
+            // The same request again (a runtime retrying after a timeout or
+            // a restart) is OK; a different one is a conflict.
+            return if existing.digest == digest {
+                Ok(())
+            } else {
+                Err(AgentError::ContainerExists(id))
+            };
         }
         let pause = self.pause();
         let marked_pause = spec.annotations.get(CONTAINER_TYPE_ANNOTATION).map(String::as_str) == Some("sandbox");
@@ -62,11 +69,14 @@ impl Sandbox {
         std::fs::create_dir_all(&dir).map_err(|e| AgentError::Internal(format!("create {}: {e}", dir.display())))?;
         let owner = Owner::Container(id.clone());
         for s in &storages {
-            if let Err(e) = storage::mount_storage(&self.ledger, &owner, s) {
+            if let Err(e) = storage::mount_storage(&self.ledger, &owner, s, &|| {
+                let _ = self.persist();
+            }) {
                 self.rollback(&id, &dir, None).await;
                 return Err(e.into());
             }
         }
+        super::state_journal::crash_point("create-after-storage");
         let cgroup = match self.make_cgroup(&id, &spec).await {
             Ok(cg) => cg,
             Err(e) => {
@@ -101,6 +111,7 @@ impl Sandbox {
             own_pid_ns,
             init: spawned.process,
             cgroup,
+            digest,
             gate: spawned.gate,
             report: Some(spawned.report),
         }));
@@ -110,6 +121,7 @@ impl Sandbox {
                 st.removed.remove(&id);
                 st.containers.insert(id.clone(), c);
                 drop(st);
+                self.persist()?;
                 info!(self.log, "container created"; "cid" => %id, "pid" => pid, "pause" => is_pause, "builtin_pause" => cfg.payload == Payload::BuiltinPause);
                 return Ok(());
             }
@@ -253,6 +265,7 @@ impl Sandbox {
         match report.exec_result().await {
             Ok(()) => {
                 c.set_status(Status::Running);
+                self.persist()?;
                 info!(self.log, "container started"; "cid" => %id, "pid" => c.init.pid);
                 Ok(())
             }
@@ -312,7 +325,11 @@ impl Sandbox {
         self.forget_helper(spawned.helper_pid);
         let p = spawned.process;
         info!(self.log, "process exec'd"; "cid" => %id, "exec_id" => &exec_id, "pid" => p.pid);
-        if !c.add_exec(p.clone()) {
+        let added = c.add_exec(p.clone());
+        if added {
+            self.persist()?;
+        }
+        if !added {
             let _ = crate::sys::process::kill(p.pid, libc_sigkill());
             return Err(AgentError::ExecIdInUse {
                 cid: id.clone(),
@@ -325,4 +342,11 @@ impl Sandbox {
 
 fn libc_sigkill() -> i32 {
     nix::sys::signal::Signal::SIGKILL as i32
+}
+
+/// A digest of a create request, canonical across processes (serde_json
+/// sorts map keys), for idempotent create.
+fn digest(spec: &ContainerSpec, storages: &[StorageSpec], join_pidns: bool) -> String {
+    let v = serde_json::json!({ "spec": spec, "storages": storages, "join_pidns": join_pidns });
+    format!("{:016x}", crate::journal::fnv64(v.to_string().as_bytes()))
 }

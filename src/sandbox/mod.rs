@@ -6,6 +6,7 @@ mod containers;
 pub mod copy_file;
 pub mod oom;
 pub mod processes;
+pub mod state_journal;
 pub mod teardown;
 
 use std::collections::{BTreeMap, HashSet};
@@ -66,6 +67,7 @@ pub struct Sandbox {
     cgroups: crate::cgroup::Parent,
     oom: oom::OomEvents,
     guard: crate::protect::Guard,
+    journal: crate::journal::Journal,
     state: Mutex<State>,
 }
 
@@ -86,6 +88,7 @@ impl Sandbox {
             cgroups: crate::cgroup::Parent::new(cgroup_parent),
             oom: oom::OomEvents::default(),
             guard,
+            journal: crate::journal::Journal::new(run_dir),
             state: Mutex::new(State::default()),
         }
     }
@@ -140,7 +143,9 @@ impl Sandbox {
         }
         self.check_storages(&spec.storages)?;
         for (i, s) in spec.storages.iter().enumerate() {
-            if let Err(e) = storage::mount_storage(&self.ledger, &Owner::Sandbox, s) {
+            if let Err(e) = storage::mount_storage(&self.ledger, &Owner::Sandbox, s, &|| {
+                let _ = self.persist();
+            }) {
                 let report = self.teardown_sandbox_storages().await;
                 slog::warn!(self.log, "sandbox storage failed, rolled back"; "index" => i, "error" => %e, "rollback" => %report);
                 return Err(e.into());
@@ -148,6 +153,7 @@ impl Sandbox {
         }
         info!(self.log, "sandbox created"; "sid" => &spec.id, "hostname" => &spec.hostname, "storages" => spec.storages.len());
         self.state().sandbox = Some(spec);
+        self.persist()?;
         Ok(())
     }
 

@@ -96,6 +96,7 @@ pub fn unmount_owned(ledger: &Mutex<Ledger>, owner: &Owner, log: &Logger) -> Res
                 }
                 crate::mount::storage::remove_created(&e.created_dirs);
                 ledger.lock().expect("ledger lock").remove(e.seq);
+                super::state_journal::crash_point("remove-after-unmount");
             }
             Err(err) => errors.push(err),
         }
@@ -245,11 +246,13 @@ impl Sandbox {
             return Ok(()); // a concurrent call finished the job while we waited
         }
         c.set_status(Status::Removing);
+        self.persist()?;
         let wait = if wait.is_zero() { DEFAULT_KILL_WAIT } else { wait };
         let report = self.teardown_container(&c, wait).await;
         self.keep_report(id.as_str(), report.to_string());
         if !report.ok() {
             warn!(self.log, "container teardown incomplete"; "cid" => %id, "report" => %report);
+            let _ = self.persist();
             return Err(AgentError::TeardownIncomplete {
                 what: format!("container {id:?}"),
                 failures: report.failures(),
@@ -262,6 +265,7 @@ impl Sandbox {
         st.containers.remove(id);
         st.removed.insert(id.clone());
         drop(st);
+        self.persist()?;
         info!(self.log, "container removed"; "cid" => %id, "report" => %report);
         Ok(())
     }
@@ -291,6 +295,7 @@ impl Sandbox {
         );
         info!(self.log, "create rolled back"; "cid" => %id, "report" => %report);
         self.keep_report(id.as_str(), format!("create rolled back: {report}"));
+        let _ = self.persist();
     }
 
     pub(super) async fn teardown_sandbox_storages(&self) -> TeardownReport {
@@ -340,6 +345,7 @@ impl Sandbox {
         let sid = st.sandbox.take().map(|s| s.id).unwrap_or_default();
         st.removed.clear();
         drop(st);
+        self.persist()?;
         info!(self.log, "sandbox destroyed"; "sid" => sid);
         Ok(())
     }

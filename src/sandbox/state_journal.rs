@@ -1,0 +1,195 @@
+//! Writing the sandbox to the journal, and reading it back after a restart.
+
+use std::sync::Arc;
+
+use slog::{error, info, warn};
+
+use super::Sandbox;
+use crate::container::{Container, NewContainer, Status};
+use crate::error::AgentError;
+use crate::ids::ContainerId;
+use crate::journal::{ContainerRecord, JournalError, ProcRecord, Snapshot, VERSION};
+use crate::mount::ledger::{Kind, Owner, State};
+use crate::process::Process;
+
+fn record(p: &Process, exit: Option<i32>) -> ProcRecord {
+    ProcRecord {
+        exec_id: p.exec_id.clone(),
+        pid: p.pid,
+        start_time: p.start_time,
+        exit,
+    }
+}
+
+/// Test-only crash points (`BOSUN_CRASH_AT=name`): the process really dies
+/// (abort) at a named step, so the restart tests can stop bosun exactly
+/// "after the mount, before the process". A SIGKILL from outside cannot be
+/// timed that precisely. Unset in production.
+pub fn crash_point(name: &str) {
+    if std::env::var("BOSUN_CRASH_AT").as_deref() == Ok(name) {
+        eprintln!("bosun: BOSUN_CRASH_AT={name}: aborting here on purpose");
+        std::process::abort();
+    }
+}
+
+impl Sandbox {
+    fn snapshot(&self) -> Snapshot {
+        let st = self.state();
+        let containers = st
+            .containers
+            .values()
+            .map(|c| {
+                let procs = c.processes();
+                ContainerRecord {
+                    id: c.id.as_str().to_string(),
+                    dir: c.dir.clone(),
+                    is_pause: c.is_pause,
+                    protected: c.protected,
+                    own_pid_ns: c.own_pid_ns,
+                    status: c.status(self.init_exited(c)),
+                    digest: c.digest.clone(),
+                    cgroup: c.cgroup.clone(),
+                    init: record(&c.init, self.exit_of(&c.init)),
+                    execs: procs.iter().skip(1).map(|p| record(p, self.exit_of(p))).collect(),
+                }
+            })
+            .collect();
+        let removed = st.removed.iter().map(|i| i.as_str().to_string()).collect();
+        let sandbox = st.sandbox.clone();
+        drop(st);
+        Snapshot {
+            version: VERSION,
+            sandbox,
+            containers,
+            removed,
+            ledger: self.ledger.lock().expect("ledger lock").clone(),
+        }
+    }
+
+    /// Writes the journal (or removes it when bosun owns nothing). Called
+    /// after every change, before the reply.
+    pub(crate) fn persist(&self) -> Result<(), AgentError> {
+        let s = self.snapshot();
+        let r = if s.sandbox.is_none() && s.containers.is_empty() && s.ledger.all().is_empty() {
+            self.journal.remove().map_err(|source| JournalError::WriteStateFile {
+                path: self.journal.path().to_path_buf(),
+                source,
+            })
+        } else {
+            self.journal.save(&s)
+        };
+        r.map_err(|e| {
+            error!(self.log, "journal write failed"; "error" => %e);
+            AgentError::from(e)
+        })
+    }
+
+    /// Reloads the journal after a restart: re-adopts live processes
+    /// (pid + start time), marks dead ones exited, reconciles the mount
+    /// ledger with mountinfo, and rolls back creates the restart cut short.
+    pub async fn recover(&self) {
+        let snap = match self.journal.load() {
+            Ok(None) => return,
+            Ok(Some(s)) => s,
+            Err(e @ JournalError::Corrupt { .. }) => {
+                // Nothing in it can be trusted: keep it for a human, act on none of it.
+                let kept = self
+                    .journal
+                    .quarantine()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|e| format!("(could not move it: {e})"));
+                error!(self.log, "state journal rejected; starting empty, touching nothing it described"; "error" => %e, "kept_as" => kept);
+                return;
+            }
+            Err(e) => {
+                error!(self.log, "state journal unreadable; starting empty"; "error" => %e);
+                return;
+            }
+        };
+        let mut adopted = 0;
+        for r in &snap.containers {
+            let Ok(id) = ContainerId::parse(&r.id) else { continue };
+            let init = Arc::new(Process::adopted(
+                r.init.exec_id.clone(),
+                r.init.pid,
+                r.init.start_time,
+                r.init.exit,
+            ));
+            let c = Container::new(NewContainer {
+                id: id.clone(),
+                dir: r.dir.clone(),
+                is_pause: r.is_pause,
+                protected: r.protected,
+                own_pid_ns: r.own_pid_ns,
+                digest: r.digest.clone(),
+                init,
+                cgroup: r.cgroup.clone(),
+                gate: None,
+                report: None,
+            });
+            c.set_status(if r.status == Status::Created {
+                Status::Stopped
+            } else {
+                r.status
+            });
+            for e in &r.execs {
+                c.add_exec(Arc::new(Process::adopted(
+                    e.exec_id.clone(),
+                    e.pid,
+                    e.start_time,
+                    e.exit,
+                )));
+            }
+            adopted += 1;
+            self.state().containers.insert(id, Arc::new(c));
+        }
+        {
+            let mut st = self.state();
+            st.sandbox = snap.sandbox.clone();
+            st.removed = snap.removed.iter().filter_map(|i| ContainerId::parse(i).ok()).collect();
+        }
+        *self.ledger.lock().expect("ledger lock") = snap.ledger.clone();
+        self.reconcile_ledger();
+        // Ledger entries of a container the journal does not hold: a create
+        // cut short by the restart. Undo it.
+        let orphans: Vec<ContainerId> = {
+            let st = self.state();
+            let ledger = self.ledger.lock().expect("ledger lock");
+            let mut v: Vec<ContainerId> = ledger
+                .all()
+                .iter()
+                .filter_map(|e| match &e.owner {
+                    Owner::Container(id) if !st.containers.contains_key(id) => Some(id.clone()),
+                    _ => None,
+                })
+                .collect();
+            v.dedup();
+            v
+        };
+        for id in &orphans {
+            warn!(self.log, "rolling back a create interrupted by the restart"; "cid" => %id);
+            let dir = self.containers_dir().join(id.as_str());
+            self.rollback(id, &dir, None).await;
+        }
+        info!(self.log, "state recovered"; "containers" => adopted, "rolled_back" => orphans.len(), "sandbox" => snap.sandbox.map(|s| s.id).unwrap_or_default());
+        let _ = self.persist();
+    }
+
+    /// Intended mounts: mounted if mountinfo shows them (the crash came
+    /// after the mount call), forgotten otherwise.
+    fn reconcile_ledger(&self) {
+        let mut ledger = self.ledger.lock().expect("ledger lock");
+        let intended: Vec<_> = ledger
+            .all()
+            .iter()
+            .filter(|e| e.state == State::Intended && e.kind == Kind::Mount)
+            .cloned()
+            .collect();
+        for e in intended {
+            match crate::mount::mountinfo::fstype_at(&e.target) {
+                Ok(Some(t)) if t == e.fstype || e.fstype == "bind" => ledger.mark_mounted(e.seq),
+                _ => ledger.remove(e.seq),
+            }
+        }
+    }
+}
