@@ -13,6 +13,23 @@ pub struct Agent {
     pub child: Child,
     pub addr: Address,
     pub dir: tempfile::TempDir,
+    args: Vec<String>,
+}
+
+/// Spawns bosun with `args`, its stderr appended to DIR/bosun.log.
+fn spawn(args: &[String], dir: &Path, env: &[(&str, &str)]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("bosun.log"))
+        .expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_bosun"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn bosun")
 }
 
 impl Agent {
@@ -26,27 +43,37 @@ impl Agent {
     /// Starts bosun at `addr` with extra flags.
     pub fn start_at(addr: Address, dir: tempfile::TempDir, extra: &[&str]) -> Self {
         // Every agent gets its own run dir (never the machine's /run/bosun).
-        let own_run = dir.path().join("run");
-        let run_dir: &[&str] = if extra.contains(&"--run-dir") {
-            &[]
-        } else {
-            &["--run-dir", own_run.to_str().expect("utf-8")]
-        };
-        let child = Command::new(env!("CARGO_BIN_EXE_bosun"))
-            .arg("--server-addr")
-            .arg(addr.to_string())
-            .args(["--log-level", "debug", "--shutdown-timeout", "2"])
-            .args(run_dir)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("bosun.log")).expect("log file"),
-            ))
-            .spawn()
-            .expect("spawn bosun");
-        let a = Agent { child, addr, dir };
+        let mut args: Vec<String> = vec![
+            "--server-addr".into(),
+            addr.to_string(),
+            "--log-level".into(),
+            "debug".into(),
+            "--shutdown-timeout".into(),
+            "2".into(),
+        ];
+        if !extra.contains(&"--run-dir") {
+            args.extend([
+                "--run-dir".to_string(),
+                dir.path().join("run").to_str().expect("utf-8").to_string(),
+            ]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = spawn(&args, dir.path(), &[]);
+        let a = Agent { child, addr, dir, args };
         a.wait_ready();
         a
+    }
+
+    /// SIGKILLs this bosun (no clean-up of any kind) and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts bosun again with the same flags (after `kill9` or a crash),
+    /// with `env` added; does not wait for it to serve.
+    pub fn respawn(&mut self, env: &[(&str, &str)]) {
+        self.child = spawn(&self.args, self.dir.path(), env);
     }
 
     /// Polls Check until it answers (5 s bound).

@@ -97,6 +97,20 @@ impl Pod {
         self.agent.dir.path()
     }
 
+    /// Kills bosun with SIGKILL and starts it again (same flags, plus
+    /// `env`); waits until it serves unless it is expected to crash.
+    pub fn restart(&mut self, env: &[(&str, &str)], wait: bool) {
+        self.agent.kill9();
+        self.agent.respawn(env);
+        if wait {
+            self.agent.wait_ready();
+            self.c = self
+                .rt
+                .block_on(Client::connect(&self.agent.addr, Duration::from_secs(30)))
+                .unwrap();
+        }
+    }
+
     /// Where tests put storage mount points: outside bosun's run dir, as a
     /// runtime's /run/kata-containers is.
     pub fn mnt(&self, name: &str) -> std::path::PathBuf {
