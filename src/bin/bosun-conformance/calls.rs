@@ -1,0 +1,165 @@
+//! The Kata calls the scenarios make, with the failure kept as (code,
+//! message) so that verdicts can compare codes.
+
+use std::path::Path;
+
+use bosun::client::{spec, Client};
+use bosun::protocols::agent::*;
+use bosun::protocols::oci;
+
+/// A failed call.
+#[derive(Debug, Clone)]
+pub struct Fail {
+    pub code: ttrpc::Code,
+    pub msg: String,
+}
+
+pub type R<T> = Result<T, Fail>;
+
+fn f(e: ttrpc::Error) -> Fail {
+    match e {
+        ttrpc::Error::RpcStatus(s) => Fail {
+            code: s.code(),
+            msg: s.message().to_string(),
+        },
+        other => Fail {
+            code: ttrpc::Code::UNKNOWN,
+            msg: other.to_string(),
+        },
+    }
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+pub struct Calls<'a>(pub &'a Client);
+
+impl Calls<'_> {
+    pub async fn sandbox(&self, host: &str) -> R<()> {
+        let mut r = CreateSandboxRequest::new();
+        (r.hostname, r.sandbox_id) = (host.into(), host.into());
+        self.0
+            .agent
+            .create_sandbox(self.0.ctx(), &r)
+            .await
+            .map(|_| ())
+            .map_err(f)
+    }
+    pub async fn destroy(&self) -> R<()> {
+        self.0
+            .agent
+            .destroy_sandbox(self.0.ctx(), &DestroySandboxRequest::new())
+            .await
+            .map(|_| ())
+            .map_err(f)
+    }
+    pub async fn create_spec(&self, id: &str, spec: oci::Spec, storages: Vec<Storage>) -> R<()> {
+        let mut r = CreateContainerRequest::new();
+        (r.container_id, r.exec_id, r.OCI, r.storages) = (id.into(), id.into(), Some(spec).into(), storages);
+        self.0
+            .agent
+            .create_container(self.0.ctx(), &r)
+            .await
+            .map(|_| ())
+            .map_err(f)
+    }
+    pub async fn create(&self, id: &str, rootfs: &Path, args: &[&str]) -> R<()> {
+        self.create_spec(id, spec::container(Some(rootfs), &s(args)), vec![])
+            .await
+    }
+    pub async fn pause(&self, rootfs: Option<&Path>) -> R<()> {
+        self.create_spec("pause", spec::pause(rootfs), vec![]).await?;
+        self.start("pause").await
+    }
+    pub async fn start(&self, id: &str) -> R<()> {
+        let mut r = StartContainerRequest::new();
+        r.container_id = id.into();
+        self.0
+            .agent
+            .start_container(self.0.ctx(), &r)
+            .await
+            .map(|_| ())
+            .map_err(f)
+    }
+    pub async fn exec(&self, id: &str, exec_id: &str, args: &[&str]) -> R<()> {
+        let mut r = ExecProcessRequest::new();
+        (r.container_id, r.exec_id, r.process) = (id.into(), exec_id.into(), Some(spec::process(&s(args))).into());
+        self.0.agent.exec_process(self.0.ctx(), &r).await.map(|_| ()).map_err(f)
+    }
+    pub async fn wait(&self, id: &str, exec_id: &str) -> R<i32> {
+        let mut r = WaitProcessRequest::new();
+        (r.container_id, r.exec_id) = (id.into(), exec_id.into());
+        self.0
+            .agent
+            .wait_process(self.0.long_poll(), &r)
+            .await
+            .map(|r| r.status)
+            .map_err(f)
+    }
+    pub async fn signal(&self, id: &str, exec_id: &str, sig: u32) -> R<()> {
+        let mut r = SignalProcessRequest::new();
+        (r.container_id, r.exec_id, r.signal) = (id.into(), exec_id.into(), sig);
+        self.0
+            .agent
+            .signal_process(self.0.ctx(), &r)
+            .await
+            .map(|_| ())
+            .map_err(f)
+    }
+    pub async fn write(&self, id: &str, exec_id: &str, data: &[u8]) -> R<u32> {
+        let mut r = WriteStreamRequest::new();
+        (r.container_id, r.exec_id, r.data) = (id.into(), exec_id.into(), data.to_vec());
+        self.0
+            .agent
+            .write_stdin(self.0.ctx(), &r)
+            .await
+            .map(|r| r.len)
+            .map_err(f)
+    }
+    pub async fn read(&self, id: &str, exec_id: &str) -> R<Vec<u8>> {
+        let mut r = ReadStreamRequest::new();
+        (r.container_id, r.exec_id, r.len) = (id.into(), exec_id.into(), 1 << 20);
+        self.0
+            .agent
+            .read_stdout(self.0.long_poll(), &r)
+            .await
+            .map(|r| r.data)
+            .map_err(f)
+    }
+    /// Reads stdout until the empty read that means EOF.
+    pub async fn read_all(&self, id: &str, exec_id: &str) -> R<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            let d = self.read(id, exec_id).await?;
+            if d.is_empty() {
+                return Ok(out);
+            }
+            out.extend(d);
+        }
+    }
+    pub async fn remove(&self, id: &str) -> R<()> {
+        let mut r = RemoveContainerRequest::new();
+        (r.container_id, r.timeout) = (id.into(), 10);
+        self.0
+            .agent
+            .remove_container(self.0.ctx(), &r)
+            .await
+            .map(|_| ())
+            .map_err(f)
+    }
+    /// The agent's own listing, when it has one (bosun's GetDiagnosticData
+    /// "containers"); `None` for an agent without it.
+    pub async fn listing(&self) -> Option<Vec<String>> {
+        let mut q = GetDiagnosticDataRequest::new();
+        q.log_type = "containers".into();
+        let data = self.0.agent.get_diagnostic_data(self.0.ctx(), &q).await.ok()?.data;
+        let v: serde_json::Value = serde_json::from_str(&data).ok()?;
+        Some(
+            v.as_array()?
+                .iter()
+                .filter_map(|c| c["id"].as_str().map(String::from))
+                .collect(),
+        )
+    }
+}

@@ -1,0 +1,171 @@
+//! `bosun-conformance`: drives any Kata-protocol agent through sandbox and
+//! teardown scenarios, prints a verdict for each, and exits 0 only if none
+//! failed. `--local` (same machine as the agent) also checks mountinfo and
+//! the process table after each scenario.
+
+mod calls;
+mod scenarios;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bosun::client::Client;
+use bosun::transport::Address;
+use scenarios::{Ctx, Verdict, ALL, MARK};
+
+/// Bound on one scenario: none needs more than a few seconds; this keeps a
+/// hung agent from hanging the suite.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Opts {
+    addr: Address,
+    rootfs: Option<PathBuf>,
+    local: bool,
+    json: bool,
+    only: Option<String>,
+}
+
+const USAGE: &str = "usage: bosun-conformance --addr ADDR [--rootfs DIR] [--local] [--only SCENARIO] [--json]
+  --rootfs DIR  a busybox rootfs as the agent sees it (with --local, one is made if omitted)
+  --local       the agent runs on this machine: also check mountinfo and processes";
+
+fn parse() -> Result<Opts, String> {
+    let (mut addr, mut rootfs, mut local, mut json, mut only) = (None, None, false, false, None);
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut val = |n: &str| it.next().ok_or(format!("{n} needs a value"));
+        match a.as_str() {
+            "--addr" => addr = Some(Address::parse(&val("--addr")?).map_err(|e| e.to_string())?),
+            "--rootfs" => rootfs = Some(PathBuf::from(val("--rootfs")?)),
+            "--only" => only = Some(val("--only")?),
+            "--local" => local = true,
+            "--json" => json = true,
+            _ => return Err(USAGE.into()),
+        }
+    }
+    let addr = addr.ok_or(USAGE)?;
+    if rootfs.is_none() && !local {
+        return Err("--rootfs DIR is needed unless --local".into());
+    }
+    Ok(Opts {
+        addr,
+        rootfs,
+        local,
+        json,
+        only,
+    })
+}
+
+fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "proc", "dev", "etc", "tmp", "sys"] {
+        let _ = std::fs::create_dir_all(root.join(d));
+    }
+    let bb = ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .expect("a static busybox (apt-get install busybox-static), or pass --rootfs");
+    std::fs::copy(bb, root.join("bin/busybox")).expect("copy busybox");
+    for a in ["sh", "true", "sleep", "cat", "echo"] {
+        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
+    }
+    root
+}
+
+/// What `--local` finds left behind: mounts under `mnt`, processes of ours.
+fn local_leftovers(mnt: &Path) -> Vec<String> {
+    let mut left: Vec<String> = bosun::mount::mountinfo::mount_points()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.starts_with(mnt))
+        .map(|m| format!("mount {}", m.display()))
+        .collect();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if cmd == format!("sleep\0{MARK}\0").as_bytes() {
+            left.push(format!("process {}", e.file_name().to_string_lossy()));
+        }
+    }
+    left
+}
+
+fn main() {
+    let o = parse().unwrap_or_else(|e| {
+        eprintln!("bosun-conformance: {e}");
+        std::process::exit(2);
+    });
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rootfs = o.rootfs.clone().unwrap_or_else(|| busybox_rootfs(tmp.path()));
+    // Locally an empty directory; remotely a path that does not exist:
+    // both are a rootfs that was never mounted.
+    let never_mounted = if o.local {
+        tmp.path().join("never-mounted")
+    } else {
+        PathBuf::from("/run/bosun-conformance/never-mounted")
+    };
+    if o.local {
+        std::fs::create_dir_all(&never_mounted).expect("mkdir");
+    }
+    let mnt = if o.local {
+        tmp.path().join("mnt")
+    } else {
+        PathBuf::from("/run/kata-containers/bosun-conformance")
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = rt
+        .block_on(Client::connect(&o.addr, Duration::from_secs(10)))
+        .unwrap_or_else(|e| {
+            eprintln!("bosun-conformance: {e}");
+            std::process::exit(1);
+        });
+    let ctx = Ctx {
+        calls: calls::Calls(&client),
+        rootfs,
+        never_mounted,
+        mnt: mnt.clone(),
+    };
+    let mut rows = Vec::new();
+    for (name, proves) in ALL.iter().filter(|(n, _)| o.only.as_deref().is_none_or(|x| x == *n)) {
+        let t = Instant::now();
+        let outcome = rt.block_on(async {
+            tokio::time::timeout(SCENARIO_TIMEOUT, scenarios::run(name, &ctx))
+                .await
+                .unwrap_or_else(|_| Err(Verdict::Fail(format!("no answer within {SCENARIO_TIMEOUT:?}"))))
+        });
+        // Whatever happened, leave the agent without a sandbox, then look.
+        let _ = rt.block_on(ctx.calls.destroy());
+        let mut left = rt
+            .block_on(ctx.calls.listing())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|id| format!("container {id}"))
+            .collect::<Vec<_>>();
+        if o.local {
+            left.extend(local_leftovers(&mnt));
+        }
+        let (verdict, detail) = match outcome {
+            Ok(()) if left.is_empty() => ("PASS", String::new()),
+            Ok(()) => ("FAIL", format!("left behind: {}", left.join(", "))),
+            Err(Verdict::Fail(d)) => ("FAIL", d),
+            Err(Verdict::Skip(d)) => ("SKIP", d),
+        };
+        rows.push((name.to_string(), verdict, detail, t.elapsed(), proves.to_string()));
+    }
+    let failed = rows.iter().filter(|r| r.1 == "FAIL").count();
+    if o.json {
+        let v: Vec<_> = rows.iter().map(|(n, v, d, t, p)| serde_json::json!({"scenario": n, "verdict": v, "detail": d, "ms": t.as_millis() as u64, "proves": p})).collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        println!("{:<34} {:<7} {:>8}  detail", "scenario", "verdict", "ms");
+        for (n, v, d, t, _) in &rows {
+            println!("{n:<34} {v:<7} {:>8}  {d}", t.as_millis());
+        }
+        let count = |x| rows.iter().filter(|r| r.1 == x).count();
+        println!("{} passed, {} failed, {} skipped", count("PASS"), failed, count("SKIP"));
+    }
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}

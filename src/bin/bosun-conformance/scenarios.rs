@@ -1,0 +1,301 @@
+//! The scenarios. Each drives the agent only through the Kata protocol,
+//! creates its own sandbox and destroys it; a call the agent answers
+//! UNIMPLEMENTED makes the scenario SKIP.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bosun::protocols::agent::Storage;
+use ttrpc::Code;
+
+use crate::calls::{Calls, Fail, R};
+
+/// Argument of the long-running processes the scenarios start: `--local`
+/// looks for leftovers by it.
+pub const MARK: &str = "8137";
+
+/// What a scenario found.
+pub enum Verdict {
+    /// It did not behave as expected.
+    Fail(String),
+    /// The agent lacks a call it needs.
+    Skip(String),
+}
+
+pub type Outcome = Result<(), Verdict>;
+
+/// What the scenarios need to know.
+pub struct Ctx<'a> {
+    pub calls: Calls<'a>,
+    /// A rootfs with busybox, as the agent sees it.
+    pub rootfs: PathBuf,
+    /// An empty directory, or a path that does not exist: a rootfs that
+    /// was never mounted.
+    pub never_mounted: PathBuf,
+    /// Where storages of this run are mounted.
+    pub mnt: PathBuf,
+}
+
+fn ok<T>(r: R<T>, what: &str) -> Result<T, Verdict> {
+    r.map_err(|f| {
+        if f.code == Code::UNIMPLEMENTED {
+            Verdict::Skip(format!("the agent lacks {what}"))
+        } else {
+            Verdict::Fail(format!("{what}: {:?}: {}", f.code, f.msg))
+        }
+    })
+}
+
+fn expect_code<T>(r: R<T>, want: Code, what: &str) -> Outcome {
+    match r {
+        Ok(_) => Err(Verdict::Fail(format!("{what}: expected {want:?}, got OK"))),
+        Err(Fail { code, .. }) if code == want => Ok(()),
+        Err(Fail {
+            code: Code::UNIMPLEMENTED,
+            ..
+        }) => Err(Verdict::Skip(format!("the agent lacks {what}"))),
+        Err(Fail { code, msg }) => Err(Verdict::Fail(format!("{what}: expected {want:?}, got {code:?}: {msg}"))),
+    }
+}
+
+fn check(cond: bool, what: impl Into<String>) -> Outcome {
+    if cond {
+        Ok(())
+    } else {
+        Err(Verdict::Fail(what.into()))
+    }
+}
+
+fn storage(driver: &str, source: &str, fstype: &str, mp: &Path) -> Storage {
+    let mut s = Storage::new();
+    (s.driver, s.source, s.fstype, s.mount_point) =
+        (driver.into(), source.into(), fstype.into(), mp.display().to_string());
+    s
+}
+
+async fn pod(c: &Ctx<'_>, name: &str) -> Outcome {
+    ok(c.calls.sandbox(name).await, "CreateSandbox")?;
+    ok(c.calls.pause(None).await, "the pause container")
+}
+
+async fn running(c: &Ctx<'_>, id: &str) -> Outcome {
+    ok(c.calls.create(id, &c.rootfs, &["sleep", MARK]).await, "CreateContainer")?;
+    ok(c.calls.start(id).await, "StartContainer")
+}
+
+/// The scenarios, by name, with what each proves.
+pub const ALL: &[(&str, &str)] = &[
+    (
+        "lifecycle",
+        "sandbox, pause, workload, exec, stdin→stdout round trip, wait, remove, destroy",
+    ),
+    (
+        "pause_rootfs_never_mounted",
+        "a pause whose rootfs was never mounted is created, removed, and the sandbox destroyed",
+    ),
+    (
+        "remove_twice",
+        "a second RemoveContainer of a removed container succeeds",
+    ),
+    ("destroy_twice", "a second DestroySandbox succeeds"),
+    (
+        "destroy_with_running_workloads",
+        "DestroySandbox stops and removes running workloads",
+    ),
+    (
+        "remove_after_init_exited",
+        "a container whose init already exited is removed",
+    ),
+    (
+        "remove_while_exec_runs",
+        "a container is removed while an exec'd process still runs",
+    ),
+    (
+        "bad_storage_source_then_retry",
+        "a create with a missing block device fails, leaves nothing, and a retry with the same id succeeds",
+    ),
+    (
+        "bad_fstype_then_retry",
+        "a create with an unknown filesystem type fails, and the retry succeeds",
+    ),
+    (
+        "missing_executable_then_retry",
+        "a container whose binary is missing fails to start, is removed, and the id is reusable",
+    ),
+    (
+        "error_codes",
+        "NOT_FOUND, FAILED_PRECONDITION and INVALID_ARGUMENT where Kata semantics want them",
+    ),
+    (
+        "long_poll",
+        "WaitProcess waits without a timeout; ReadStdout answers empty at EOF; an empty WriteStdin closes stdin",
+    ),
+];
+
+/// Runs scenario `name`.
+pub async fn run(name: &str, c: &Ctx<'_>) -> Outcome {
+    let k = &c.calls;
+    match name {
+        "lifecycle" => {
+            pod(c, "conf-life").await?;
+            running(c, "w").await?;
+            ok(k.exec("w", "cat", &["cat"]).await, "ExecProcess")?;
+            ok(k.write("w", "cat", b"round trip\n").await, "WriteStdin")?;
+            ok(k.write("w", "cat", b"").await, "WriteStdin (close)")?;
+            let out = ok(k.read_all("w", "cat").await, "ReadStdout")?;
+            check(
+                out == b"round trip\n",
+                format!("stdout {:?}", String::from_utf8_lossy(&out)),
+            )?;
+            check(ok(k.wait("w", "cat").await, "WaitProcess")? == 0, "cat did not exit 0")?;
+            ok(k.remove("w").await, "RemoveContainer")?;
+            ok(k.destroy().await, "DestroySandbox")
+        }
+        "pause_rootfs_never_mounted" => {
+            ok(k.sandbox("conf-nm").await, "CreateSandbox")?;
+            ok(
+                k.pause(Some(&c.never_mounted)).await,
+                "a pause whose rootfs was never mounted",
+            )?;
+            running(c, "w").await?;
+            ok(k.remove("w").await, "RemoveContainer (workload)")?;
+            ok(k.remove("pause").await, "RemoveContainer (pause)")?;
+            ok(k.destroy().await, "DestroySandbox")
+        }
+        "remove_twice" => {
+            pod(c, "conf-rm2").await?;
+            running(c, "w").await?;
+            ok(k.remove("w").await, "RemoveContainer")?;
+            ok(k.remove("w").await, "a second RemoveContainer")?;
+            ok(k.destroy().await, "DestroySandbox")
+        }
+        "destroy_twice" => {
+            pod(c, "conf-d2").await?;
+            ok(k.destroy().await, "DestroySandbox")?;
+            ok(k.destroy().await, "a second DestroySandbox")
+        }
+        "destroy_with_running_workloads" => {
+            pod(c, "conf-drun").await?;
+            running(c, "a").await?;
+            running(c, "b").await?;
+            ok(k.destroy().await, "DestroySandbox with workloads running")
+        }
+        "remove_after_init_exited" => {
+            pod(c, "conf-exit").await?;
+            ok(k.create("w", &c.rootfs, &["true"]).await, "CreateContainer")?;
+            ok(k.start("w").await, "StartContainer")?;
+            check(ok(k.wait("w", "").await, "WaitProcess")? == 0, "true did not exit 0")?;
+            ok(k.remove("w").await, "RemoveContainer of an exited container")?;
+            ok(k.destroy().await, "DestroySandbox")
+        }
+        "remove_while_exec_runs" => {
+            pod(c, "conf-rmexec").await?;
+            running(c, "w").await?;
+            ok(k.exec("w", "e", &["sleep", MARK]).await, "ExecProcess")?;
+            ok(k.remove("w").await, "RemoveContainer with an exec running")?;
+            ok(k.destroy().await, "DestroySandbox")
+        }
+        "bad_storage_source_then_retry" | "bad_fstype_then_retry" => {
+            pod(c, "conf-bad").await?;
+            let mp = c.mnt.join(name);
+            let bad = if name.starts_with("bad_storage") {
+                storage("blk", "/dev/bosun-conformance-missing", "ext4", &mp)
+            } else {
+                storage("blk", "/dev/null", "bosunconformancefs", &mp)
+            };
+            let spec = bosun::client::spec::container(Some(&c.rootfs), &["sleep".into(), MARK.into()]);
+            check(
+                k.create_spec("w", spec.clone(), vec![bad]).await.is_err(),
+                "the bad storage was accepted",
+            )?;
+            ok(
+                k.create_spec("w", spec, vec![storage("ephemeral", "tmpfs", "tmpfs", &mp)])
+                    .await,
+                "the retry with the same id",
+            )?;
+            ok(k.start("w").await, "StartContainer")?;
+            ok(k.destroy().await, "DestroySandbox")
+        }
+        "missing_executable_then_retry" => {
+            pod(c, "conf-noexe").await?;
+            let created = k.create("w", &c.rootfs, &["/bosun/conformance/missing"]).await;
+            let failed = created.is_err() || k.start("w").await.is_err();
+            check(failed, "a missing executable started")?;
+            let _ = k.remove("w").await;
+            running(c, "w").await?;
+            ok(k.destroy().await, "DestroySandbox")
+        }
+        "error_codes" => {
+            pod(c, "conf-codes").await?;
+            running(c, "w").await?;
+            ok(k.create("done", &c.rootfs, &["true"]).await, "CreateContainer")?;
+            ok(k.start("done").await, "StartContainer")?;
+            let _ = k.wait("done", "").await;
+            expect_code(
+                k.start("nope").await,
+                Code::NOT_FOUND,
+                "StartContainer of a missing container",
+            )?;
+            expect_code(
+                k.signal("nope", "", 15).await,
+                Code::NOT_FOUND,
+                "SignalProcess to a missing container",
+            )?;
+            expect_code(
+                k.wait("w", "ghost").await,
+                Code::NOT_FOUND,
+                "WaitProcess of a missing exec id",
+            )?;
+            expect_code(k.start("w").await, Code::FAILED_PRECONDITION, "StartContainer twice")?;
+            expect_code(
+                k.exec("done", "e", &["true"]).await,
+                Code::FAILED_PRECONDITION,
+                "ExecProcess in a stopped container",
+            )?;
+            expect_code(
+                k.start("../etc").await,
+                Code::INVALID_ARGUMENT,
+                "an invalid container id",
+            )?;
+            let mut bad_root = bosun::client::spec::container(Some(Path::new("relative/rootfs")), &["true".into()]);
+            bad_root.Root.as_mut().expect("root").Path = "rootfs/../../etc".into();
+            expect_code(
+                k.create_spec("badpath", bad_root, vec![]).await,
+                Code::INVALID_ARGUMENT,
+                "a rootfs path with '..'",
+            )?;
+            ok(k.destroy().await, "DestroySandbox")
+        }
+        "long_poll" => {
+            pod(c, "conf-poll").await?;
+            running(c, "w").await?;
+            ok(k.exec("w", "slow", &["sleep", "1"]).await, "ExecProcess")?;
+            // A WaitProcess that outlasts any default client timeout would
+            // fail here if the agent imposed one; 1 s is enough to see it.
+            let t = std::time::Instant::now();
+            check(
+                ok(k.wait("w", "slow").await, "WaitProcess")? == 0,
+                "sleep did not exit 0",
+            )?;
+            check(
+                t.elapsed() >= Duration::from_millis(900),
+                "WaitProcess answered before the process ended",
+            )?;
+            ok(k.exec("w", "echo", &["echo", "x"]).await, "ExecProcess")?;
+            let out = ok(k.read_all("w", "echo").await, "ReadStdout")?;
+            check(
+                out == b"x\n",
+                "ReadStdout did not end with an empty read after the output",
+            )?;
+            ok(k.exec("w", "cat", &["cat"]).await, "ExecProcess")?;
+            ok(k.write("w", "cat", b"").await, "WriteStdin (empty)")?;
+            let st = tokio::time::timeout(Duration::from_secs(10), k.wait("w", "cat")).await;
+            check(
+                matches!(st, Ok(Ok(0))),
+                "an empty WriteStdin did not close stdin (cat kept running)",
+            )?;
+            ok(k.destroy().await, "DestroySandbox")
+        }
+        other => Err(Verdict::Fail(format!("unknown scenario {other}"))),
+    }
+}

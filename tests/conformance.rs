@@ -1,0 +1,110 @@
+//! The conformance suite against bosun (root: every scenario must PASS),
+//! and against two stand-in agents in this process that prove the suite's
+//! own verdicts: one serving nothing (every scenario SKIPs), one whose
+//! calls fail (scenarios FAIL and the exit code says so).
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use bosun::protocols::{agent, agent_ttrpc, empty::Empty, health_ttrpc};
+use ttrpc::r#async::TtrpcContext;
+
+fn suite(addr: &str, extra: &[&str]) -> (i32, Vec<serde_json::Value>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bosun-conformance"))
+        .args(["--addr", addr, "--json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), rows)
+}
+
+#[test]
+#[ignore = "needs root"]
+fn every_scenario_passes_against_bosun() {
+    assert!(
+        common::is_root(),
+        "this test needs root: run it with `make test` as root"
+    );
+    let pod = common::pod::Pod::start();
+    let (code, rows) = suite(&pod.agent.addr.to_string(), &["--local"]);
+    let not_pass: Vec<_> = rows.iter().filter(|r| r["verdict"] != "PASS").collect();
+    assert!(not_pass.is_empty(), "{not_pass:#?}");
+    assert_eq!(rows.len(), 12);
+    assert_eq!(code, 0);
+}
+
+/// Serves AgentService with every method at its default: UNIMPLEMENTED.
+struct Nothing;
+impl agent_ttrpc::AgentService for Nothing {}
+struct Health;
+impl health_ttrpc::Health for Health {}
+
+/// CreateSandbox succeeds, every other call fails with INTERNAL.
+struct Broken;
+#[async_trait::async_trait]
+impl agent_ttrpc::AgentService for Broken {
+    async fn create_sandbox(&self, _: &TtrpcContext, _: agent::CreateSandboxRequest) -> ttrpc::Result<Empty> {
+        Ok(Empty::new())
+    }
+    async fn create_container(&self, _: &TtrpcContext, _: agent::CreateContainerRequest) -> ttrpc::Result<Empty> {
+        Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
+            ttrpc::Code::INTERNAL,
+            "broken on purpose",
+        )))
+    }
+}
+
+fn serve(
+    agent: Arc<dyn agent_ttrpc::AgentService + Send + Sync>,
+) -> (
+    tokio::runtime::Runtime,
+    ttrpc::r#async::Server,
+    tempfile::TempDir,
+    String,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("unix://{}", dir.path().join("s.sock").display());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(async {
+        let mut server = ttrpc::r#async::Server::new()
+            .bind(&addr)
+            .unwrap()
+            .register_service(agent_ttrpc::create_agent_service(agent))
+            .register_service(health_ttrpc::create_health(Arc::new(Health)));
+        server.start().await.unwrap();
+        server
+    });
+    (rt, server, dir, addr)
+}
+
+#[test]
+fn an_agent_without_the_calls_skips_every_scenario() {
+    let (_rt, _server, _dir, addr) = serve(Arc::new(Nothing));
+    let (code, rows) = suite(&addr, &["--rootfs", "/nonexistent"]);
+    assert_eq!(rows.len(), 12);
+    assert!(rows.iter().all(|r| r["verdict"] == "SKIP"), "{rows:#?}");
+    assert_eq!(code, 0, "SKIP is not a failure");
+}
+
+#[test]
+fn an_agent_whose_calls_fail_is_reported_and_exits_1() {
+    let (_rt, _server, _dir, addr) = serve(Arc::new(Broken));
+    let (code, rows) = suite(&addr, &["--rootfs", "/nonexistent"]);
+    assert_eq!(code, 1);
+    let fails: Vec<_> = rows.iter().filter(|r| r["verdict"] == "FAIL").collect();
+    assert!(!fails.is_empty(), "{rows:#?}");
+    assert!(
+        fails
+            .iter()
+            .any(|r| r["detail"].as_str().unwrap_or("").contains("INTERNAL")),
+        "{fails:#?}"
+    );
+}
