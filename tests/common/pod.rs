@@ -158,14 +158,7 @@ impl Pod {
     }
 
     pub fn exec(&self, id: &str, exec_id: &str, args: &[&str]) -> Result<(), Failure> {
-        let mut r = ExecProcessRequest::new();
-        r.container_id = id.into();
-        r.exec_id = exec_id.into();
-        r.process = Some(process(args)).into();
-        self.rt
-            .block_on(self.c.agent.exec_process(self.c.ctx(), &r))
-            .map(|_| ())
-            .map_err(failure)
+        self.exec_with(id, exec_id, process(args))
     }
 
     /// ExecProcess with a process built by the caller.
@@ -187,14 +180,7 @@ impl Pod {
         let mut b = oci::Box::new();
         (b.Height, b.Width) = (rows, cols);
         p.ConsoleSize = Some(b).into();
-        let mut r = ExecProcessRequest::new();
-        r.container_id = id.into();
-        r.exec_id = exec_id.into();
-        r.process = Some(p).into();
-        self.rt
-            .block_on(self.c.agent.exec_process(self.c.ctx(), &r))
-            .map(|_| ())
-            .map_err(failure)
+        self.exec_with(id, exec_id, p)
     }
 
     pub fn resize(&self, id: &str, exec_id: &str, rows: u32, cols: u32) -> Result<(), Failure> {
