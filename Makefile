@@ -13,7 +13,7 @@ BIN     := target/$(TARGET)/release
 # that nothing they do (mounts, hostname, links) reaches this machine.
 ISOLATE = unshare --mount --uts --ipc --net --propagation private --
 
-.PHONY: build run test bench vm-test lint clean
+.PHONY: build run test bench guest-image vm-test lint clean
 
 build:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --locked --target $(TARGET) --bins
@@ -36,8 +36,12 @@ test:
 bench: build
 	$(BIN)/bosun-bench $(BENCH_ARGS)
 
-vm-test:
-	@echo "vm-test: the guest image lands with its issue; nothing is booted yet" >&2
+# The guest: Debian's cloud kernel + an initramfs with bosun as /init.
+guest-image: build
+	./guest-image/build.sh $(BIN)/bosun guest-image/out
+
+vm-test: guest-image
+	./guest-image/vm-test.sh guest-image/out $(BIN)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -69,6 +69,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "cgroup (under bosun's own) that holds the containers' cgroups",
     },
     OptionSpec {
+        flag: "poweroff-on-destroy",
+        env: &["BOSUN_POWEROFF_ON_DESTROY"],
+        cmdline: Some("agent.poweroff_on_destroy"),
+        default: Some("false"),
+        help: "as a guest's PID 1, power the VM off after a successful DestroySandbox (true/false)",
+    },
+    OptionSpec {
         flag: "cmdline-file",
         env: &["BOSUN_CMDLINE_FILE"],
         cmdline: None,
@@ -101,6 +108,8 @@ pub struct Config {
     pub run_dir: PathBuf,
     /// Name of the cgroup holding the containers' cgroups.
     pub cgroup_parent: String,
+    /// Power the VM off after DestroySandbox (as PID 1 only).
+    pub poweroff_on_destroy: bool,
     /// Where each value came from, for the start-up log line.
     pub sources: Vec<(&'static str, String)>,
 }
@@ -259,6 +268,12 @@ impl Config {
             ));
         }
         let cgroup_parent = v.0;
+        let v = pick("poweroff-on-destroy").expect("has default");
+        let poweroff_on_destroy = match v.0.as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err(bad("poweroff-on-destroy", v, "expected true or false".into())),
+        };
         Ok(Config {
             server_addr,
             log_level,
@@ -266,6 +281,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(secs),
             run_dir,
             cgroup_parent,
+            poweroff_on_destroy,
             sources,
         })
     }

@@ -8,8 +8,12 @@ use slog::{crit, info};
 use bosun::config::{self, Action, Config};
 use bosun::process::reaper::Reaper;
 use bosun::sandbox::Sandbox;
+use bosun::sys::guest as sys_guest;
 use bosun::sys::process as sysproc;
 use bosun::{container, logging, rpc, transport};
+
+/// Kernel modules a guest image lists for bosun to load at boot, in order.
+const GUEST_MODULES: &str = "/etc/bosun/modules";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -19,8 +23,30 @@ fn main() -> ExitCode {
         Some("pause") if args.len() == 1 => return exit(container::pause::run()),
         _ => {}
     }
+    if std::process::id() == 1 {
+        // The guest's init: set the machine up, and never exit (an init
+        // that exits panics the kernel): power off instead, after saying why.
+        let code = std::panic::catch_unwind(|| agent_main(&args)).unwrap_or_else(|_| {
+            eprintln!("bosun: panic in the agent (see above); powering off");
+            ExitCode::from(1)
+        });
+        eprintln!("bosun: agent stopped ({code:?}); powering off");
+        sys_guest::power_off();
+    }
+    agent_main(&args)
+}
+
+fn agent_main(args: &[String]) -> ExitCode {
+    if std::process::id() == 1 {
+        for e in sys_guest::mount_base()
+            .into_iter()
+            .chain(sys_guest::load_modules(std::path::Path::new(GUEST_MODULES)))
+        {
+            eprintln!("bosun: init: {e}");
+        }
+    }
     let env = |k: &str| std::env::var(k).ok();
-    let cfg = match configure(&args, &env) {
+    let cfg = match configure(args, &env) {
         Ok(Some(cfg)) => cfg,
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
@@ -94,7 +120,7 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
         sandbox.recover().await;
         sandbox.watch_oom();
         let bound = transport::listen::bind(&cfg.server_addr).context("listen")?;
-        rpc::serve(bound, sandbox, log, cfg.shutdown_timeout, shutdown_signal()).await.context("serve")?;
+        rpc::serve(bound, sandbox, cfg.poweroff_on_destroy, log, cfg.shutdown_timeout, shutdown_signal()).await.context("serve")?;
         info!(log, "stopped");
         Ok(())
     })

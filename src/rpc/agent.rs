@@ -22,6 +22,8 @@ pub struct Agent {
     pub(super) log: slog::Logger,
     pub(super) sandbox: Arc<Sandbox>,
     pub(super) net: crate::net::Network,
+    /// Power the VM off after a successful DestroySandbox (as PID 1).
+    pub(super) poweroff_on_destroy: bool,
 }
 
 type R<T> = ttrpc::Result<T>;
@@ -39,6 +41,14 @@ impl agent_ttrpc::AgentService for Agent {
     async fn destroy_sandbox(&self, _: &TtrpcContext, _: DestroySandboxRequest) -> R<Empty> {
         traced(&self.log, "DestroySandbox", async {
             self.sandbox.destroy_sandbox().await?;
+            if self.poweroff_on_destroy && std::process::id() == 1 {
+                slog::info!(self.log, "sandbox destroyed; powering off as configured");
+                // After the reply has gone out.
+                tokio::spawn(async {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    crate::sys::guest::power_off();
+                });
+            }
             Ok(Empty::new())
         })
         .await

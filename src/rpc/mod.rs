@@ -25,12 +25,17 @@ use crate::sandbox::Sandbox;
 use crate::transport::listen::Bound;
 
 /// All services bosun registers, by ttrpc service name.
-pub fn services(log: &Logger, sandbox: Arc<Sandbox>) -> HashMap<String, ttrpc::r#async::Service> {
+pub fn services(
+    log: &Logger,
+    sandbox: Arc<Sandbox>,
+    poweroff_on_destroy: bool,
+) -> HashMap<String, ttrpc::r#async::Service> {
     let log = log.new(o!("subsystem" => "rpc"));
     let mut s = agent_ttrpc::create_agent_service(Arc::new(agent::Agent {
         log: log.clone(),
         sandbox,
         net: crate::net::Network::default(),
+        poweroff_on_destroy,
     }));
     s.extend(health_ttrpc::create_health(Arc::new(health::Health { log })));
     s
@@ -77,6 +82,7 @@ where
 pub async fn serve(
     bound: Bound,
     sandbox: Arc<Sandbox>,
+    poweroff_on_destroy: bool,
     log: &Logger,
     grace: Duration,
     stop: impl Future<Output = ()>,
@@ -85,7 +91,7 @@ pub async fn serve(
     let Bound { listener, owner } = bound;
     let mut server = ttrpc::r#async::Server::new()
         .add_listener(listener)
-        .register_service(services(log, sandbox));
+        .register_service(services(log, sandbox, poweroff_on_destroy));
     server.start().await?;
     info!(log, "serving");
     stop.await;

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Builds the guest: Debian's cloud kernel (apt-get download + dpkg-deb, no
+# install, no root needed) and an initramfs with the static bosun as /init,
+# the kernel modules it loads at boot, a static busybox and a busybox rootfs
+# for test workloads at /rootfs.
+#   guest-image/build.sh BOSUN_BINARY OUT_DIR
+set -euo pipefail
+bosun=$(realpath "${1:?usage: build.sh BOSUN_BINARY OUT_DIR}")
+out=$(realpath -m "${2:?usage: build.sh BOSUN_BINARY OUT_DIR}")
+mkdir -p "$out"
+cd "$out"
+
+# The kernel: the newest cloud flavour Debian offers.
+pkg=$(apt-cache depends linux-image-cloud-amd64 | sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -n1)
+[ -n "$pkg" ] || { echo "build.sh: cannot find the cloud kernel package (apt-get update?)" >&2; exit 1; }
+if [ ! -d "kernel-$pkg" ]; then
+  rm -f ./*.deb
+  apt-get download "$pkg" >/dev/null 2>&1 || apt-get download "$pkg"
+  dpkg-deb -x ./"$pkg"_*.deb "kernel-$pkg"
+fi
+kdir="kernel-$pkg"
+kver=$(ls "$kdir/lib/modules")
+cp "$kdir/boot/vmlinuz-$kver" vmlinuz
+
+# The initramfs tree.
+tree=$(mktemp -d)
+trap 'rm -rf "$tree"' EXIT
+mkdir -p "$tree"/{bin,dev,proc,sys,run,tmp,etc/bosun,rootfs}
+cp "$bosun" "$tree/init"
+busybox=$(command -v busybox)
+cp "$busybox" "$tree/bin/busybox"
+ln -s busybox "$tree/bin/sh"
+# virtio + vsock (the control plane), then what storages may need.
+modules="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport overlay loop"
+: > "$tree/etc/bosun/modules"
+for m in $modules; do
+  f=$(find "$kdir/lib/modules/$kver" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" | head -n1)
+  [ -n "$f" ] || continue # built into this kernel
+  rel=${f#"$kdir"}
+  mkdir -p "$tree$(dirname "$rel")"
+  cp "$f" "$tree$rel"
+  echo "$rel" >> "$tree/etc/bosun/modules"
+done
+# A rootfs for workloads.
+mkdir -p "$tree/rootfs"/{bin,proc,dev,etc,tmp,sys}
+cp "$busybox" "$tree/rootfs/bin/busybox"
+for a in sh echo cat ps hostname sleep true uname id ls; do ln -s busybox "$tree/rootfs/bin/$a"; done
+(cd "$tree" && find . | cpio -o -H newc --quiet | gzip -1) > initrd.gz
+echo "guest image: $out/vmlinuz ($kver), $out/initrd.gz ($(du -h initrd.gz | cut -f1))"
