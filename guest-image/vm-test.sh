@@ -2,8 +2,9 @@
 # `make vm-test`: boots the guest image under QEMU (KVM when it works, TCG
 # otherwise) with vhost-device-vsock exposing the guest's vsock as a
 # hybrid-vsock unix socket, and drives a pod in the guest with bosunctl over
-# hvsock. bosun is the guest's init; the final DestroySandbox powers the VM
-# off (agent.poweroff_on_destroy=1), and QEMU must then exit by itself.
+# hvsock: the conformance suite, then a pod. bosun is the guest's init; the
+# pod's DestroySandbox powers the VM off (agent.poweroff_on_destroy=vm-pod),
+# and QEMU must then exit by itself.
 #   guest-image/vm-test.sh IMAGE_DIR BIN_DIR
 set -euo pipefail
 img=$(realpath "${1:?usage: vm-test.sh IMAGE_DIR BIN_DIR}")
@@ -40,7 +41,7 @@ qemu-system-x86_64 -M q35,memory-backend=mem -accel "$accel" -m 512M \
   -object memory-backend-memfd,id=mem,size=512M,share=on -smp 1 \
   -nographic -nodefaults -serial "file:$console" -no-reboot \
   -kernel "$img/vmlinuz" -initrd "$img/initrd.gz" \
-  -append "console=ttyS0 panic=-1 quiet agent.server_addr=vsock://-1:1024 agent.log=info agent.log_format=text agent.poweroff_on_destroy=1" \
+  -append "console=ttyS0 panic=-1 quiet agent.server_addr=vsock://-1:1024 agent.log=info agent.log_format=text agent.poweroff_on_destroy=vm-pod" \
   -chardev "socket,id=c,path=$work/vhost.sock" -device vhost-user-vsock-pci,chardev=c &
 qemu_pid=$!
 
@@ -56,8 +57,11 @@ done
 boot=$(echo "$(date +%s.%N) - $start" | bc)
 echo "== boot to ready (QEMU launch to first Check, $accel): ${boot} s"
 
-t0=$(date +%s.%N)
 echo "== $(ctl version)"
+echo "== conformance suite in the guest"
+"$bin/bosun-conformance" --addr "$addr" --rootfs /rootfs || fail "conformance suite"
+
+t0=$(date +%s.%N)
 ctl sandbox create --id vm-pod --hostname vm-pod --pidns || fail "sandbox create"
 ctl create pause --pause || fail "create pause"
 ctl start pause || fail "start pause (built-in)"

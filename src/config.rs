@@ -73,7 +73,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         env: &["BOSUN_POWEROFF_ON_DESTROY"],
         cmdline: Some("agent.poweroff_on_destroy"),
         default: Some("false"),
-        help: "as a guest's PID 1, power the VM off after a successful DestroySandbox (true/false)",
+        help: "as a guest's PID 1, power the VM off after a successful DestroySandbox: true, false, or a sandbox id (only that sandbox's)",
     },
     OptionSpec {
         flag: "cmdline-file",
@@ -108,8 +108,9 @@ pub struct Config {
     pub run_dir: PathBuf,
     /// Name of the cgroup holding the containers' cgroups.
     pub cgroup_parent: String,
-    /// Power the VM off after DestroySandbox (as PID 1 only).
-    pub poweroff_on_destroy: bool,
+    /// Power the VM off after DestroySandbox (as PID 1 only): of any
+    /// sandbox (`Some("")`), of the one with this id, or never (`None`).
+    pub poweroff_on_destroy: Option<String>,
     /// Where each value came from, for the start-up log line.
     pub sources: Vec<(&'static str, String)>,
 }
@@ -270,9 +271,16 @@ impl Config {
         let cgroup_parent = v.0;
         let v = pick("poweroff-on-destroy").expect("has default");
         let poweroff_on_destroy = match v.0.as_str() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
-            _ => return Err(bad("poweroff-on-destroy", v, "expected true or false".into())),
+            "true" | "1" | "yes" => Some(String::new()),
+            "false" | "0" | "no" => None,
+            id if crate::ids::ContainerId::parse(id).is_ok() => Some(id.to_string()),
+            _ => {
+                return Err(bad(
+                    "poweroff-on-destroy",
+                    v,
+                    "expected true, false or a sandbox id".into(),
+                ))
+            }
         };
         Ok(Config {
             server_addr,

@@ -120,7 +120,7 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
         sandbox.recover().await;
         sandbox.watch_oom();
         let bound = transport::listen::bind(&cfg.server_addr).context("listen")?;
-        rpc::serve(bound, sandbox, cfg.poweroff_on_destroy, log, cfg.shutdown_timeout, shutdown_signal()).await.context("serve")?;
+        rpc::serve(bound, sandbox, cfg.poweroff_on_destroy.clone(), log, cfg.shutdown_timeout, shutdown_signal()).await.context("serve")?;
         info!(log, "stopped");
         Ok(())
     })

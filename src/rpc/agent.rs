@@ -22,8 +22,9 @@ pub struct Agent {
     pub(super) log: slog::Logger,
     pub(super) sandbox: Arc<Sandbox>,
     pub(super) net: crate::net::Network,
-    /// Power the VM off after a successful DestroySandbox (as PID 1).
-    pub(super) poweroff_on_destroy: bool,
+    /// Power the VM off after a successful DestroySandbox (as PID 1): of
+    /// any sandbox (""), or of the one with this id.
+    pub(super) poweroff_on_destroy: Option<String>,
 }
 
 type R<T> = ttrpc::Result<T>;
@@ -40,8 +41,13 @@ impl agent_ttrpc::AgentService for Agent {
 
     async fn destroy_sandbox(&self, _: &TtrpcContext, _: DestroySandboxRequest) -> R<Empty> {
         traced(&self.log, "DestroySandbox", async {
+            let sid = self.sandbox.sandbox_id();
             self.sandbox.destroy_sandbox().await?;
-            if self.poweroff_on_destroy && std::process::id() == 1 {
+            let wanted = self
+                .poweroff_on_destroy
+                .as_deref()
+                .is_some_and(|w| w.is_empty() || Some(w) == sid.as_deref());
+            if wanted && std::process::id() == 1 {
                 slog::info!(self.log, "sandbox destroyed; powering off as configured");
                 // After the reply has gone out.
                 tokio::spawn(async {

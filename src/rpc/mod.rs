@@ -28,7 +28,7 @@ use crate::transport::listen::Bound;
 pub fn services(
     log: &Logger,
     sandbox: Arc<Sandbox>,
-    poweroff_on_destroy: bool,
+    poweroff_on_destroy: Option<String>,
 ) -> HashMap<String, ttrpc::r#async::Service> {
     let log = log.new(o!("subsystem" => "rpc"));
     let mut s = agent_ttrpc::create_agent_service(Arc::new(agent::Agent {
@@ -82,7 +82,7 @@ where
 pub async fn serve(
     bound: Bound,
     sandbox: Arc<Sandbox>,
-    poweroff_on_destroy: bool,
+    poweroff_on_destroy: Option<String>,
     log: &Logger,
     grace: Duration,
     stop: impl Future<Output = ()>,

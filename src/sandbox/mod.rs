@@ -275,6 +275,11 @@ impl Sandbox {
         self.exit_of(&c.init).is_some()
     }
 
+    /// The sandbox's id, if one exists.
+    pub fn sandbox_id(&self) -> Option<String> {
+        self.state().sandbox.as_ref().map(|s| s.id.clone())
+    }
+
     fn sandbox_spec(&self) -> Result<SandboxSpec, AgentError> {
         self.state().sandbox.clone().ok_or(AgentError::NoSandbox)
     }
