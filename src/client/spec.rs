@@ -99,3 +99,31 @@ pub fn pause(rootfs: Option<&Path>) -> oci::Spec {
         .insert(crate::container::CONTAINER_TYPE_ANNOTATION.into(), "sandbox".into());
     s
 }
+
+/// Builds a minimal rootfs in `dir/rootfs`: the machine's static busybox and
+/// symlinks for `applets`. For the demo, the benchmark, the conformance
+/// suite and the tests.
+pub fn busybox_rootfs(dir: &Path, applets: &[&str]) -> std::io::Result<std::path::PathBuf> {
+    let root = dir.join("rootfs");
+    for d in ["bin", "proc", "dev", "etc", "tmp", "sys"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    let bb = ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no static busybox (apt-get install busybox-static)",
+            )
+        })?;
+    std::fs::copy(bb, root.join("bin/busybox"))?;
+    for a in applets {
+        let link = root.join("bin").join(a);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink("busybox", link)?;
+        }
+    }
+    Ok(root)
+}

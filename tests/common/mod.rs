@@ -180,19 +180,7 @@ const APPLETS: &[&str] = &[
 
 /// Builds a minimal busybox rootfs under `dir`; returns its path.
 pub fn busybox_rootfs(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for d in ["bin", "proc", "dev", "etc", "tmp", "sys"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    let bb = ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-        .expect("static busybox (apt-get install busybox-static)");
-    std::fs::copy(bb, root.join("bin/busybox")).unwrap();
-    for a in APPLETS {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
-    }
+    let root = bosun::client::spec::busybox_rootfs(dir, APPLETS).expect("busybox rootfs");
     std::fs::write(root.join("etc/hostname"), "image\n").unwrap();
     root
 }

@@ -11,20 +11,7 @@ use crate::{kata, rss_mib};
 
 /// A minimal busybox rootfs in `dir`.
 pub fn busybox_rootfs(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for d in ["bin", "proc", "dev", "etc", "tmp", "sys"] {
-        std::fs::create_dir_all(root.join(d)).expect("mkdir");
-    }
-    let bb = ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-        .expect("a static busybox (apt-get install busybox-static)");
-    std::fs::copy(bb, root.join("bin/busybox")).expect("copy busybox");
-    for a in ["sh", "true", "sleep"] {
-        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
-    }
-    root
+    spec::busybox_rootfs(dir, &["sh", "true", "sleep"]).expect("busybox rootfs")
 }
 
 fn s(v: &[&str]) -> Vec<String> {

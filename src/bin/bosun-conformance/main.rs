@@ -57,20 +57,10 @@ fn parse() -> Result<Opts, String> {
 }
 
 fn busybox_rootfs(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for d in ["bin", "proc", "dev", "etc", "tmp", "sys"] {
-        let _ = std::fs::create_dir_all(root.join(d));
-    }
-    let bb = ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-        .expect("a static busybox (apt-get install busybox-static), or pass --rootfs");
-    std::fs::copy(bb, root.join("bin/busybox")).expect("copy busybox");
-    for a in ["sh", "true", "sleep", "cat", "echo"] {
-        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
-    }
-    root
+    bosun::client::spec::busybox_rootfs(dir, &["sh", "true", "sleep", "cat", "echo"]).unwrap_or_else(|e| {
+        eprintln!("bosun-conformance: {e}; or pass --rootfs");
+        std::process::exit(2);
+    })
 }
 
 /// What `--local` finds left behind: mounts under `mnt`, processes of ours.
