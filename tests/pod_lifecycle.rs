@@ -123,6 +123,33 @@ fn bosunctl_drives_a_pod() {
     assert_eq!(common::bosunctl(&["--addr", &addr, "start", "app"]).0, 0);
     let (code, out, _) = common::bosunctl(&["--addr", &addr, "exec", "app", "e", "--", "hostname"]);
     assert_eq!((code, out.as_str()), (0, "podhost\n"));
+    // -i forwards stdin while the output streams; -t gives a terminal.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bosunctl"))
+        .args(["--addr", &addr, "exec", "app", "cat", "-i", "--", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"through stdin\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        (out.status.code(), out.stdout.as_slice()),
+        (Some(0), &b"through stdin\n"[..])
+    );
+    let (code, out, _) = common::bosunctl(&[
+        "--addr",
+        &addr,
+        "exec",
+        "app",
+        "tty",
+        "-t",
+        "--",
+        "sh",
+        "-c",
+        "[ -t 1 ] && stty size",
+    ]);
+    assert_eq!((code, out.trim()), (0, "24 80"), "{out:?}");
     let (code, _, err) = common::bosunctl(&["--addr", &addr, "start", "app"]);
     assert_eq!(code, 1);
     assert!(err.contains("FAILED_PRECONDITION"), "{err}");
@@ -131,7 +158,7 @@ fn bosunctl_drives_a_pod() {
     let rows: Vec<&str> = out.lines().collect();
     assert!(
         rows.iter()
-            .any(|l| l.starts_with("app ") && l.contains("running") && l.ends_with(" e")),
+            .any(|l| l.starts_with("app ") && l.contains("running") && l.ends_with(" cat,e,tty")),
         "{out}"
     );
     assert!(

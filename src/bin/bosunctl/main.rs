@@ -29,8 +29,9 @@ COMMANDS:
                                             --pause: the pause container (no
                                             rootfs: bosun's built-in pause)
     start ID
-    exec ID EXEC_ID [-i] -- CMD...          run CMD in the container, print
-                                            its output; -i forwards stdin
+    exec ID EXEC_ID [-i] [-t] -- CMD...     run CMD in the container, print
+                                            its output; -i forwards stdin,
+                                            -t gives it a terminal
     wait ID [EXEC_ID]                       print the exit status
     kill ID [EXEC_ID] [--signal N]          no EXEC_ID: every process
     kill --all [--signal N]                 every container not protected

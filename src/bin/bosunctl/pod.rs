@@ -1,7 +1,7 @@
 //! Pod commands of bosunctl: sandbox, create, start, exec, wait, kill, rm,
 //! logs, run. Each is a sequence of Kata protocol calls.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use bosun::client::{spec, Client};
@@ -127,27 +127,44 @@ pub async fn exec(c: &Client, a: &mut Args) -> Result<Out, Failure> {
     let id = a.positional("container id")?;
     let exec_id = a.positional("exec id")?;
     let stdin = a.flag("-i");
+    let tty = a.flag("-t");
     let cmd = a.rest();
     if cmd.is_empty() {
         return Err("exec needs a command after --".into());
     }
+    let mut p = spec::process(&cmd);
+    if tty {
+        // The size from LINES/COLUMNS when the shell exports them, else VT100's.
+        let dim = |k: &str, d: u32| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+        let mut b = bosun::protocols::oci::Box::new();
+        (b.Height, b.Width) = (dim("LINES", 24), dim("COLUMNS", 80));
+        p.Terminal = true;
+        p.ConsoleSize = Some(b).into();
+    }
     let mut r = ExecProcessRequest::new();
     r.container_id = id.clone();
     r.exec_id = exec_id.clone();
-    r.process = Some(spec::process(&cmd)).into();
+    r.process = Some(p).into();
     c.agent.exec_process(c.ctx(), &r).await.map_err(describe)?;
-    if stdin {
-        forward_stdin(c, &id, &exec_id).await?;
+    if !stdin {
+        return logs_and_wait(c, &id, &exec_id).await;
     }
-    logs_and_wait(c, &id, &exec_id).await
+    // Input and output at the same time: an interactive process answers
+    // before its stdin ends.
+    let (fwd, out) = tokio::join!(forward_stdin(c, &id, &exec_id), logs_and_wait(c, &id, &exec_id));
+    fwd?;
+    out
 }
 
 /// Copies bosunctl's stdin to the process, then closes it (empty write).
 async fn forward_stdin(c: &Client, id: &str, exec_id: &str) -> Result<(), Failure> {
+    use tokio::io::AsyncReadExt;
+    let mut input = tokio::io::stdin();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = std::io::stdin()
+        let n = input
             .read(&mut buf)
+            .await
             .map_err(|e| Failure::Call(format!("read stdin: {e}")))?;
         let mut r = WriteStreamRequest::new();
         r.container_id = id.into();
