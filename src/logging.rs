@@ -29,8 +29,3 @@ pub fn root(format: LogFormat, level: slog::Level) -> (Logger, AsyncGuard) {
     );
     (log, guard)
 }
-
-/// A logger that drops everything, for tests and library callers.
-pub fn discard() -> Logger {
-    Logger::root(slog::Discard, o!())
-}

@@ -204,7 +204,7 @@ impl Cgroup {
                 match fs::remove_dir(d) {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(e) if e.raw_os_error() == Some(libc_ebusy()) && tries < RMDIR_RETRIES => {
+                    Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EBUSY as i32) && tries < RMDIR_RETRIES => {
                         tries += 1;
                         std::thread::sleep(RMDIR_INTERVAL);
                     }
@@ -214,8 +214,4 @@ impl Cgroup {
         }
         Ok(())
     }
-}
-
-fn libc_ebusy() -> i32 {
-    nix::errno::Errno::EBUSY as i32
 }

@@ -114,11 +114,6 @@ impl Ledger {
     pub fn all(&self) -> &[Entry] {
         &self.entries
     }
-
-    /// True when some recorded target is `path` or lies under it.
-    pub fn has_target_under(&self, path: &Path) -> bool {
-        self.entries.iter().any(|e| e.target.starts_with(path))
-    }
 }
 
 #[cfg(test)]
@@ -152,7 +147,5 @@ mod tests {
         l.remove(a2);
         assert_eq!(l.owned_by(&Owner::Container(a)).len(), 1);
         assert_eq!(l.owned_by(&Owner::Sandbox)[0].seq, s1);
-        assert!(l.has_target_under(Path::new("/run/a")));
-        assert!(!l.has_target_under(Path::new("/run/b")));
     }
 }

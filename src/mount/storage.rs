@@ -214,9 +214,5 @@ pub fn remount(s: &StorageSpec) -> Result<(), MountError> {
 }
 
 fn io_errno(e: &std::io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(libc_eio()))
-}
-
-fn libc_eio() -> i32 {
-    Errno::EIO as i32
+    Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32))
 }

@@ -90,7 +90,7 @@ impl Network {
             match h.route().add(msg).execute().await {
                 Ok(()) => {}
                 // The kernel already made it (a prefix route of an address).
-                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_eexist() => {}
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -(nix::errno::Errno::EEXIST as i32) => {}
                 Err(e) => return Err(nl(format!("add route {r:?}"))(e)),
             }
         }
@@ -145,8 +145,4 @@ impl Network {
         m.header.scope = RouteScope::from(r.scope);
         Ok(m)
     }
-}
-
-fn libc_eexist() -> i32 {
-    nix::errno::Errno::EEXIST as i32
 }

@@ -330,7 +330,7 @@ impl Sandbox {
             self.persist()?;
         }
         if !added {
-            let _ = crate::sys::process::kill(p.pid, libc_sigkill());
+            let _ = crate::sys::process::kill(p.pid, nix::sys::signal::Signal::SIGKILL as i32);
             return Err(AgentError::ExecIdInUse {
                 cid: id.clone(),
                 exec_id,
@@ -338,10 +338,6 @@ impl Sandbox {
         }
         Ok(())
     }
-}
-
-fn libc_sigkill() -> i32 {
-    nix::sys::signal::Signal::SIGKILL as i32
 }
 
 /// A digest of a create request, canonical across processes (serde_json

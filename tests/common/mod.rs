@@ -163,10 +163,6 @@ pub fn abstract_name(tag: &str) -> String {
 
 pub mod pod;
 
-pub fn path_str(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
 /// True when running as root.
 pub fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
