@@ -64,6 +64,89 @@ pub struct Cgroup {
     pub version: Version,
     /// v2: one directory; v1: (controller, directory) pairs.
     pub dirs: Vec<(String, PathBuf)>,
+    /// How many path components the cgroup lies below the agent's parent
+    /// (1 for `<parent>/<id>`; more for a nested `cgroupsPath`): removal
+    /// walks up that far, removing the ancestors that are empty.
+    #[serde(default = "one_level")]
+    pub levels: usize,
+}
+
+fn one_level() -> usize {
+    1
+}
+
+/// Deepest `cgroupsPath` bosun accepts: kubelet's deepest is
+/// `kubepods/<qos>/pod<uid>/<cid>` (4), systemd's expansion of it 5.
+const MAX_CGROUP_DEPTH: usize = 16;
+
+/// Where a container's cgroup lies below the agent's parent: the spec's
+/// `cgroupsPath` when given, else the container id.
+///
+/// - cgroupfs form, `/kubepods/burstable/pod<uid>/<cid>`: that path,
+///   made relative (nested under bosun's own cgroup, so nothing escapes it);
+/// - systemd form, `slice:prefix:name` (containerd and CRI-O with the
+///   systemd driver): the slice expanded as systemd does
+///   (`kubepods-burstable.slice` is `kubepods.slice/kubepods-burstable.slice`)
+///   and the unit `prefix-name.scope` below it, as runc lays it out on
+///   cgroupfs; there is no systemd in the guest to ask.
+pub fn relative_path(id: &str, cgroups_path: &str) -> Result<PathBuf, String> {
+    let parts: Vec<String> = if cgroups_path.is_empty() {
+        vec![id.to_string()]
+    } else if !cgroups_path.starts_with('/') && cgroups_path.matches(':').count() == 2 {
+        systemd_path(cgroups_path)?
+    } else {
+        cgroups_path
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    if parts.is_empty() || parts.len() > MAX_CGROUP_DEPTH {
+        return Err(format!("{cgroups_path:?}: 1 to {MAX_CGROUP_DEPTH} path components"));
+    }
+    for c in &parts {
+        let bad_char = c.chars().any(|ch| ch.is_control() || ch == '/');
+        if c == "." || c == ".." || c.len() > 255 || bad_char {
+            return Err(format!("{cgroups_path:?}: bad path component {c:?}"));
+        }
+    }
+    Ok(parts.iter().collect())
+}
+
+/// `slice:prefix:name` as runc's systemd driver names it.
+fn systemd_path(p: &str) -> Result<Vec<String>, String> {
+    let mut it = p.splitn(3, ':');
+    let (slice, prefix, name) = (
+        it.next().unwrap_or(""),
+        it.next().unwrap_or(""),
+        it.next().unwrap_or(""),
+    );
+    if name.is_empty() {
+        return Err(format!("{p:?}: systemd form is slice:prefix:name with a name"));
+    }
+    let mut out = Vec::new();
+    if !slice.is_empty() && slice != "-.slice" {
+        let base = slice
+            .strip_suffix(".slice")
+            .filter(|b| !b.is_empty() && !b.starts_with('-') && !b.ends_with('-') && !b.contains("--"))
+            .ok_or_else(|| format!("{p:?}: bad slice {slice:?}"))?;
+        let mut acc = String::new();
+        for word in base.split('-') {
+            if !acc.is_empty() {
+                acc.push('-');
+            }
+            acc.push_str(word);
+            out.push(format!("{acc}.slice"));
+        }
+    }
+    out.push(if name.ends_with(".slice") {
+        name.to_string()
+    } else if prefix.is_empty() {
+        format!("{name}.scope")
+    } else {
+        format!("{prefix}-{name}.scope")
+    });
+    Ok(out)
 }
 
 /// Where an agent's cgroups live.
@@ -97,11 +180,13 @@ impl Parent {
         }
     }
 
-    /// The cgroup of container `id` (not created).
-    pub fn child(&self, id: &str) -> Cgroup {
+    /// The cgroup at `rel` below the parent (see `relative_path`; not
+    /// created).
+    pub fn child(&self, rel: &Path) -> Cgroup {
         Cgroup {
             version: self.version,
-            dirs: self.parent_dirs().into_iter().map(|(c, p)| (c, p.join(id))).collect(),
+            dirs: self.parent_dirs().into_iter().map(|(c, p)| (c, p.join(rel))).collect(),
+            levels: rel.components().count().max(1),
         }
     }
 
@@ -112,15 +197,23 @@ impl Parent {
         }
     }
 
-    /// Creates the cgroup of `id`, enabling v2 controllers on the way.
-    pub fn create(&self, id: &str) -> io::Result<Cgroup> {
-        let cg = self.child(id);
+    /// Creates the cgroup at `rel`, enabling v2 controllers on the way
+    /// down (a nested leaf gets them only if every ancestor passes them on).
+    pub fn create(&self, rel: &Path) -> io::Result<Cgroup> {
+        let cg = self.child(rel);
         if self.version == Version::V2 {
             let parent = &self.parent_dirs()[0].1;
             fs::create_dir_all(parent)?;
+            let mut chain = vec![parent.parent().unwrap_or(Path::new(ROOT)).to_path_buf(), parent.clone()];
+            let mut at = parent.clone();
+            for c in rel.parent().into_iter().flat_map(|p| p.components()) {
+                at.push(c);
+                fs::create_dir_all(&at)?;
+                chain.push(at.clone());
+            }
             // Best effort: a controller the kernel lacks is skipped; the
             // limits and stats that need it report it missing.
-            for dir in [parent.parent().unwrap_or(Path::new(ROOT)), parent.as_path()] {
+            for dir in chain {
                 for c in V2_CONTROLLERS {
                     let _ = fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
                 }
@@ -196,7 +289,10 @@ impl Cgroup {
     }
 
     /// Removes every directory; a missing one is done. EBUSY (the last
-    /// task is still exiting) is retried briefly.
+    /// task is still exiting) is retried briefly. Then the ancestors up to
+    /// the agent's parent that are empty now (a nested `cgroupsPath`); one
+    /// still holding another container's cgroup stays, and the removal of
+    /// that container takes it.
     pub fn remove(&self) -> io::Result<()> {
         for (_, d) in &self.dirs {
             let mut tries = 0;
@@ -211,7 +307,49 @@ impl Cgroup {
                     Err(e) => return Err(io::Error::new(e.kind(), format!("rmdir {}: {e}", d.display()))),
                 }
             }
+            for up in d.ancestors().skip(1).take(self.levels.saturating_sub(1)) {
+                match fs::remove_dir(up) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(_) => break, // in use by a sibling: its removal takes it
+                }
+            }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroups_path_in_both_forms() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("", Some("c1")),
+            ("/kubepods/besteffort/pod1234/c1", Some("kubepods/besteffort/pod1234/c1")),
+            ("kubepods/c1", Some("kubepods/c1")),
+            (
+                "kubepods-besteffort-pod1234.slice:cri-containerd:c1",
+                Some("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1234.slice/cri-containerd-c1.scope"),
+            ),
+            ("system.slice:docker:c1", Some("system.slice/docker-c1.scope")),
+            (":crio:c1", Some("crio-c1.scope")),
+            ("-.slice::c1", Some("c1.scope")),
+            ("machine.slice:x:sub.slice", Some("machine.slice/sub.slice")),
+            ("/kubepods/../../escape", None),
+            ("/a/./b", None),
+            ("/", None),
+            ("bad-.slice:p:c1", None),
+            ("a--b.slice:p:c1", None),
+            ("kubepods.slice:p:", None),
+            ("/a/b\nc", None),
+        ];
+        for (i, (input, want)) in cases.iter().enumerate() {
+            let got = relative_path("c1", input).ok();
+            assert_eq!(got.as_deref(), want.map(Path::new), "test[{i}]: {input:?}");
+        }
+        let deep = "/x".repeat(MAX_CGROUP_DEPTH + 1);
+        assert!(relative_path("c1", &deep).is_err());
     }
 }

@@ -141,6 +141,12 @@ fn child(cfg: &InitConfig, report: &mut File) -> i32 {
 }
 
 fn set_up(cfg: &InitConfig) -> Result<(), String> {
+    // Before the pivot: /proc is still the agent's, and /proc/sys answers
+    // for the namespaces this process is now in.
+    for (path, value) in &cfg.sysctls {
+        let file = Path::new("/proc/sys").join(path);
+        fs::write(&file, value).map_err(|e| format!("sysctl {} = {value:?}: {e}", file.display()))?;
+    }
     if let Some(root) = &cfg.rootfs {
         rootfs::prepare(
             root,
@@ -169,6 +175,10 @@ fn exec(p: &ProcessSpec) -> String {
     }
     if let Err(e) = identity::set_rlimits(&p.rlimits) {
         return e;
+    }
+    // While still privileged: lowering the score needs CAP_SYS_RESOURCE.
+    if let Err(e) = fs::write("/proc/self/oom_score_adj", p.oom_score_adj.to_string()) {
+        return format!("oom_score_adj {}: {e}", p.oom_score_adj);
     }
     if let Some(c) = &p.capabilities {
         if let Err(e) = identity::before_credentials(c) {

@@ -37,10 +37,12 @@ impl NsKind {
     /// Parses an OCI namespace type.
     pub fn from_oci(s: &str) -> Option<Self> {
         Some(match s {
-            "mount" => Self::Mnt,
+            // The OCI names, and the short ones Kata's Rust conversion
+            // sends (oci-spec's Display: "mnt", "net").
+            "mount" | "mnt" => Self::Mnt,
             "uts" => Self::Uts,
             "ipc" => Self::Ipc,
-            "network" => Self::Net,
+            "network" | "net" => Self::Net,
             "pid" => Self::Pid,
             _ => return None,
         })
@@ -95,6 +97,10 @@ pub struct ProcessSpec {
     /// Capability sets; `None` keeps the helper's (root's) sets.
     #[serde(default)]
     pub capabilities: Option<CapabilitySets>,
+    /// Process.OOMScoreAdj, written to /proc/self/oom_score_adj before
+    /// exec (so the process never inherits the agent's own score).
+    #[serde(default)]
+    pub oom_score_adj: i32,
 }
 
 /// The five capability sets of a process, by `CAP_*` name.
@@ -141,6 +147,10 @@ pub struct InitConfig {
     pub readonly_paths: Vec<PathBuf>,
     /// Hostname to set in a new UTS namespace.
     pub hostname: Option<String>,
+    /// Namespaced sysctls (path below /proc/sys, value), written once the
+    /// container's namespaces are entered.
+    #[serde(default)]
+    pub sysctls: Vec<(PathBuf, String)>,
     /// cgroup.procs files the process joins before anything else (its
     /// children, the container process included, inherit them).
     pub cgroup_procs: Vec<PathBuf>,

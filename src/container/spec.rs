@@ -31,4 +31,9 @@ pub struct ContainerSpec {
     pub readonly_paths: Vec<PathBuf>,
     /// Linux.Resources.
     pub resources: crate::cgroup::resources::Resources,
+    /// Linux.CgroupsPath as a path below the agent's cgroup parent
+    /// (`cgroup::relative_path`); `None`: the container id.
+    pub cgroups_path: Option<PathBuf>,
+    /// Linux.Sysctl, validated as namespaced: (path below /proc/sys, value).
+    pub sysctls: Vec<(PathBuf, String)>,
 }

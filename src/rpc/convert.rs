@@ -151,7 +151,21 @@ pub fn process(p: &oci::Process) -> Result<ProcessSpec, AgentError> {
         terminal,
         rlimits: rlimits(&p.Rlimits)?,
         capabilities: p.Capabilities.as_ref().map(capabilities).transpose()?,
+        oom_score_adj: oom_score_adj(p.OOMScoreAdj)?,
     })
+}
+
+/// The kernel's range for /proc/PID/oom_score_adj.
+const OOM_SCORE_ADJ: std::ops::RangeInclusive<i64> = -1000..=1000;
+
+fn oom_score_adj(v: i64) -> Result<i32, AgentError> {
+    if !OOM_SCORE_ADJ.contains(&v) {
+        return Err(AgentError::invalid(
+            "Process.OOMScoreAdj",
+            format!("{v}: must be within -1000..=1000"),
+        ));
+    }
+    Ok(v as i32)
 }
 
 fn rlimits(v: &[oci::POSIXRlimit]) -> Result<Vec<(String, u64, u64)>, AgentError> {
@@ -176,24 +190,23 @@ fn rlimits(v: &[oci::POSIXRlimit]) -> Result<Vec<(String, u64, u64)>, AgentError
 }
 
 fn capabilities(c: &oci::LinuxCapabilities) -> Result<CapabilitySets, AgentError> {
-    let sets = CapabilitySets {
-        bounding: c.Bounding.clone(),
-        effective: c.Effective.clone(),
-        inheritable: c.Inheritable.clone(),
-        permitted: c.Permitted.clone(),
-        ambient: c.Ambient.clone(),
-    };
-    for v in [
-        &sets.bounding,
-        &sets.effective,
-        &sets.inheritable,
-        &sets.permitted,
-        &sets.ambient,
-    ] {
+    // Names arrive as each runtime spells them (`CHOWN` from Kata's Rust
+    // conversion, `CAP_CHOWN` from the Go runtime); the helper gets the
+    // canonical `CAP_*` names, each once, in a stable order.
+    let canonical = |v: &[String]| -> Result<Vec<String>, AgentError> {
         cap("Process.Capabilities", v, 128)?;
-        crate::sys::identity::parse_caps(v).map_err(|e| AgentError::invalid("Process.Capabilities", e))?;
-    }
-    Ok(sets)
+        let set = crate::sys::identity::parse_caps(v).map_err(|e| AgentError::invalid("Process.Capabilities", e))?;
+        let mut names: Vec<String> = set.iter().map(|c| c.to_string()).collect();
+        names.sort();
+        Ok(names)
+    };
+    Ok(CapabilitySets {
+        bounding: canonical(&c.Bounding)?,
+        effective: canonical(&c.Effective)?,
+        inheritable: canonical(&c.Inheritable)?,
+        permitted: canonical(&c.Permitted)?,
+        ambient: canonical(&c.Ambient)?,
+    })
 }
 
 /// The OCI spec of CreateContainer.
@@ -248,7 +261,68 @@ pub fn container(spec: Option<&oci::Spec>) -> Result<ContainerSpec, AgentError> 
             "OCI.Linux.ReadonlyPaths",
             spec.Linux.as_ref().map(|l| l.ReadonlyPaths.as_slice()).unwrap_or(&[]),
         )?,
+        cgroups_path: match spec.Linux.as_ref().map(|l| l.CgroupsPath.as_str()).unwrap_or("") {
+            "" => None,
+            p => {
+                Some(crate::cgroup::relative_path("", p).map_err(|e| AgentError::invalid("OCI.Linux.CgroupsPath", e))?)
+            }
+        },
+        sysctls: sysctls(spec.Linux.as_ref().map(|l| &l.Sysctl))?,
     })
+}
+
+/// Sysctls a container may set: those the kernel keeps per namespace and
+/// the container has its own of (or shares with its pod), as runc allows.
+/// Anything else would change the whole guest.
+const NAMESPACED_SYSCTLS: &[&str] = &[
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+/// Prefixes of namespaced sysctl families (IPC message queues; the
+/// network namespace, which in a pod VM is the pod's).
+const NAMESPACED_SYSCTL_PREFIXES: &[&str] = &["fs.mqueue.", "net."];
+
+fn sysctls(m: Option<&std::collections::HashMap<String, String>>) -> Result<Vec<(PathBuf, String)>, AgentError> {
+    let Some(m) = m else { return Ok(Vec::new()) };
+    cap("OCI.Linux.Sysctl", &m.keys().collect::<Vec<_>>(), MAX_ITEMS)?;
+    let mut out = Vec::new();
+    for (name, value) in m {
+        // Kubernetes allows '/' as the separator, then dots are literal
+        // (net/ipv4/conf/eth0.100/forwarding).
+        let parts: Vec<&str> = if name.contains('/') {
+            name.split('/').collect()
+        } else {
+            name.split('.').collect()
+        };
+        let dotted = parts.join(".");
+        let ok_part = |p: &&str| {
+            !p.is_empty()
+                && *p != "."
+                && *p != ".."
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        };
+        if !parts.iter().all(ok_part) {
+            return Err(AgentError::invalid("OCI.Linux.Sysctl", format!("bad name {name:?}")));
+        }
+        let namespaced = NAMESPACED_SYSCTLS.contains(&dotted.as_str())
+            || NAMESPACED_SYSCTL_PREFIXES.iter().any(|p| dotted.starts_with(p));
+        if !namespaced {
+            return Err(AgentError::invalid(
+                "OCI.Linux.Sysctl",
+                format!("{name:?} is not namespaced: setting it would change the whole guest, not the container"),
+            ));
+        }
+        check_strings("OCI.Linux.Sysctl", std::slice::from_ref(value))?;
+        out.push((parts.iter().collect::<PathBuf>(), value.clone()));
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn guest_paths(field: &'static str, v: &[String]) -> Result<Vec<PathBuf>, AgentError> {

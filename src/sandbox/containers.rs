@@ -60,6 +60,7 @@ impl Sandbox {
         }
         let is_pause = pause.is_none();
         self.check_storages(&storages)?;
+        let planned_cgroup = self.plan_cgroup(&id, &spec)?;
         if spec.has_seccomp {
             // As with Kata's default (disable_guest_seccomp), the profile is
             // not applied inside the guest: the VM is the isolation boundary.
@@ -72,7 +73,7 @@ impl Sandbox {
             if let Err(e) = storage::mount_storage(&self.ledger, &owner, s, &|| {
                 let _ = self.persist();
             }) {
-                self.rollback(&id, &dir, None).await;
+                self.rollback(&id, &dir, None, planned_cgroup.clone()).await;
                 return Err(e.into());
             }
         }
@@ -80,14 +81,14 @@ impl Sandbox {
         let cgroup = match self.make_cgroup(&id, &spec).await {
             Ok(cg) => cg,
             Err(e) => {
-                self.rollback(&id, &dir, None).await;
+                self.rollback(&id, &dir, None, planned_cgroup.clone()).await;
                 return Err(e);
             }
         };
         let (mut cfg, own_pid_ns) = self.init_config(&sb, &spec, pause.as_deref(), join_pidns);
         cfg.cgroup_procs = cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default();
         if !is_pause && cfg.rootfs.as_deref().is_none_or(|r| !r.is_dir()) {
-            self.rollback(&id, &dir, None).await;
+            self.rollback(&id, &dir, None, planned_cgroup.clone()).await;
             return Err(AgentError::invalid(
                 "OCI.Root.Path",
                 format!("rootfs {:?} is not a directory in the guest", spec.rootfs),
@@ -96,7 +97,7 @@ impl Sandbox {
         let spawned = match spawn::start(&dir.join("init.json"), &cfg, id.as_str()).await {
             Ok(s) => s,
             Err(SpawnError { pid, reason }) => {
-                self.rollback(&id, &dir, pid).await;
+                self.rollback(&id, &dir, pid, planned_cgroup.clone()).await;
                 return Err(AgentError::SetupFailed { cid: id, reason });
             }
         };
@@ -127,7 +128,7 @@ impl Sandbox {
             }
         }
         // A concurrent create with the same id won: undo ours.
-        self.rollback(&id, &dir, Some(pid)).await;
+        self.rollback(&id, &dir, Some(pid), planned_cgroup.clone()).await;
         Err(AgentError::ContainerExists(id))
     }
 
@@ -190,6 +191,7 @@ impl Sandbox {
             masked_paths: spec.masked_paths.clone(),
             readonly_paths: spec.readonly_paths.clone(),
             hostname,
+            sysctls: spec.sysctls.clone(),
             wait_for_start: true,
             payload: if builtin {
                 Payload::BuiltinPause
@@ -208,7 +210,8 @@ impl Sandbox {
         id: &ContainerId,
         spec: &ContainerSpec,
     ) -> Result<Option<crate::cgroup::Cgroup>, AgentError> {
-        let cg = match self.cgroups.create(id.as_str()) {
+        let rel = spec.cgroups_path.clone().unwrap_or_else(|| PathBuf::from(id.as_str()));
+        let cg = match self.cgroups.create(&rel) {
             Ok(cg) => cg,
             Err(e) if spec.resources.is_empty() => {
                 warn!(self.log, "no cgroup for container; it runs unaccounted"; "cid" => %id, "error" => %e);
@@ -226,6 +229,35 @@ impl Sandbox {
             reason: e.to_string(),
         })?;
         Ok(Some(cg))
+    }
+
+    /// Where the container's cgroup goes: its `cgroupsPath` or its id,
+    /// below the agent's parent. Two containers never share one, nor nest
+    /// one inside the other: removing one would kill the other's tasks.
+    fn plan_cgroup(&self, id: &ContainerId, spec: &ContainerSpec) -> Result<crate::cgroup::Cgroup, AgentError> {
+        let rel = spec.cgroups_path.clone().unwrap_or_else(|| PathBuf::from(id.as_str()));
+        let planned = self.cgroups.child(&rel);
+        let mine = planned.dirs.first().map(|(_, d)| d.clone());
+        for other in self.state().containers.values() {
+            let theirs = other
+                .cgroup
+                .as_ref()
+                .and_then(|c| c.dirs.first())
+                .map(|(_, d)| d.clone());
+            if let (Some(a), Some(b)) = (&mine, &theirs) {
+                if a.starts_with(b) || b.starts_with(a) {
+                    return Err(AgentError::invalid(
+                        "OCI.Linux.CgroupsPath",
+                        format!(
+                            "{} is (or nests with) the cgroup of container {:?}; give each container its own",
+                            rel.display(),
+                            other.id.as_str()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(planned)
     }
 
     /// The helper exits right after reporting; collect and forget its status.
@@ -313,6 +345,7 @@ impl Sandbox {
             masked_paths: Vec::new(),
             readonly_paths: Vec::new(),
             hostname: None,
+            sysctls: Vec::new(),
             wait_for_start: false,
             payload: Payload::Exec(Box::new(process)),
         };

@@ -87,7 +87,11 @@ impl Sandbox {
                 ),
             ));
         }
-        if c.file_mode & !(S_IFMT | 0o7777) != 0 || c.dir_mode & !0o7777 != 0 {
+        // dir_mode arrives with type bits as each runtime sets them: the
+        // Go runtime and runtime-rs add S_IFDIR, kata-agent-ctl Go's
+        // os.ModeDir (1 << 31). Only its permission bits are used, as the
+        // Kata agent does.
+        if c.file_mode & !(S_IFMT | 0o7777) != 0 {
             return Err(AgentError::invalid(
                 "file_mode",
                 format!(
@@ -102,23 +106,29 @@ impl Sandbox {
         let dest = secure_join(root, rel).map_err(|e| AgentError::invalid("path", e))?;
         self.guard.check_write(&dest)?;
         let parent = dest.parent().unwrap_or(root);
-        let dir_mode = if c.dir_mode == 0 { 0o755 } else { c.dir_mode };
+        // runtime-rs sends dir_mode 0 with every regular file: parents it
+        // creates get 0755 then, not 0000.
+        let dir_mode = match c.dir_mode & 0o7777 {
+            0 => 0o755,
+            m => m,
+        };
         fs::DirBuilder::new()
             .recursive(true)
             .mode(dir_mode)
             .create(parent)
             .map_err(|e| io_err(parent, e))?;
         match c.file_mode & S_IFMT {
-            S_IFDIR => fs::DirBuilder::new()
-                .recursive(true)
-                .mode(c.file_mode & 0o7777)
-                .create(&dest)
-                .map_err(|e| io_err(&dest, e))?,
+            S_IFDIR => write_dir(&dest, &c)?,
             S_IFLNK => {
-                let target = String::from_utf8(c.data)
+                let target = String::from_utf8(c.data.clone())
                     .map_err(|_| AgentError::invalid("data", "a symlink target must be UTF-8"))?;
-                let _ = fs::remove_file(&dest);
-                std::os::unix::fs::symlink(target, &dest).map_err(|e| io_err(&dest, e))?;
+                // Made beside and renamed over: a re-sent link is replaced
+                // in one step.
+                let tmp = temp_name(&dest);
+                let _ = fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(target, &tmp).map_err(|e| io_err(&tmp, e))?;
+                std::os::unix::fs::lchown(&tmp, Some(c.uid as u32), Some(c.gid as u32)).map_err(|e| io_err(&tmp, e))?;
+                fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, e))?;
             }
             S_IFREG | 0 => write_chunk(&dest, &c)?,
             other => {
@@ -132,13 +142,32 @@ impl Sandbox {
     }
 }
 
+/// A directory: created (or kept, when re-sent) with the mode and owner
+/// asked; a file or link in its place is replaced, as the Kata agent does.
+fn write_dir(dest: &Path, c: &CopyChunk) -> Result<(), AgentError> {
+    if fs::symlink_metadata(dest).is_ok_and(|m| !m.is_dir()) {
+        fs::remove_file(dest).map_err(|e| io_err(dest, e))?;
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(c.file_mode & 0o777)
+        .create(dest)
+        .map_err(|e| io_err(dest, e))?;
+    fs::set_permissions(dest, fs::Permissions::from_mode(c.file_mode & 0o7777)).map_err(|e| io_err(dest, e))?;
+    std::os::unix::fs::chown(dest, Some(c.uid as u32), Some(c.gid as u32)).map_err(|e| io_err(dest, e))
+}
+
+fn temp_name(dest: &Path) -> PathBuf {
+    let mut tmp_name = dest.as_os_str().to_owned();
+    tmp_name.push(".bosun-copy");
+    PathBuf::from(tmp_name)
+}
+
 /// Writes a chunk into `<dest>.bosun-copy`; the last chunk fsyncs it, sets
 /// its mode and owner, and renames it over `dest`, so a reader never sees
 /// a half-written file.
 fn write_chunk(dest: &Path, c: &CopyChunk) -> Result<(), AgentError> {
-    let mut tmp_name = dest.as_os_str().to_owned();
-    tmp_name.push(".bosun-copy");
-    let tmp = PathBuf::from(tmp_name);
+    let tmp = temp_name(dest);
     let mut f = fs::OpenOptions::new()
         .create(true)
         .write(true)

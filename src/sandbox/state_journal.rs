@@ -169,7 +169,8 @@ impl Sandbox {
         for id in &orphans {
             warn!(self.log, "rolling back a create interrupted by the restart"; "cid" => %id);
             let dir = self.containers_dir().join(id.as_str());
-            self.rollback(id, &dir, None).await;
+            let cg = self.cgroups.child(std::path::Path::new(id.as_str()));
+            self.rollback(id, &dir, None, cg).await;
         }
         info!(self.log, "state recovered"; "containers" => adopted, "rolled_back" => orphans.len(), "sandbox" => snap.sandbox.map(|s| s.id).unwrap_or_default());
         let _ = self.persist();

@@ -3,6 +3,7 @@
 //! called again to finish.
 
 use std::fmt;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -201,7 +202,11 @@ impl Sandbox {
             p.close_stdin().await;
         }
         report.run("umount", self.unmount_owned_async(Owner::Container(c.id.clone())).await);
-        report.run("cgroup", self.remove_cgroup(&c.id).await);
+        let cg = c
+            .cgroup
+            .clone()
+            .unwrap_or_else(|| self.cgroups.child(Path::new(c.id.as_str())));
+        report.run("cgroup", self.remove_cgroup(cg).await);
         report.run(
             "rmdir",
             remove_dir_same_fs(&c.dir)
@@ -211,10 +216,9 @@ impl Sandbox {
         report
     }
 
-    /// Removes the cgroup of `id` (found by name, so a rollback and a
-    /// second call find it too).
-    async fn remove_cgroup(&self, id: &ContainerId) -> Result<String, String> {
-        let cg = self.cgroups.child(id.as_str());
+    /// Removes a container's cgroup (and its empty ancestors below the
+    /// agent's parent).
+    async fn remove_cgroup(&self, cg: crate::cgroup::Cgroup) -> Result<String, String> {
         let r = tokio::task::spawn_blocking(move || cg.remove())
             .await
             .map_err(|e| format!("cgroup task: {e}"))?;
@@ -272,7 +276,14 @@ impl Sandbox {
 
     /// Undoes a create that failed: kill the process if one exists, then
     /// the same unmount and directory steps as RemoveContainer.
-    pub(super) async fn rollback(&self, id: &ContainerId, dir: &std::path::Path, pid: Option<i32>) {
+    /// `cgroup` is where the create put (or was to put) the cgroup.
+    pub(super) async fn rollback(
+        &self,
+        id: &ContainerId,
+        dir: &std::path::Path,
+        pid: Option<i32>,
+        cgroup: crate::cgroup::Cgroup,
+    ) {
         let mut report = TeardownReport::default();
         if let Some(pid) = pid {
             let _ = sysproc::kill(pid, nix::sys::signal::Signal::SIGKILL as i32);
@@ -286,7 +297,7 @@ impl Sandbox {
             self.reaper.forget(pid);
         }
         report.run("umount", self.unmount_owned_async(Owner::Container(id.clone())).await);
-        report.run("cgroup", self.remove_cgroup(id).await);
+        report.run("cgroup", self.remove_cgroup(cgroup).await);
         report.run(
             "rmdir",
             remove_dir_same_fs(dir)

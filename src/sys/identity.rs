@@ -42,12 +42,19 @@ pub fn set_rlimits(limits: &[(String, u64, u64)]) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses capability names ("CAP_NET_ADMIN").
+/// Parses one capability name as the runtimes send it: `CAP_CHOWN` (the
+/// Go runtime, OCI), `CHOWN` (Kata's Rust protocol conversion, used by
+/// runtime-rs and kata-agent-ctl), in any case, and, as the Kata agent
+/// also accepts, JSON-quoted (`"CAP_CHOWN"`). Returns the canonical name.
+pub fn parse_cap(name: &str) -> Result<Capability, String> {
+    let bare = name.trim();
+    let bare = bare.strip_prefix('"').and_then(|b| b.strip_suffix('"')).unwrap_or(bare);
+    Capability::from_str(&caps::to_canonical(bare)).map_err(|_| format!("unknown capability {name:?}"))
+}
+
+/// Parses capability names (see `parse_cap`).
 pub fn parse_caps(names: &[String]) -> Result<CapsHashSet, String> {
-    names
-        .iter()
-        .map(|n| Capability::from_str(n).map_err(|_| format!("unknown capability {n}")))
-        .collect()
+    names.iter().map(|n| parse_cap(n)).collect()
 }
 
 /// Drops the bounding set and keeps the permitted set across the uid
@@ -55,24 +62,102 @@ pub fn parse_caps(names: &[String]) -> Result<CapsHashSet, String> {
 pub fn before_credentials(c: &CapabilitySets) -> Result<(), String> {
     let keep: HashSet<Capability> = parse_caps(&c.bounding)?;
     for cap in caps::all() {
-        if !keep.contains(&cap) {
+        // A capability this kernel does not know is not in its bounding
+        // set either (EINVAL from PR_CAPBSET_DROP): nothing to drop.
+        if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
             caps::drop(None, CapSet::Bounding, cap).map_err(|e| format!("drop {cap} from the bounding set: {e}"))?;
         }
     }
     nix::sys::prctl::set_keepcaps(true).map_err(|e: Errno| format!("keep caps: {e}"))
 }
 
-/// Sets the effective, permitted, inheritable and ambient sets; call after
-/// `set_credentials`.
+/// Sets the effective, permitted and inheritable sets in one capset(2),
+/// then the ambient set; call after `set_credentials`.
+///
+/// One call, as runc does: set one at a time, some valid specs fail
+/// whatever the order (shrinking permitted first is refused while
+/// effective still holds more; the kernel checks effective ⊆ permitted
+/// on every call). In one call the kernel checks the final sets only:
+/// permitted ⊆ the old permitted, effective ⊆ permitted, inheritable ⊆
+/// bounding ∪ old inheritable.
 pub fn after_credentials(c: &CapabilitySets) -> Result<(), String> {
-    let set = |which, names: &[String], what: &str| {
-        caps::set(None, which, &parse_caps(names)?).map_err(|e| format!("set {what} capabilities: {e}"))
+    let mask = |names: &[String]| -> Result<u64, String> {
+        Ok(parse_caps(names)?.iter().fold(0u64, |m, cap| m | cap.bitmask()))
     };
-    set(CapSet::Inheritable, &c.inheritable, "inheritable")?;
-    set(CapSet::Permitted, &c.permitted, "permitted")?;
-    set(CapSet::Effective, &c.effective, "effective")?;
+    let (e, p, i) = (mask(&c.effective)?, mask(&c.permitted)?, mask(&c.inheritable)?);
+    capset_self(e, p, i).map_err(|err| {
+        format!("set capabilities (effective {e:#x}, permitted {p:#x}, inheritable {i:#x}): capset: {err}")
+    })?;
     // Ambient capabilities must be permitted and inheritable; an absent
     // ambient list clears the set.
-    set(CapSet::Ambient, &c.ambient, "ambient")?;
+    caps::set(None, CapSet::Ambient, &parse_caps(&c.ambient)?).map_err(|e| format!("set ambient capabilities: {e}"))?;
     nix::sys::prctl::set_keepcaps(false).map_err(|e| format!("clear keep caps: {e}"))
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets in two 32-bit words.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// capset(2) on the calling thread with all three sets at once.
+fn capset_self(effective: u64, permitted: u64, inheritable: u64) -> Result<(), Errno> {
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let word = |m: u64, hi: bool| if hi { (m >> 32) as u32 } else { m as u32 };
+    let data = [false, true].map(|hi| CapData {
+        effective: word(effective, hi),
+        permitted: word(permitted, hi),
+        inheritable: word(inheritable, hi),
+    });
+    // SAFETY: header and data are live, correctly laid out v3 structures
+    // (one header, two data words) for the duration of the call; the
+    // kernel only reads them (and may write the header's version).
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_names_as_every_runtime_sends_them() {
+        let cases = [
+            ("CAP_CHOWN", Some(Capability::CAP_CHOWN)),
+            ("CHOWN", Some(Capability::CAP_CHOWN)),
+            ("setpcap", Some(Capability::CAP_SETPCAP)),
+            ("cap_net_raw", Some(Capability::CAP_NET_RAW)),
+            ("Cap_Kill", Some(Capability::CAP_KILL)),
+            ("\"CAP_MKNOD\"", Some(Capability::CAP_MKNOD)),
+            ("AUDIT_WRITE", Some(Capability::CAP_AUDIT_WRITE)),
+            ("CAP_DOES_NOT_EXIST", None),
+            ("", None),
+            ("CAP_", None),
+            ("CAPCHOWN", None),
+        ];
+        for (i, (name, want)) in cases.iter().enumerate() {
+            let got = parse_cap(name).ok();
+            assert_eq!(got, *want, "test[{i}]: {name:?}");
+        }
+        let err = parse_caps(&["CHOWN".into(), "BOGUS".into()]).unwrap_err();
+        assert!(err.contains("\"BOGUS\""), "the error names the bad one: {err}");
+    }
 }
