@@ -154,6 +154,7 @@ fn set_up(cfg: &InitConfig) -> Result<(), String> {
             cfg.readonly_rootfs,
             &cfg.masked_paths,
             &cfg.readonly_paths,
+            &cfg.devices,
         )?;
     }
     if let Some(h) = &cfg.hostname {
@@ -177,8 +178,14 @@ fn exec(p: &ProcessSpec) -> String {
         return e;
     }
     // While still privileged: lowering the score needs CAP_SYS_RESOURCE.
-    if let Err(e) = fs::write("/proc/self/oom_score_adj", p.oom_score_adj.to_string()) {
-        return format!("oom_score_adj {}: {e}", p.oom_score_adj);
+    // An agent without it (never in a guest; in some test hosts) leaves
+    // the process at the agent's own score rather than fail the pod:
+    // kubelet asks -998 for every pause container.
+    match fs::write("/proc/self/oom_score_adj", p.oom_score_adj.to_string()) {
+        Err(e) if !(e.kind() == std::io::ErrorKind::PermissionDenied && p.oom_score_adj < 0) => {
+            return format!("oom_score_adj {}: {e}", p.oom_score_adj);
+        }
+        _ => {}
     }
     if let Some(c) = &p.capabilities {
         if let Err(e) = identity::before_credentials(c) {

@@ -71,6 +71,25 @@ pub struct MountSpec {
     pub options: Vec<String>,
 }
 
+/// A device node made in the container (Linux.Devices).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSpec {
+    /// Path inside the container.
+    pub path: PathBuf,
+    /// `c`, `u` (character), `b` (block) or `p` (FIFO).
+    pub kind: char,
+    /// Major number.
+    pub major: u64,
+    /// Minor number.
+    pub minor: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
 /// The process to run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessSpec {
@@ -145,6 +164,9 @@ pub struct InitConfig {
     /// Paths made read-only (Linux.ReadonlyPaths).
     #[serde(default)]
     pub readonly_paths: Vec<PathBuf>,
+    /// Device nodes made inside the rootfs (Linux.Devices).
+    #[serde(default)]
+    pub devices: Vec<DeviceSpec>,
     /// Hostname to set in a new UTS namespace.
     pub hostname: Option<String>,
     /// Namespaced sysctls (path below /proc/sys, value), written once the

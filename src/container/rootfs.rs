@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
-use super::init_config::MountSpec;
+use super::init_config::{DeviceSpec, MountSpec};
 use super::mount_options;
 use crate::sys::mount::{self as sysmount, Flags};
 
@@ -83,6 +83,7 @@ pub fn prepare(
     readonly: bool,
     masked: &[PathBuf],
     ro_paths: &[PathBuf],
+    devices: &[DeviceSpec],
 ) -> Result<(), String> {
     sysmount::make_rprivate_root().map_err(|e| format!("make / private: {e}"))?;
     sysmount::mount(Some(root), root, None, Flags::MS_BIND | Flags::MS_REC, None)
@@ -94,6 +95,9 @@ pub fn prepare(
     }
     if dev_is_tmpfs {
         default_devices(root)?;
+    }
+    for d in devices {
+        make_device(root, d)?;
     }
     pivot(root)?;
     for p in ro_paths {
@@ -221,6 +225,26 @@ fn default_devices(root: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Makes one Linux.Devices node (resolved inside the rootfs), replacing
+/// what the image or the default devices put there, as runc does.
+fn make_device(root: &Path, d: &DeviceSpec) -> Result<(), String> {
+    let target = secure_join(root, &d.path)?;
+    let err = |what: &str, e: String| format!("device {}: {what}: {e}", d.path.display());
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).map_err(|e| err("mkdir", e.to_string()))?;
+    }
+    if fs::symlink_metadata(&target).is_ok() {
+        // A default device is a bind mount: detach it first.
+        let _ = sysmount::umount_detach(&target);
+        fs::remove_file(&target).map_err(|e| err("replace", e.to_string()))?;
+    }
+    sysmount::mknod(&target, d.kind, d.major, d.minor, d.mode).map_err(|e| err("mknod", e.to_string()))?;
+    // mknod's mode is filtered by the umask: set it exactly.
+    fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(d.mode))
+        .map_err(|e| err("chmod", e.to_string()))?;
+    std::os::unix::fs::chown(&target, Some(d.uid), Some(d.gid)).map_err(|e| err("chown", e.to_string()))
 }
 
 /// pivot_root into `root`; on the initramfs (where pivot_root is refused

@@ -36,4 +36,6 @@ pub struct ContainerSpec {
     pub cgroups_path: Option<PathBuf>,
     /// Linux.Sysctl, validated as namespaced: (path below /proc/sys, value).
     pub sysctls: Vec<(PathBuf, String)>,
+    /// Linux.Devices.
+    pub devices: Vec<super::init_config::DeviceSpec>,
 }

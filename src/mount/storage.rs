@@ -8,6 +8,7 @@
 //! | `blk`, `virtio-blk`, `scsi` | mounts the block device `source` with `fstype` and `options` |
 //! | `overlayfs` | overlay at `mount_point`; `options` carry lowerdir/upperdir/workdir |
 //! | `virtio-fs`, `9p` | mounts `source` with `fstype` (the host share) |
+//! | `image_guest_pull` | the sandbox container's `pause`: nothing to pull (the built-in pause runs); a workload image: not served yet |
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -36,6 +37,9 @@ pub enum Driver {
     Overlay,
     /// A shared filesystem from the host (virtio-fs, 9p).
     Shared,
+    /// An image the guest pulls itself (remote-hypervisor mode); the
+    /// sandbox decides what it means before anything is mounted.
+    GuestPull,
 }
 
 impl Driver {
@@ -48,11 +52,12 @@ impl Driver {
             "blk" | "virtio-blk" | "scsi" => Self::Block,
             "overlayfs" => Self::Overlay,
             "virtio-fs" | "9p" => Self::Shared,
+            "image_guest_pull" => Self::GuestPull,
             other => {
                 return Err(AgentError::invalid(
                     "storage.driver",
                     format!(
-                    "{other:?} is not one of local, ephemeral, bind, blk, virtio-blk, scsi, overlayfs, virtio-fs, 9p"
+                    "{other:?} is not one of local, ephemeral, bind, blk, virtio-blk, scsi, overlayfs, virtio-fs, 9p, image_guest_pull"
                 ),
                 ))
             }
@@ -136,6 +141,8 @@ pub fn mount_storage(
         Driver::Overlay => ("overlay".to_string(), "overlay".to_string(), o.flags),
         Driver::Block | Driver::Shared => (s.source.clone(), s.fstype.clone(), o.flags),
         Driver::Local => unreachable!("handled above"),
+        // Resolved by the sandbox before mounting (see Sandbox::create).
+        Driver::GuestPull => return Err(err("image_guest_pull", Errno::ENOTSUP)),
     };
     let seq = ledger
         .lock()

@@ -268,7 +268,36 @@ pub fn container(spec: Option<&oci::Spec>) -> Result<ContainerSpec, AgentError> 
             }
         },
         sysctls: sysctls(spec.Linux.as_ref().map(|l| &l.Sysctl))?,
+        devices: devices(spec.Linux.as_ref().map(|l| l.Devices.as_slice()).unwrap_or(&[]))?,
     })
+}
+
+fn devices(v: &[oci::LinuxDevice]) -> Result<Vec<crate::container::init_config::DeviceSpec>, AgentError> {
+    cap("OCI.Linux.Devices", v, MAX_ITEMS)?;
+    v.iter()
+        .map(|d| {
+            let bad = |why: String| AgentError::invalid("OCI.Linux.Devices", format!("{:?}: {why}", d.Path));
+            let path = check_guest_path("OCI.Linux.Devices.Path", &d.Path)?;
+            let kind = match d.Type.as_str() {
+                "c" | "u" | "b" | "p" => d.Type.chars().next().unwrap_or('c'),
+                t => return Err(bad(format!("type {t:?} is not c, u, b or p"))),
+            };
+            let num = |n: i64, what: &str| u64::try_from(n).map_err(|_| bad(format!("{what} {n} is negative")));
+            // Only permission bits: a Go os.FileMode may carry its own
+            // type bits (ModeDevice, ModeCharDevice), as the Kata agent
+            // also ignores.
+            let perm = d.FileMode & 0o7777;
+            Ok(crate::container::init_config::DeviceSpec {
+                path,
+                kind,
+                major: num(d.Major, "major")?,
+                minor: num(d.Minor, "minor")?,
+                mode: if perm == 0 { 0o666 } else { perm },
+                uid: d.UID,
+                gid: d.GID,
+            })
+        })
+        .collect()
 }
 
 /// Sysctls a container may set: those the kernel keeps per namespace and

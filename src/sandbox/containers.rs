@@ -60,6 +60,7 @@ impl Sandbox {
         }
         let is_pause = pause.is_none();
         self.check_storages(&storages)?;
+        let storages = guest_pull(storages, is_pause)?;
         let planned_cgroup = self.plan_cgroup(&id, &spec)?;
         if spec.has_seccomp {
             // As with Kata's default (disable_guest_seccomp), the profile is
@@ -190,6 +191,7 @@ impl Sandbox {
             mounts: if builtin { Vec::new() } else { mounts },
             masked_paths: spec.masked_paths.clone(),
             readonly_paths: spec.readonly_paths.clone(),
+            devices: if builtin { Vec::new() } else { spec.devices.clone() },
             hostname,
             sysctls: spec.sysctls.clone(),
             wait_for_start: true,
@@ -344,6 +346,7 @@ impl Sandbox {
             mounts: Vec::new(),
             masked_paths: Vec::new(),
             readonly_paths: Vec::new(),
+            devices: Vec::new(),
             hostname: None,
             sysctls: Vec::new(),
             wait_for_start: false,
@@ -378,4 +381,25 @@ impl Sandbox {
 fn digest(spec: &ContainerSpec, storages: &[StorageSpec], join_pidns: bool) -> String {
     let v = serde_json::json!({ "spec": spec, "storages": storages, "join_pidns": join_pidns });
     format!("{:016x}", crate::journal::fnv64(v.to_string().as_bytes()))
+}
+
+/// The `image_guest_pull` storages of remote-hypervisor mode. The sandbox
+/// container's is the literal image `pause`: nothing is pulled (runtime-rs
+/// sends it so; the Kata agent takes the pod VM's pause bundle), and with
+/// no rootfs mounted bosun runs its built-in pause. A workload image would
+/// be pulled inside the guest: bosun does not do that yet.
+fn guest_pull(storages: Vec<StorageSpec>, is_pause: bool) -> Result<Vec<StorageSpec>, AgentError> {
+    let mut kept = Vec::with_capacity(storages.len());
+    for s in storages {
+        if s.driver != storage::Driver::GuestPull {
+            kept.push(s);
+        } else if !(is_pause && s.source == "pause") {
+            return Err(AgentError::Unimplemented(if is_pause {
+                "image_guest_pull of a sandbox image other than \"pause\""
+            } else {
+                "image_guest_pull (pulling a workload image inside the guest)"
+            }));
+        }
+    }
+    Ok(kept)
 }

@@ -105,6 +105,7 @@ impl Sandbox {
         fs::create_dir_all(root).map_err(|e| io_err(root, e))?;
         let dest = secure_join(root, rel).map_err(|e| AgentError::invalid("path", e))?;
         self.guard.check_write(&dest)?;
+        self.record_created(root, &dest);
         let parent = dest.parent().unwrap_or(root);
         // runtime-rs sends dir_mode 0 with every regular file: parents it
         // creates get 0755 then, not 0000.
@@ -139,6 +140,57 @@ impl Sandbox {
             }
         }
         Ok(())
+    }
+}
+
+impl Sandbox {
+    /// Records `dest` and each of its ancestors below `root` that do not
+    /// exist yet (before CopyFile creates them), outermost first.
+    fn record_created(&self, root: &Path, dest: &Path) {
+        let mut missing: Vec<PathBuf> = dest
+            .ancestors()
+            .take_while(|p| p.starts_with(root) && *p != root)
+            .filter(|p| fs::symlink_metadata(p).is_err())
+            .map(Path::to_path_buf)
+            .collect();
+        missing.reverse();
+        let mut st = self.state();
+        for p in missing {
+            if !st.copied.contains(&p) {
+                st.copied.push(p);
+            }
+        }
+    }
+
+    /// Removes what CopyFile created, newest first: files and links, and
+    /// directories once empty (one still holding something bosun did not
+    /// write stays). Never follows a link, never crosses into a mount.
+    pub(super) fn remove_copied(&self) -> Result<String, String> {
+        let paths = std::mem::take(&mut self.state().copied);
+        let mounts = crate::mount::mountinfo::mount_points().unwrap_or_default();
+        let (mut removed, mut kept) = (0, Vec::new());
+        for p in paths.iter().rev() {
+            let r = match fs::symlink_metadata(p) {
+                Err(_) => continue,
+                Ok(_) if mounts.iter().any(|m| m.starts_with(p)) => {
+                    kept.push(format!("{} (a mount is there)", p.display()));
+                    continue;
+                }
+                Ok(m) if m.is_dir() => fs::remove_dir(p),
+                Ok(_) => fs::remove_file(p),
+            };
+            match r {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                    kept.push(format!("{} (not empty)", p.display()))
+                }
+                Err(e) => kept.push(format!("{}: {e}", p.display())),
+            }
+        }
+        if kept.iter().any(|k| !k.ends_with("(not empty)")) {
+            return Err(format!("{removed} removed; left: {}", kept.join(", ")));
+        }
+        Ok(format!("{removed} removed"))
     }
 }
 

@@ -46,6 +46,10 @@ struct State {
     removed: HashSet<ContainerId>,
     /// The latest teardown reports, newest last ("" for the sandbox).
     reports: std::collections::VecDeque<(String, String)>,
+    /// Every path CopyFile created (files, links, directories), in order:
+    /// DestroySandbox removes them, newest first, so a pod's configmaps and
+    /// secrets do not outlive it in the guest.
+    copied: Vec<PathBuf>,
 }
 
 /// WaitProcess's answer for a process started before a restart: it was

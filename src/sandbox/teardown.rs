@@ -327,6 +327,7 @@ impl Sandbox {
             }
         }
         let mut report = self.teardown_sandbox_storages().await;
+        report.run("copied files", self.remove_copied());
         report.run(
             "rmdir",
             remove_dir_same_fs(&self.sandbox_dir())

@@ -19,6 +19,18 @@ pub fn mount(
     nix::mount::mount(source, target, fstype, flags, data)
 }
 
+/// mknod(2) of a character (`c`, `u`), block (`b`) or FIFO (`p`) node.
+pub fn mknod(path: &Path, kind: char, major: u64, minor: u64, perm: u32) -> Result<(), Errno> {
+    use nix::sys::stat::{makedev, Mode, SFlag};
+    let t = match kind {
+        'c' | 'u' => SFlag::S_IFCHR,
+        'b' => SFlag::S_IFBLK,
+        'p' => SFlag::S_IFIFO,
+        _ => return Err(Errno::EINVAL),
+    };
+    nix::sys::stat::mknod(path, t, Mode::from_bits_truncate(perm), makedev(major, minor))
+}
+
 /// umount2(2) without flags.
 pub fn umount(target: &Path) -> Result<(), Errno> {
     nix::mount::umount2(target, MntFlags::empty())

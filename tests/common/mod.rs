@@ -14,17 +14,43 @@ pub struct Agent {
     pub addr: Address,
     pub dir: tempfile::TempDir,
     args: Vec<String>,
+    isolated: bool,
 }
 
-/// Spawns bosun with `args`, its stderr appended to DIR/bosun.log.
-fn spawn(args: &[String], dir: &Path, env: &[(&str, &str)]) -> Child {
+/// The shell step of an isolated agent: a fresh tmpfs on /run in its own
+/// mount namespace, so the fixed paths runtimes use (/run/kata-containers)
+/// are the test's alone and vanish with it.
+const ISOLATED_RUN: &str = "mount -t tmpfs -o mode=0755,size=256m bosun-test-run /run && exec \"$0\" \"$@\"";
+
+/// Spawns bosun with `args`, its stderr appended to DIR/bosun.log. An
+/// isolated one runs in its own mount, UTS, IPC and network namespaces
+/// with its own /run (the pid stays bosun's: unshare and sh exec it).
+fn spawn(args: &[String], dir: &Path, env: &[(&str, &str)], isolated: bool) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("bosun.log"))
         .expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_bosun"))
-        .args(args)
+    let mut cmd = if isolated {
+        let mut c = Command::new("unshare");
+        c.args([
+            "--mount",
+            "--uts",
+            "--ipc",
+            "--net",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            ISOLATED_RUN,
+        ]);
+        c.arg(env!("CARGO_BIN_EXE_bosun"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_bosun"))
+    };
+    cmd.args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
@@ -42,6 +68,11 @@ impl Agent {
 
     /// Starts bosun at `addr` with extra flags.
     pub fn start_at(addr: Address, dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        Self::start_with(addr, dir, extra, false)
+    }
+
+    /// Starts bosun at `addr`, isolated (see `spawn`) when asked.
+    pub fn start_with(addr: Address, dir: tempfile::TempDir, extra: &[&str], isolated: bool) -> Self {
         // Every agent gets its own run dir (never the machine's /run/bosun).
         let mut args: Vec<String> = vec![
             "--server-addr".into(),
@@ -58,8 +89,14 @@ impl Agent {
             ]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = spawn(&args, dir.path(), &[]);
-        let a = Agent { child, addr, dir, args };
+        let child = spawn(&args, dir.path(), &[], isolated);
+        let a = Agent {
+            child,
+            addr,
+            dir,
+            args,
+            isolated,
+        };
         a.wait_ready();
         a
     }
@@ -73,7 +110,7 @@ impl Agent {
     /// Starts bosun again with the same flags (after `kill9` or a crash),
     /// with `env` added; does not wait for it to serve.
     pub fn respawn(&mut self, env: &[(&str, &str)]) {
-        self.child = spawn(&self.args, self.dir.path(), env);
+        self.child = spawn(&self.args, self.dir.path(), env, self.isolated);
     }
 
     /// Polls Check until it answers (5 s bound).
@@ -97,6 +134,22 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// A path as this agent sees it (through /proc/PID/root: an isolated
+    /// agent has its own mounts).
+    pub fn seen(&self, p: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{p}", self.child.id()))
+    }
+
+    /// Mount points at or under `dir` in this agent's mount namespace.
+    pub fn mounts_under(&self, dir: &str) -> Vec<String> {
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+            .filter(|m| Path::new(m).starts_with(dir))
+            .collect()
     }
 
     pub fn log(&self) -> String {

@@ -70,6 +70,16 @@ pub fn started(hostname: &str, pidns: bool) -> (Pod, std::path::PathBuf) {
 impl Pod {
     /// Starts bosun with its run dir inside its temp dir.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Starts bosun isolated, with its own /run (see `common::spawn`): for
+    /// requests that use the runtimes' fixed paths under /run/kata-containers.
+    pub fn start_isolated() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(isolated: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
         let addr = bosun::transport::Address::Unix(dir.path().join("bosun.sock"));
@@ -80,7 +90,12 @@ impl Pod {
             std::process::id(),
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let agent = Agent::start_at(addr, dir, &["--run-dir", run.to_str().unwrap(), "--cgroup-parent", &cg]);
+        let agent = Agent::start_with(
+            addr,
+            dir,
+            &["--run-dir", run.to_str().unwrap(), "--cgroup-parent", &cg],
+            isolated,
+        );
         let rt = rt();
         let c = rt
             .block_on(Client::connect(&agent.addr, Duration::from_secs(30)))
@@ -128,6 +143,30 @@ impl Pod {
         r.sandbox_id = "sb1".into();
         self.rt
             .block_on(self.c.agent.create_sandbox(self.c.ctx(), &r))
+            .map(|_| ())
+            .map_err(failure)
+    }
+
+    /// CreateSandbox exactly as given (a golden request).
+    pub fn send_create_sandbox(&self, r: &CreateSandboxRequest) -> Result<(), Failure> {
+        self.rt
+            .block_on(self.c.agent.create_sandbox(self.c.ctx(), r))
+            .map(|_| ())
+            .map_err(failure)
+    }
+
+    /// CreateContainer exactly as given (a golden request).
+    pub fn send_create_container(&self, r: &CreateContainerRequest) -> Result<(), Failure> {
+        self.rt
+            .block_on(self.c.agent.create_container(self.c.ctx(), r))
+            .map(|_| ())
+            .map_err(failure)
+    }
+
+    /// CopyFile exactly as given.
+    pub fn copy_file(&self, r: &CopyFileRequest) -> Result<(), Failure> {
+        self.rt
+            .block_on(self.c.agent.copy_file(self.c.ctx(), r))
             .map(|_| ())
             .map_err(failure)
     }
@@ -245,6 +284,28 @@ impl Pod {
             }
             out.extend(chunk);
         }
+    }
+
+    /// Reads stdout until it holds `needle` (each read bounded by the
+    /// client's 30 s call timeout, so a missing line fails, never hangs).
+    pub fn read_until(&self, id: &str, exec_id: &str, needle: &str) -> Result<String, Failure> {
+        let mut out = Vec::new();
+        while !String::from_utf8_lossy(&out).contains(needle) {
+            let mut r = ReadStreamRequest::new();
+            r.container_id = id.into();
+            r.exec_id = exec_id.into();
+            r.len = 1 << 20;
+            let chunk = self
+                .rt
+                .block_on(self.c.agent.read_stdout(self.c.ctx(), &r))
+                .map_err(failure)?
+                .data;
+            if chunk.is_empty() {
+                break; // EOF
+            }
+            out.extend(chunk);
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     pub fn remove(&self, id: &str) -> Result<(), Failure> {
