@@ -76,6 +76,20 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "as a guest's PID 1, power the VM off after a successful DestroySandbox: true, false, or a sandbox id (only that sandbox's)",
     },
     OptionSpec {
+        flag: "allow-uids",
+        env: &["BOSUN_ALLOW_UIDS"],
+        cmdline: Some("agent.allow_uids"),
+        default: Some("0"),
+        help: "on a unix socket, the peer uids (SO_PEERCRED) served: a comma list, or any; others are closed at accept",
+    },
+    OptionSpec {
+        flag: "allow-cids",
+        env: &["BOSUN_ALLOW_CIDS"],
+        cmdline: Some("agent.allow_cids"),
+        default: Some("2"),
+        help: "on vsock, the peer CIDs served (2: the host): a comma list, or any; a container reaching the agent over vsock loopback is closed at accept",
+    },
+    OptionSpec {
         flag: "cmdline-file",
         env: &["BOSUN_CMDLINE_FILE"],
         cmdline: None,
@@ -111,8 +125,19 @@ pub struct Config {
     /// Power the VM off after DestroySandbox (as PID 1 only): of any
     /// sandbox (`Some("")`), of the one with this id, or never (`None`).
     pub poweroff_on_destroy: Option<String>,
+    /// Who may connect.
+    pub peers: crate::transport::listen::Peers,
     /// Where each value came from, for the start-up log line.
     pub sources: Vec<(&'static str, String)>,
+}
+
+/// `any`, or a comma list of numbers.
+fn parse_id_list(s: &str) -> Option<Option<Vec<u32>>> {
+    if s == "any" {
+        return Some(None);
+    }
+    let v: Option<Vec<u32>> = s.split(',').map(|x| x.trim().parse().ok()).collect();
+    v.filter(|v| !v.is_empty()).map(Some)
 }
 
 /// A bad flag or value: printed with the usage, exit code 2.
@@ -282,7 +307,14 @@ impl Config {
                 ))
             }
         };
+        let v = pick("allow-uids").expect("has default");
+        let uids = parse_id_list(&v.0)
+            .ok_or_else(|| bad("allow-uids", v.clone(), "expected any or uids like 0,1000".into()))?;
+        let v = pick("allow-cids").expect("has default");
+        let cids =
+            parse_id_list(&v.0).ok_or_else(|| bad("allow-cids", v.clone(), "expected any or CIDs like 2".into()))?;
         Ok(Config {
+            peers: crate::transport::listen::Peers { uids, cids },
             server_addr,
             log_level,
             log_format,
@@ -398,6 +430,17 @@ mod tests {
     }
 
     #[test]
+    fn peers_from_every_source() {
+        let c = resolve(&[], &[], None).unwrap();
+        assert_eq!(c.peers, crate::transport::listen::Peers::host_only());
+        let c = resolve(&["--allow-uids", "0, 1000"], &[], Some("agent.allow_cids=any")).unwrap();
+        assert_eq!(c.peers.uids, Some(vec![0, 1000]));
+        assert_eq!(c.peers.cids, None);
+        let c = resolve(&[], &[("BOSUN_ALLOW_CIDS", "2,3")], Some("agent.allow_cids=any")).unwrap();
+        assert_eq!(c.peers.cids, Some(vec![2, 3]), "env before the kernel command line");
+    }
+
+    #[test]
     fn invalid_values_are_named() {
         let cases: &[Case<&str>] = &[
             (&["--server-addr", "tcp://1:2"], &[], "server-addr"),
@@ -409,6 +452,9 @@ mod tests {
             (&["--run-dir", "relative/dir"], &[], "run-dir"),
             (&["--cgroup-parent", "../x"], &[], "cgroup-parent"),
             (&[], &[("BOSUN_RUN_DIR", "/run/../etc")], "run-dir"),
+            (&["--allow-uids", "root"], &[], "allow-uids"),
+            (&["--allow-uids", ""], &[], "allow-uids"),
+            (&[], &[("BOSUN_ALLOW_CIDS", "2,x")], "allow-cids"),
         ];
         for (i, (f, e, opt)) in cases.iter().enumerate() {
             match resolve(f, e, None) {

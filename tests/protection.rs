@@ -6,8 +6,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use bosun::protocols::agent::*;
+use bosun::transport::Address;
 use common::pod::{spec, Pod};
-use common::{bosunctl, mounts_under};
+use common::{bosunctl, mounts_under, Agent};
 
 fn code(e: (ttrpc::Code, String)) -> ttrpc::Code {
     e.0
@@ -209,4 +210,63 @@ fn bulk_operations_skip_protected_containers() {
         code(pod.exec("mgmt", "x", &["true"]).unwrap_err()),
         ttrpc::Code::NOT_FOUND
     );
+}
+
+/// bosunctl run as `uid` (a child process with that real and effective uid).
+fn bosunctl_as(uid: u32, args: &[&str]) -> (i32, String) {
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bosunctl"))
+        .args(args)
+        .env_remove("BOSUNCTL_ADDR")
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .expect("run bosunctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+#[ignore = "needs root"]
+fn only_root_may_connect_over_a_unix_socket_unless_allowed() {
+    assert!(common::is_root(), "needs root");
+    // An abstract socket has no file permissions: SO_PEERCRED is the guard.
+    let name = common::abstract_name("peers");
+    let addr = format!("unix://@{name}");
+    let agent = Agent::start_at(Address::UnixAbstract(name.clone()), tempfile::tempdir().unwrap(), &[]);
+    let (code, out) = bosunctl_as(65534, &["--addr", &addr, "check"]);
+    assert_ne!(code, 0, "uid 65534 is refused: {out}");
+    let (code, out) = bosunctl_as(0, &["--addr", &addr, "check"]);
+    assert_eq!((code, out.trim()), (0, "SERVING"));
+    let log = agent.log();
+    assert!(
+        log.contains("connection refused") && log.contains("65534"),
+        "the refusal is logged with the peer's uid: {log}"
+    );
+    drop(agent);
+
+    let name = common::abstract_name("peers2");
+    let addr = format!("unix://@{name}");
+    let _agent = Agent::start_at(
+        Address::UnixAbstract(name),
+        tempfile::tempdir().unwrap(),
+        &["--allow-uids", "0,65534"],
+    );
+    let (code, out) = bosunctl_as(65534, &["--addr", &addr, "check"]);
+    assert_eq!((code, out.trim()), (0, "SERVING"), "allowed by --allow-uids");
+
+    // A path socket is 0600 by default, 0666 when others may connect.
+    use std::os::unix::fs::PermissionsExt;
+    for (allow, mode) in [("0", 0o600), ("any", 0o666)] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let sock = dir.path().join("bosun.sock");
+        let agent = Agent::start_at(Address::Unix(sock.clone()), dir, &["--allow-uids", allow]);
+        let got = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+        assert_eq!(got, mode, "--allow-uids {allow}");
+        let (code, out) = bosunctl_as(65534, &["--addr", &agent.addr.to_string(), "check"]);
+        assert_eq!(code == 0, allow == "any", "--allow-uids {allow}: {out}");
+    }
 }

@@ -50,6 +50,46 @@ fn by_pid(pid: Option<i32>) -> String {
     pid.map(|p| format!(" by pid {p}")).unwrap_or_default()
 }
 
+/// Who may talk to the agent: checked at accept, before a byte is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peers {
+    /// Unix sockets: the peer uids (SO_PEERCRED) served; `None`: any.
+    pub uids: Option<Vec<u32>>,
+    /// vsock: the peer CIDs served; `None`: any. The default, the host
+    /// (CID 2) only, keeps a container that reaches the agent over vsock
+    /// loopback from driving it.
+    pub cids: Option<Vec<u32>>,
+}
+
+impl Peers {
+    /// Root over unix sockets, the host over vsock.
+    pub fn host_only() -> Self {
+        Self {
+            uids: Some(vec![0]),
+            cids: Some(vec![2]),
+        }
+    }
+
+    /// Also serves the agent's own uid (an agent run by a user trusts
+    /// that user as it trusts root).
+    pub fn with_agent_uid(mut self, uid: u32) -> Self {
+        if let Some(v) = self.uids.as_mut() {
+            if !v.contains(&uid) {
+                v.push(uid);
+            }
+        }
+        self
+    }
+
+    fn uid_ok(&self, uid: u32) -> bool {
+        self.uids.as_ref().is_none_or(|v| v.contains(&uid))
+    }
+
+    fn cid_ok(&self, cid: u32) -> bool {
+        self.cids.as_ref().is_none_or(|v| v.contains(&cid))
+    }
+}
+
 /// A bound listener and the socket file it owns.
 pub struct Bound {
     /// The ttrpc listener, with every connection wrapped in a `FrameGuard`.
@@ -74,15 +114,16 @@ impl Drop for SocketFile {
     }
 }
 
-/// Binds `addr` for serving.
-pub fn bind(addr: &Address) -> Result<Bound, ListenError> {
+/// Binds `addr` for serving `peers`; a refused connection is closed at
+/// accept and logged.
+pub fn bind(addr: &Address, peers: &Peers, log: &slog::Logger) -> Result<Bound, ListenError> {
     addr.check_listenable()?;
     let io_err = |source| ListenError::Io {
         addr: addr.to_string(),
         source,
     };
     match addr {
-        Address::Unix(path) => bind_unix_path(addr, path),
+        Address::Unix(path) => bind_unix_path(addr, path, peers, log),
         Address::UnixAbstract(name) => {
             let std = socket::bind_abstract(name).map_err(|e| {
                 if e.kind() == io::ErrorKind::AddrInUse {
@@ -98,7 +139,7 @@ pub fn bind(addr: &Address) -> Result<Bound, ListenError> {
                 }
             })?;
             Ok(Bound {
-                listener: unix_listener(std).map_err(io_err)?,
+                listener: unix_listener(std, peers, log).map_err(io_err)?,
                 owner: SocketFile(None),
             })
         }
@@ -113,9 +154,19 @@ pub fn bind(addr: &Address) -> Result<Bound, ListenError> {
                     io_err(e)
                 }
             })?;
-            let incoming = stream::unfold(l, |l| async move {
-                let r = l.accept().await.map(|(s, _)| FrameGuard::new(s));
-                Some((r, l))
+            let state = (l, peers.clone(), log.clone());
+            let incoming = stream::unfold(state, |(l, peers, log)| async move {
+                loop {
+                    match l.accept().await {
+                        Ok((s, peer)) if peers.cid_ok(peer.cid()) => {
+                            return Some((Ok(FrameGuard::new(s)), (l, peers, log)))
+                        }
+                        Ok((_, peer)) => {
+                            slog::warn!(log, "connection refused"; "peer_cid" => peer.cid(), "peer_port" => peer.port(), "reason" => "CID not in --allow-cids");
+                        }
+                        Err(e) => return Some((Err(e), (l, peers, log))),
+                    }
+                }
             });
             Ok(Bound {
                 listener: Listener::new(incoming.boxed()),
@@ -126,7 +177,7 @@ pub fn bind(addr: &Address) -> Result<Bound, ListenError> {
     }
 }
 
-fn bind_unix_path(addr: &Address, path: &Path) -> Result<Bound, ListenError> {
+fn bind_unix_path(addr: &Address, path: &Path, peers: &Peers, log: &slog::Logger) -> Result<Bound, ListenError> {
     let io_err = |source| ListenError::Io {
         addr: addr.to_string(),
         source,
@@ -151,21 +202,42 @@ fn bind_unix_path(addr: &Address, path: &Path) -> Result<Bound, ListenError> {
         fs::create_dir_all(dir).map_err(io_err)?;
     }
     let std = std::os::unix::net::UnixListener::bind(path).map_err(io_err)?;
-    // Only root (the host runtime's side of the agent) may talk to it.
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+    // Root only by default (the host runtime's side of the agent); when
+    // other uids are allowed the file lets them connect and SO_PEERCRED
+    // decides.
+    let owner_only = peers
+        .uids
+        .as_ref()
+        .is_some_and(|v| v.iter().all(|u| *u == 0 || *u == nix::unistd::geteuid().as_raw()));
+    let mode = if owner_only { 0o600 } else { 0o666 };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err)?;
     let m = fs::symlink_metadata(path).map_err(io_err)?;
     Ok(Bound {
-        listener: unix_listener(std).map_err(io_err)?,
+        listener: unix_listener(std, peers, log).map_err(io_err)?,
         owner: SocketFile(Some((path.to_path_buf(), m.dev(), m.ino()))),
     })
 }
 
-fn unix_listener(std: std::os::unix::net::UnixListener) -> io::Result<Listener> {
+fn unix_listener(std: std::os::unix::net::UnixListener, peers: &Peers, log: &slog::Logger) -> io::Result<Listener> {
     std.set_nonblocking(true)?;
     let l = tokio::net::UnixListener::from_std(std)?;
-    let incoming = stream::unfold(l, |l| async move {
-        let r = l.accept().await.map(|(s, _)| FrameGuard::new(s));
-        Some((r, l))
+    let state = (l, peers.clone(), log.clone());
+    let incoming = stream::unfold(state, |(l, peers, log)| async move {
+        loop {
+            let s = match l.accept().await {
+                Ok((s, _)) => s,
+                Err(e) => return Some((Err(e), (l, peers, log))),
+            };
+            match s.peer_cred() {
+                Ok(c) if peers.uid_ok(c.uid()) => return Some((Ok(FrameGuard::new(s)), (l, peers, log))),
+                Ok(c) => {
+                    slog::warn!(log, "connection refused"; "peer_uid" => c.uid(), "pid" => c.pid(), "reason" => "uid not in --allow-uids");
+                }
+                Err(e) => {
+                    slog::warn!(log, "connection refused"; "reason" => "no peer credentials", "error" => %e);
+                }
+            }
+        }
     });
     Ok(Listener::new(incoming.boxed()))
 }
