@@ -10,6 +10,7 @@ pub mod container;
 pub mod error;
 pub mod ids;
 pub mod journal;
+pub mod kmod;
 pub mod logging;
 pub mod mount;
 pub mod net;

@@ -100,12 +100,24 @@ pub fn sandbox(req: &CreateSandboxRequest) -> Result<SandboxSpec, AgentError> {
         crate::ids::ContainerId::parse(&req.sandbox_id)
             .map_err(|_| AgentError::invalid("sandbox_id", "must match [A-Za-z0-9][A-Za-z0-9_.-]{0,127}"))?;
     }
+    cap("kernel_modules", &req.kernel_modules, MAX_ITEMS)?;
+    let kernel_modules = req
+        .kernel_modules
+        .iter()
+        .map(|m| crate::kmod::KernelModule::new(&m.name, &m.parameters))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| AgentError::invalid("kernel_modules", e.to_string()))?;
     Ok(SandboxSpec {
         id: req.sandbox_id.clone(),
         hostname: req.hostname.clone(),
         dns: req.dns.clone(),
         storages: storages(&req.storages)?,
         sandbox_pidns: req.sandbox_pidns,
+        guest_hook_path: match req.guest_hook_path.as_str() {
+            "" => None,
+            p => Some(check_guest_path("guest_hook_path", p)?),
+        },
+        kernel_modules,
     })
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use slog::{info, warn};
 
+use super::hooks::HookKind;
 use super::{Sandbox, SandboxSpec};
 use crate::container::init_config::{InitConfig, MountSpec, NsKind, NsMode, Payload, ProcessSpec};
 use crate::container::spawn::{self, SpawnError};
@@ -283,6 +284,13 @@ impl Sandbox {
                 action: "start it (only a created container starts)",
             });
         }
+        // prestart hooks: the container is set up, its process not yet run.
+        self.run_hooks(HookKind::Prestart, &c)
+            .await
+            .map_err(|reason| AgentError::SetupFailed {
+                cid: id.clone(),
+                reason,
+            })?;
         let gate = c.gate.lock().expect("gate lock").take();
         let mut gate =
             std::fs::File::from(gate.ok_or_else(|| AgentError::Internal(format!("container {id} has no start gate")))?);
@@ -301,6 +309,8 @@ impl Sandbox {
                 c.set_status(Status::Running);
                 self.persist()?;
                 info!(self.log, "container started"; "cid" => %id, "pid" => c.init.pid);
+                // A poststart failure is logged (in run_hooks), as OCI asks.
+                let _ = self.run_hooks(HookKind::Poststart, &c).await;
                 Ok(())
             }
             Err(reason) => {

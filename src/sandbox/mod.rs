@@ -4,6 +4,7 @@
 mod cgroups;
 mod containers;
 pub mod copy_file;
+pub mod hooks;
 pub mod oom;
 pub mod processes;
 pub mod state_journal;
@@ -36,6 +37,12 @@ pub struct SandboxSpec {
     pub storages: Vec<StorageSpec>,
     /// All containers share the pause container's pid namespace.
     pub sandbox_pidns: bool,
+    /// Where the guest keeps OCI hooks (`guest_hook_path`).
+    #[serde(default)]
+    pub guest_hook_path: Option<PathBuf>,
+    /// Kernel modules loaded at CreateSandbox.
+    #[serde(default)]
+    pub kernel_modules: Vec<crate::kmod::KernelModule>,
 }
 
 #[derive(Default)]
@@ -136,6 +143,15 @@ impl Sandbox {
                     Err(AgentError::SandboxExists(existing.id.clone()))
                 };
             }
+        }
+        // Modules first: the storages may need them (a filesystem, a
+        // transport). A module already there is left alone.
+        let release = crate::sys::guest::kernel_release();
+        let modules_dir = Path::new("/lib/modules").join(&release);
+        for m in &spec.kernel_modules {
+            let loaded = crate::kmod::load(m, &modules_dir, Path::new("/sys/module"))
+                .map_err(|e| AgentError::invalid("kernel_modules", e.to_string()))?;
+            info!(self.log, "kernel module"; "target" => &m.name, "loaded" => ?loaded);
         }
         let dir = self.sandbox_dir();
         std::fs::create_dir_all(&dir).map_err(|e| AgentError::Internal(format!("create {}: {e}", dir.display())))?;

@@ -196,6 +196,8 @@ impl Sandbox {
     async fn teardown_container(&self, c: &Container, wait: Duration) -> TeardownReport {
         let mut report = TeardownReport::default();
         report.run("kill", self.kill_all(c, wait).await);
+        // poststop hooks: a failure is logged (in run_hooks), not fatal.
+        let _ = self.run_hooks(super::hooks::HookKind::Poststop, c).await;
         for p in c.processes() {
             p.stdout.abandon();
             p.stderr.abandon();

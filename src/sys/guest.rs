@@ -59,30 +59,43 @@ pub fn load_modules(list: &Path) -> Vec<String> {
     let Ok(text) = std::fs::read_to_string(list) else {
         return Vec::new();
     };
-    let params = CString::new("").expect("no NUL");
     let mut errs = Vec::new();
     for m in text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
     {
-        // Compressed modules need the kernel to decompress (flag 4,
-        // MODULE_INIT_COMPRESSED_FILE, which nix does not name).
-        let flags = if m.ends_with(".xz") || m.ends_with(".zst") || m.ends_with(".gz") {
-            ModuleInitFlags::from_bits_retain(4)
-        } else {
-            ModuleInitFlags::empty()
-        };
-        match File::open(m)
-            .map_err(|e| e.to_string())
-            .and_then(|f| finit_module(&f, &params, flags).map_err(|e| e.to_string()))
-        {
-            Ok(()) => {}
-            Err(e) if e.contains("EEXIST") => {}
-            Err(e) => errs.push(format!("{m}: {e}")),
+        if let Err(e) = load_module(Path::new(m), "") {
+            errs.push(format!("{m}: {e}"));
         }
     }
     errs
+}
+
+/// Loads one module file with `params` ("key=value key2=value");
+/// already loaded (EEXIST) is fine.
+pub fn load_module(file: &Path, params: &str) -> Result<(), String> {
+    let p = CString::new(params).map_err(|_| "a parameter has a NUL byte".to_string())?;
+    let name = file.to_string_lossy();
+    // Compressed modules need the kernel to decompress (flag 4,
+    // MODULE_INIT_COMPRESSED_FILE, which nix does not name).
+    let flags = if name.ends_with(".xz") || name.ends_with(".zst") || name.ends_with(".gz") {
+        ModuleInitFlags::from_bits_retain(4)
+    } else {
+        ModuleInitFlags::empty()
+    };
+    let f = File::open(file).map_err(|e| e.to_string())?;
+    match finit_module(&f, &p, flags) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// This kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Syncs and powers the machine off. Only ever called as a guest's PID 1.
