@@ -21,12 +21,37 @@ fn mount(dest: &str, ty: &str, src: &str, opts: &[&str]) -> oci::Mount {
     m
 }
 
-/// A process running `args` in `/`.
+/// containerd's default capabilities (pkg/oci/spec.go), which every CRI
+/// container gets and the Kata agent insists on.
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// A process running `args` in `/`, as root with containerd's default
+/// capabilities.
 pub fn process(args: &[String]) -> oci::Process {
     let mut p = oci::Process::new();
     p.Args = args.to_vec();
     p.Env = DEFAULT_ENV.iter().map(|e| e.to_string()).collect();
     p.Cwd = "/".into();
+    let caps: Vec<String> = DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
+    let mut c = oci::LinuxCapabilities::new();
+    (c.Bounding, c.Effective, c.Permitted) = (caps.clone(), caps.clone(), caps);
+    p.Capabilities = Some(c).into();
+    p.User = Some(oci::User::new()).into();
     p
 }
 
@@ -55,6 +80,17 @@ pub fn container(rootfs: Option<&Path>, args: &[String]) -> oci::Spec {
     linux.ReadonlyPaths = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
         .map(String::from)
         .to_vec();
+    // As the runtimes send them (runtime-rs's amend_spec, the Go runtime's
+    // constrainGRPCSpec): no network namespace (the pod's is the guest's),
+    // no paths; the Kata agent refuses a spec without a mount namespace.
+    linux.Namespaces = ["ipc", "uts", "mount"]
+        .iter()
+        .map(|t| {
+            let mut n = oci::LinuxNamespace::new();
+            n.Type = t.to_string();
+            n
+        })
+        .collect();
     s.Linux = Some(linux).into();
     s.Mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),

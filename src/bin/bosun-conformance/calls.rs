@@ -68,8 +68,16 @@ impl Calls<'_> {
         self.create_spec(id, spec::container(Some(rootfs), &s(args)), vec![])
             .await
     }
-    pub async fn pause(&self, rootfs: Option<&Path>) -> R<()> {
-        self.create_spec("pause", spec::pause(rootfs), vec![]).await?;
+    /// The pause container: `args` run in `rootfs`, or, with no rootfs,
+    /// the spec's `/pause` in a rootfs that was never mounted.
+    pub async fn pause(&self, rootfs: Option<&Path>, args: &[&str]) -> R<()> {
+        let mut s = spec::pause(rootfs);
+        if rootfs.is_some() && !args.is_empty() {
+            if let Some(p) = s.Process.as_mut() {
+                p.Args = args.iter().map(|a| a.to_string()).collect();
+            }
+        }
+        self.create_spec("pause", s, vec![]).await?;
         self.start("pause").await
     }
     pub async fn start(&self, id: &str) -> R<()> {

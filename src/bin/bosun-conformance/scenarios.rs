@@ -73,9 +73,15 @@ fn storage(driver: &str, source: &str, fstype: &str, mp: &Path) -> Storage {
     s
 }
 
+/// A sandbox and its pause container. The pause runs from the busybox
+/// rootfs (every agent needs one there; only `pause_rootfs_never_mounted`
+/// tries the pause whose rootfs was never mounted).
 async fn pod(c: &Ctx<'_>, name: &str) -> Outcome {
     ok(c.calls.sandbox(name).await, "CreateSandbox")?;
-    ok(c.calls.pause(None).await, "the pause container")
+    ok(
+        c.calls.pause(Some(&c.rootfs), &["sleep", MARK]).await,
+        "the pause container",
+    )
 }
 
 async fn running(c: &Ctx<'_>, id: &str) -> Outcome {
@@ -138,35 +144,38 @@ pub async fn run(name: &str, c: &Ctx<'_>) -> Outcome {
     match name {
         "lifecycle" => {
             pod(c, "conf-life").await?;
-            running(c, "w").await?;
-            ok(k.exec("w", "cat", &["cat"]).await, "ExecProcess")?;
-            ok(k.write("w", "cat", b"round trip\n").await, "WriteStdin")?;
-            ok(k.write("w", "cat", b"").await, "WriteStdin (close)")?;
-            let out = ok(k.read_all("w", "cat").await, "ReadStdout")?;
+            running(c, "work").await?;
+            ok(k.exec("work", "cat", &["cat"]).await, "ExecProcess")?;
+            ok(k.write("work", "cat", b"round trip\n").await, "WriteStdin")?;
+            ok(k.write("work", "cat", b"").await, "WriteStdin (close)")?;
+            let out = ok(k.read_all("work", "cat").await, "ReadStdout")?;
             check(
                 out == b"round trip\n",
                 format!("stdout {:?}", String::from_utf8_lossy(&out)),
             )?;
-            check(ok(k.wait("w", "cat").await, "WaitProcess")? == 0, "cat did not exit 0")?;
-            ok(k.remove("w").await, "RemoveContainer")?;
+            check(
+                ok(k.wait("work", "cat").await, "WaitProcess")? == 0,
+                "cat did not exit 0",
+            )?;
+            ok(k.remove("work").await, "RemoveContainer")?;
             ok(k.destroy().await, "DestroySandbox")
         }
         "pause_rootfs_never_mounted" => {
             ok(k.sandbox("conf-nm").await, "CreateSandbox")?;
             ok(
-                k.pause(Some(&c.never_mounted)).await,
+                k.pause(Some(&c.never_mounted), &[]).await,
                 "a pause whose rootfs was never mounted",
             )?;
-            running(c, "w").await?;
-            ok(k.remove("w").await, "RemoveContainer (workload)")?;
+            running(c, "work").await?;
+            ok(k.remove("work").await, "RemoveContainer (workload)")?;
             ok(k.remove("pause").await, "RemoveContainer (pause)")?;
             ok(k.destroy().await, "DestroySandbox")
         }
         "remove_twice" => {
             pod(c, "conf-rm2").await?;
-            running(c, "w").await?;
-            ok(k.remove("w").await, "RemoveContainer")?;
-            ok(k.remove("w").await, "a second RemoveContainer")?;
+            running(c, "work").await?;
+            ok(k.remove("work").await, "RemoveContainer")?;
+            ok(k.remove("work").await, "a second RemoveContainer")?;
             ok(k.destroy().await, "DestroySandbox")
         }
         "destroy_twice" => {
@@ -176,23 +185,23 @@ pub async fn run(name: &str, c: &Ctx<'_>) -> Outcome {
         }
         "destroy_with_running_workloads" => {
             pod(c, "conf-drun").await?;
-            running(c, "a").await?;
-            running(c, "b").await?;
+            running(c, "app-a").await?;
+            running(c, "app-b").await?;
             ok(k.destroy().await, "DestroySandbox with workloads running")
         }
         "remove_after_init_exited" => {
             pod(c, "conf-exit").await?;
-            ok(k.create("w", &c.rootfs, &["true"]).await, "CreateContainer")?;
-            ok(k.start("w").await, "StartContainer")?;
-            check(ok(k.wait("w", "").await, "WaitProcess")? == 0, "true did not exit 0")?;
-            ok(k.remove("w").await, "RemoveContainer of an exited container")?;
+            ok(k.create("work", &c.rootfs, &["true"]).await, "CreateContainer")?;
+            ok(k.start("work").await, "StartContainer")?;
+            check(ok(k.wait("work", "").await, "WaitProcess")? == 0, "true did not exit 0")?;
+            ok(k.remove("work").await, "RemoveContainer of an exited container")?;
             ok(k.destroy().await, "DestroySandbox")
         }
         "remove_while_exec_runs" => {
             pod(c, "conf-rmexec").await?;
-            running(c, "w").await?;
-            ok(k.exec("w", "e", &["sleep", MARK]).await, "ExecProcess")?;
-            ok(k.remove("w").await, "RemoveContainer with an exec running")?;
+            running(c, "work").await?;
+            ok(k.exec("work", "exec1", &["sleep", MARK]).await, "ExecProcess")?;
+            ok(k.remove("work").await, "RemoveContainer with an exec running")?;
             ok(k.destroy().await, "DestroySandbox")
         }
         "bad_storage_source_then_retry" | "bad_fstype_then_retry" => {
@@ -205,29 +214,29 @@ pub async fn run(name: &str, c: &Ctx<'_>) -> Outcome {
             };
             let spec = bosun::client::spec::container(Some(&c.rootfs), &["sleep".into(), MARK.into()]);
             check(
-                k.create_spec("w", spec.clone(), vec![bad]).await.is_err(),
+                k.create_spec("work", spec.clone(), vec![bad]).await.is_err(),
                 "the bad storage was accepted",
             )?;
             ok(
-                k.create_spec("w", spec, vec![storage("ephemeral", "tmpfs", "tmpfs", &mp)])
+                k.create_spec("work", spec, vec![storage("ephemeral", "tmpfs", "tmpfs", &mp)])
                     .await,
                 "the retry with the same id",
             )?;
-            ok(k.start("w").await, "StartContainer")?;
+            ok(k.start("work").await, "StartContainer")?;
             ok(k.destroy().await, "DestroySandbox")
         }
         "missing_executable_then_retry" => {
             pod(c, "conf-noexe").await?;
-            let created = k.create("w", &c.rootfs, &["/bosun/conformance/missing"]).await;
-            let failed = created.is_err() || k.start("w").await.is_err();
+            let created = k.create("work", &c.rootfs, &["/bosun/conformance/missing"]).await;
+            let failed = created.is_err() || k.start("work").await.is_err();
             check(failed, "a missing executable started")?;
-            let _ = k.remove("w").await;
-            running(c, "w").await?;
+            let _ = k.remove("work").await;
+            running(c, "work").await?;
             ok(k.destroy().await, "DestroySandbox")
         }
         "error_codes" => {
             pod(c, "conf-codes").await?;
-            running(c, "w").await?;
+            running(c, "work").await?;
             ok(k.create("done", &c.rootfs, &["true"]).await, "CreateContainer")?;
             ok(k.start("done").await, "StartContainer")?;
             let _ = k.wait("done", "").await;
@@ -242,13 +251,13 @@ pub async fn run(name: &str, c: &Ctx<'_>) -> Outcome {
                 "SignalProcess to a missing container",
             )?;
             expect_code(
-                k.wait("w", "ghost").await,
+                k.wait("work", "ghost").await,
                 Code::NOT_FOUND,
                 "WaitProcess of a missing exec id",
             )?;
-            expect_code(k.start("w").await, Code::FAILED_PRECONDITION, "StartContainer twice")?;
+            expect_code(k.start("work").await, Code::FAILED_PRECONDITION, "StartContainer twice")?;
             expect_code(
-                k.exec("done", "e", &["true"]).await,
+                k.exec("done", "exec1", &["true"]).await,
                 Code::FAILED_PRECONDITION,
                 "ExecProcess in a stopped container",
             )?;
@@ -268,28 +277,28 @@ pub async fn run(name: &str, c: &Ctx<'_>) -> Outcome {
         }
         "long_poll" => {
             pod(c, "conf-poll").await?;
-            running(c, "w").await?;
-            ok(k.exec("w", "slow", &["sleep", "1"]).await, "ExecProcess")?;
+            running(c, "work").await?;
+            ok(k.exec("work", "slow", &["sleep", "1"]).await, "ExecProcess")?;
             // A WaitProcess that outlasts any default client timeout would
             // fail here if the agent imposed one; 1 s is enough to see it.
             let t = std::time::Instant::now();
             check(
-                ok(k.wait("w", "slow").await, "WaitProcess")? == 0,
+                ok(k.wait("work", "slow").await, "WaitProcess")? == 0,
                 "sleep did not exit 0",
             )?;
             check(
                 t.elapsed() >= Duration::from_millis(900),
                 "WaitProcess answered before the process ended",
             )?;
-            ok(k.exec("w", "echo", &["echo", "x"]).await, "ExecProcess")?;
-            let out = ok(k.read_all("w", "echo").await, "ReadStdout")?;
+            ok(k.exec("work", "echo", &["echo", "x"]).await, "ExecProcess")?;
+            let out = ok(k.read_all("work", "echo").await, "ReadStdout")?;
             check(
                 out == b"x\n",
                 "ReadStdout did not end with an empty read after the output",
             )?;
-            ok(k.exec("w", "cat", &["cat"]).await, "ExecProcess")?;
-            ok(k.write("w", "cat", b"").await, "WriteStdin (empty)")?;
-            let st = tokio::time::timeout(Duration::from_secs(10), k.wait("w", "cat")).await;
+            ok(k.exec("work", "cat", &["cat"]).await, "ExecProcess")?;
+            ok(k.write("work", "cat", b"").await, "WriteStdin (empty)")?;
+            let st = tokio::time::timeout(Duration::from_secs(10), k.wait("work", "cat")).await;
             check(
                 matches!(st, Ok(Ok(0))),
                 "an empty WriteStdin did not close stdin (cat kept running)",
