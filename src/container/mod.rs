@@ -59,8 +59,9 @@ impl Status {
     }
 }
 
-/// One container.
-pub struct Container {
+/// What a container is, fixed when it is created (or re-adopted after a
+/// restart).
+pub struct ContainerInfo {
     /// Id.
     pub id: ContainerId,
     /// Its directory under the agent's run dir.
@@ -77,6 +78,12 @@ pub struct Container {
     pub init: Arc<Process>,
     /// Its cgroup, when one could be made.
     pub cgroup: Option<crate::cgroup::Cgroup>,
+}
+
+/// One container: what it is (`ContainerInfo`, reached through `Deref`)
+/// and what changes over its life.
+pub struct Container {
+    info: ContainerInfo,
     status: Mutex<Status>,
     execs: Mutex<BTreeMap<String, Arc<Process>>>,
     /// Write end of the start gate, until StartContainer.
@@ -87,46 +94,23 @@ pub struct Container {
     pub op: tokio::sync::Mutex<()>,
 }
 
-/// What a new `Container` is made of.
-pub struct NewContainer {
-    /// Id.
-    pub id: ContainerId,
-    /// Run directory.
-    pub dir: PathBuf,
-    /// Pause container.
-    pub is_pause: bool,
-    /// Protected.
-    pub protected: bool,
-    /// Own pid namespace.
-    pub own_pid_ns: bool,
-    /// Digest of the create request.
-    pub digest: String,
-    /// Init process.
-    pub init: Arc<Process>,
-    /// cgroup.
-    pub cgroup: Option<crate::cgroup::Cgroup>,
-    /// Start gate.
-    pub gate: Option<OwnedFd>,
-    /// Report pipe.
-    pub report: Option<spawn::Report>,
+impl std::ops::Deref for Container {
+    type Target = ContainerInfo;
+    fn deref(&self) -> &ContainerInfo {
+        &self.info
+    }
 }
 
 impl Container {
-    /// A container in state Created.
-    pub fn new(n: NewContainer) -> Self {
+    /// A container in state Created, with its start gate and report pipe
+    /// (none for one re-adopted after a restart).
+    pub fn new(info: ContainerInfo, gate: Option<OwnedFd>, report: Option<spawn::Report>) -> Self {
         Self {
-            id: n.id,
-            dir: n.dir,
-            is_pause: n.is_pause,
-            protected: n.protected,
-            own_pid_ns: n.own_pid_ns,
-            digest: n.digest,
-            init: n.init,
-            cgroup: n.cgroup,
+            info,
             status: Mutex::new(Status::Created),
             execs: Mutex::new(BTreeMap::new()),
-            gate: Mutex::new(n.gate),
-            report: tokio::sync::Mutex::new(n.report),
+            gate: Mutex::new(gate),
+            report: tokio::sync::Mutex::new(report),
             op: tokio::sync::Mutex::new(()),
         }
     }

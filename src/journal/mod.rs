@@ -10,71 +10,17 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-use crate::cgroup::Cgroup;
-use crate::container::Status;
-use crate::mount::ledger::Ledger;
-use crate::sandbox::SandboxSpec;
-
-/// Format version; a file of another version is not trusted.
-pub const VERSION: u32 = 1;
-
-/// A process as the journal keeps it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProcRecord {
-    /// Exec id (the container id for its init).
-    pub exec_id: String,
-    /// Pid in the agent's namespace.
-    pub pid: i32,
-    /// Start time (clock ticks since boot, /proc/PID/stat field 22): a pid
-    /// reused by another process never matches.
-    pub start_time: u64,
-    /// Exit status, once known.
-    pub exit: Option<i32>,
-}
-
-/// A container as the journal keeps it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ContainerRecord {
-    /// Id.
-    pub id: String,
-    /// Run directory.
-    pub dir: PathBuf,
-    /// Pause container.
-    pub is_pause: bool,
-    /// Protected from bulk operations.
-    pub protected: bool,
-    /// Own pid namespace.
-    pub own_pid_ns: bool,
-    /// Status when written.
-    pub status: Status,
-    /// Digest of the create request (idempotent create).
-    pub digest: String,
-    /// Its cgroup.
-    pub cgroup: Option<Cgroup>,
-    /// Init.
-    pub init: ProcRecord,
-    /// Exec'd processes.
-    pub execs: Vec<ProcRecord>,
-}
-
-/// Everything bosun owns.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Snapshot {
-    /// Format version.
-    pub version: u32,
-    /// The sandbox, if created.
-    pub sandbox: Option<SandboxSpec>,
-    /// Containers.
-    pub containers: Vec<ContainerRecord>,
-    /// Ids removed (a second remove answers OK).
-    pub removed: Vec<String>,
-    /// The mount ledger.
-    pub ledger: Ledger,
+/// A state the journal keeps: any serde type that names its format
+/// version. The journal knows files, checksums and versions, nothing of
+/// what the state means (the sandbox owns its record types).
+pub trait Versioned: Serialize + DeserializeOwned {
+    /// The version this build writes; a file of another is not trusted.
+    const VERSION: u32;
+    /// The version a loaded state carries.
+    fn version(&self) -> u32;
 }
 
 /// A journal failure.
@@ -135,7 +81,7 @@ impl Journal {
     }
 
     /// Writes `s`: temp file, fsync, rename, fsync of the directory.
-    pub fn save(&self, s: &Snapshot) -> Result<(), JournalError> {
+    pub fn save<T: Versioned>(&self, s: &T) -> Result<(), JournalError> {
         let err = |source| JournalError::WriteStateFile {
             path: self.path.clone(),
             source,
@@ -154,7 +100,7 @@ impl Journal {
     }
 
     /// Reads the state; `None` when there is no file.
-    pub fn load(&self) -> Result<Option<Snapshot>, JournalError> {
+    pub fn load<T: Versioned>(&self) -> Result<Option<T>, JournalError> {
         let bytes = match fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -181,9 +127,13 @@ impl Journal {
         if fnv64(body) != want {
             return Err(corrupt(format!("checksum mismatch ({} bytes of body)", body.len())));
         }
-        let s: Snapshot = serde_json::from_slice(body).map_err(|e| corrupt(format!("parse: {e}")))?;
-        if s.version != VERSION {
-            return Err(corrupt(format!("version {} (this bosun writes {VERSION})", s.version)));
+        let s: T = serde_json::from_slice(body).map_err(|e| corrupt(format!("parse: {e}")))?;
+        if s.version() != T::VERSION {
+            return Err(corrupt(format!(
+                "version {} (this bosun writes {})",
+                s.version(),
+                T::VERSION
+            )));
         }
         Ok(Some(s))
     }
@@ -208,30 +158,35 @@ impl Journal {
     }
 }
 
-/// Start time of `pid` (field 22 of /proc/PID/stat), if it exists.
-pub fn start_time(pid: i32) -> Option<u64> {
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; fields resume after ')'.
-    let rest = &s[s.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct State {
+        version: u32,
+        removed: Vec<String>,
+    }
+
+    impl Versioned for State {
+        const VERSION: u32 = 7;
+        fn version(&self) -> u32 {
+            self.version
+        }
+    }
 
     #[test]
     fn round_trip_and_corruption() {
         let d = tempfile::tempdir().unwrap();
         let j = Journal::new(d.path());
-        assert_eq!(j.load().unwrap(), None);
-        let s = Snapshot {
-            version: VERSION,
+        assert_eq!(j.load::<State>().unwrap(), None);
+        let s = State {
+            version: 7,
             removed: vec!["a".into()],
-            ..Default::default()
         };
         j.save(&s).unwrap();
-        assert_eq!(j.load().unwrap(), Some(s));
+        assert_eq!(j.load::<State>().unwrap(), Some(s));
         let good = fs::read(j.path()).unwrap();
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("truncated", good[..good.len() - 3].to_vec()),
@@ -244,18 +199,39 @@ mod tests {
                 g
             }),
             ("empty", Vec::new()),
+            ("another version", {
+                let body = br#"{"version":8,"removed":[]}"#;
+                let mut g = format!("{:016x}\n", fnv64(body)).into_bytes();
+                g.extend_from_slice(body);
+                g
+            }),
+            ("another shape", {
+                let body = br#"{"version":7,"removed":[],"extra":1}"#;
+                let mut g = format!("{:016x}\n", fnv64(body)).into_bytes();
+                g.extend_from_slice(body);
+                g
+            }),
         ];
         for (i, (what, bytes)) in cases.into_iter().enumerate() {
             fs::write(j.path(), &bytes).unwrap();
             assert!(
-                matches!(j.load(), Err(JournalError::Corrupt { .. })),
+                matches!(j.load::<State>(), Err(JournalError::Corrupt { .. })),
                 "test[{i}]: {what}"
             );
         }
         let moved = j.quarantine().unwrap();
         assert!(moved.exists() && !j.path().exists());
-        let me = std::process::id() as i32;
-        assert!(start_time(me).is_some());
-        assert_eq!(start_time(me), start_time(me));
+    }
+
+    /// The journal is the lowest layer: it knows files and serde, not the
+    /// sandbox, containers or mounts whose state it stores.
+    #[test]
+    fn depends_on_nothing_of_the_agent() {
+        let src = include_str!("mod.rs");
+        let needle = ["crate", "::"].concat();
+        assert!(
+            !src.contains(&needle),
+            "src/journal/mod.rs must not use the agent's modules"
+        );
     }
 }

@@ -44,7 +44,7 @@ impl Process {
         out: (Arc<Output>, Arc<Output>),
         tty: Option<std::os::fd::OwnedFd>,
     ) -> Self {
-        let start_time = crate::journal::start_time(pid).unwrap_or(0);
+        let start_time = start_time(pid).unwrap_or(0);
         Self {
             exec_id,
             pid,
@@ -102,4 +102,14 @@ impl Process {
     pub fn set_exit(&self, status: i32) {
         *self.exit.lock().expect("process lock") = Some(status);
     }
+}
+
+/// Start time of `pid` (field 22 of /proc/PID/stat, clock ticks since
+/// boot), if it exists: with the pid, it names one process for good (a
+/// reused pid has another start time).
+pub fn start_time(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields resume after ')'.
+    let rest = &s[s.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
 }

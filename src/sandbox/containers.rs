@@ -11,7 +11,7 @@ use super::{Sandbox, SandboxSpec};
 use crate::container::init_config::{InitConfig, MountSpec, NsKind, NsMode, Payload, ProcessSpec};
 use crate::container::spawn::{self, SpawnError};
 use crate::container::spec::ContainerSpec;
-use crate::container::{Container, NewContainer, Status, CONTAINER_TYPE_ANNOTATION, PROTECTED_ANNOTATION};
+use crate::container::{Container, ContainerInfo, Status, CONTAINER_TYPE_ANNOTATION, PROTECTED_ANNOTATION};
 use crate::error::AgentError;
 use crate::ids::ContainerId;
 use crate::mount::ledger::Owner;
@@ -106,18 +106,20 @@ impl Sandbox {
         self.forget_helper(spawned.helper_pid);
         let protected = is_pause || spec.annotations.get(PROTECTED_ANNOTATION).map(String::as_str) == Some("true");
         let pid = spawned.process.pid;
-        let c = Arc::new(Container::new(NewContainer {
-            id: id.clone(),
-            dir: dir.clone(),
-            is_pause,
-            protected,
-            own_pid_ns,
-            init: spawned.process,
-            cgroup,
-            digest,
-            gate: spawned.gate,
-            report: Some(spawned.report),
-        }));
+        let c = Arc::new(Container::new(
+            ContainerInfo {
+                id: id.clone(),
+                dir: dir.clone(),
+                is_pause,
+                protected,
+                own_pid_ns,
+                init: spawned.process,
+                cgroup,
+                digest,
+            },
+            spawned.gate,
+            Some(spawned.report),
+        ));
         {
             let mut st = self.state();
             if !st.containers.contains_key(&id) {

@@ -270,7 +270,7 @@ impl Sandbox {
     /// not, and reads as `ADOPTED_EXIT_UNKNOWN`.
     pub(crate) fn exit_of(&self, p: &Process) -> Option<i32> {
         if p.adopted {
-            (crate::journal::start_time(p.pid) != Some(p.start_time))
+            (crate::process::start_time(p.pid) != Some(p.start_time))
                 .then(|| p.exit_status().unwrap_or(ADOPTED_EXIT_UNKNOWN))
         } else {
             self.reaper.status(p.pid)

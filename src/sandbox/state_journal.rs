@@ -1,16 +1,87 @@
 //! Writing the sandbox to the journal, and reading it back after a restart.
+//! The record types are the sandbox's: the journal only stores them.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use slog::{error, info, warn};
 
-use super::Sandbox;
-use crate::container::{Container, NewContainer, Status};
+use super::{Sandbox, SandboxSpec};
+use crate::cgroup::Cgroup;
+use crate::container::{Container, ContainerInfo, Status};
 use crate::error::AgentError;
 use crate::ids::ContainerId;
-use crate::journal::{ContainerRecord, JournalError, ProcRecord, Snapshot, VERSION};
-use crate::mount::ledger::{Kind, Owner, State};
+use crate::journal::{JournalError, Versioned};
+use crate::mount::ledger::{Kind, Ledger, Owner, State};
 use crate::process::Process;
+
+/// Format version of `Snapshot`.
+pub const VERSION: u32 = 1;
+
+/// A process as the journal keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcRecord {
+    /// Exec id (the container id for its init).
+    pub exec_id: String,
+    /// Pid in the agent's namespace.
+    pub pid: i32,
+    /// Start time (`process::start_time`): a pid reused by another
+    /// process never matches.
+    pub start_time: u64,
+    /// Exit status, once known.
+    pub exit: Option<i32>,
+}
+
+/// A container as the journal keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerRecord {
+    /// Id.
+    pub id: String,
+    /// Run directory.
+    pub dir: PathBuf,
+    /// Pause container.
+    pub is_pause: bool,
+    /// Protected from bulk operations.
+    pub protected: bool,
+    /// Own pid namespace.
+    pub own_pid_ns: bool,
+    /// Status when written.
+    pub status: Status,
+    /// Digest of the create request (idempotent create).
+    pub digest: String,
+    /// Its cgroup.
+    pub cgroup: Option<Cgroup>,
+    /// Init.
+    pub init: ProcRecord,
+    /// Exec'd processes.
+    pub execs: Vec<ProcRecord>,
+}
+
+/// Everything bosun owns.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// Format version.
+    pub version: u32,
+    /// The sandbox, if created.
+    pub sandbox: Option<SandboxSpec>,
+    /// Containers.
+    pub containers: Vec<ContainerRecord>,
+    /// Ids removed (a second remove answers OK).
+    pub removed: Vec<String>,
+    /// The mount ledger.
+    pub ledger: Ledger,
+}
+
+impl Versioned for Snapshot {
+    const VERSION: u32 = VERSION;
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
 
 fn record(p: &Process, exit: Option<i32>) -> ProcRecord {
     ProcRecord {
@@ -88,7 +159,7 @@ impl Sandbox {
     /// (pid + start time), marks dead ones exited, reconciles the mount
     /// ledger with mountinfo, and rolls back creates the restart cut short.
     pub async fn recover(&self) {
-        let snap = match self.journal.load() {
+        let snap = match self.journal.load::<Snapshot>() {
             Ok(None) => return,
             Ok(Some(s)) => s,
             Err(e @ JournalError::Corrupt { .. }) => {
@@ -115,18 +186,20 @@ impl Sandbox {
                 r.init.start_time,
                 r.init.exit,
             ));
-            let c = Container::new(NewContainer {
-                id: id.clone(),
-                dir: r.dir.clone(),
-                is_pause: r.is_pause,
-                protected: r.protected,
-                own_pid_ns: r.own_pid_ns,
-                digest: r.digest.clone(),
-                init,
-                cgroup: r.cgroup.clone(),
-                gate: None,
-                report: None,
-            });
+            let c = Container::new(
+                ContainerInfo {
+                    id: id.clone(),
+                    dir: r.dir.clone(),
+                    is_pause: r.is_pause,
+                    protected: r.protected,
+                    own_pid_ns: r.own_pid_ns,
+                    digest: r.digest.clone(),
+                    init,
+                    cgroup: r.cgroup.clone(),
+                },
+                None,
+                None,
+            );
             c.set_status(if r.status == Status::Created {
                 Status::Stopped
             } else {
