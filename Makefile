@@ -1,5 +1,7 @@
-# bosun: see README.md. Every target works on a fresh machine after
-# `bash .ci/run` (or the packages it installs) has run once.
+# bosun: see README.md. `make run`, `make test` and `make vm-test` first
+# install what they need (scripts/setup.sh: only the missing packages; as
+# root), so on a fresh Debian/Ubuntu machine with Rust they are all a
+# newcomer types.
 
 CARGO   ?= cargo
 RUN_DIR ?= $(CURDIR)/run
@@ -13,15 +15,18 @@ BIN     := target/$(TARGET)/release
 # that nothing they do (mounts, hostname, links) reaches this machine.
 ISOLATE = unshare --mount --uts --ipc --net --propagation private --
 
-.PHONY: build run test bench guest-image vm-test lint clean
+.PHONY: build run test bench guest-image vm-test lint clean setup-run setup-test setup-vm-test
 
 build:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --locked --target $(TARGET) --bins
 
-run: build
+run: setup-run build
 	./scripts/demo.sh "$(RUN_DIR)" "$(BIN)"
 
-test:
+setup-%:
+	./scripts/setup.sh $*
+
+test: setup-test
 	$(CARGO) build --locked --all-targets
 	@if [ "$$(id -u)" = 0 ]; then \
 		echo "== tests (root: including root-only tests, in private namespaces)"; \
@@ -40,8 +45,8 @@ bench: build
 guest-image: build
 	./guest-image/build.sh $(BIN)/bosun guest-image/out
 
-vm-test: guest-image
-	./guest-image/vm-test.sh guest-image/out $(BIN)
+vm-test: setup-vm-test guest-image
+	PATH="$$HOME/.cargo/bin:$$PATH" ./guest-image/vm-test.sh guest-image/out $(BIN)
 
 lint:
 	$(CARGO) fmt --all -- --check

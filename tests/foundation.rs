@@ -241,7 +241,8 @@ fn hybrid_vsock_silence_times_out() {
         .err()
         .expect("timeout");
     assert!(matches!(err, ConnectError::Timeout { .. }), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+    // A 300 ms bound against a 10 s silence: 5 s tells them apart on a busy machine.
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
     let (code, _, stderr) = bosunctl(&["--timeout", "0.3", "--addr", &addr.to_string(), "check"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("no answer"), "{stderr}");

@@ -36,24 +36,25 @@ pub fn echo(mut s: UnixStream, req: usize, resp: usize) {
     }
 }
 
-fn round_trips(mut a: UnixStream, req: usize, resp: usize, n: usize) -> Duration {
+fn round_trips(mut a: UnixStream, req: usize, resp: usize, n: usize) -> Result<Duration, String> {
     let (out, mut inb) = (vec![1u8; req], vec![0u8; resp]);
     let mut s = Samples::default();
     for i in 0..n + 1000 {
         let t = Instant::now();
-        a.write_all(&out).expect("write");
-        a.read_exact(&mut inb).expect("read");
+        a.write_all(&out)
+            .and_then(|_| a.read_exact(&mut inb))
+            .map_err(|e| format!("floor round trip: {e}"))?;
         if i >= 1000 {
             s.0.push(t.elapsed());
         }
     }
-    s.pct(0.5)
+    Ok(s.pct(0.5))
 }
 
 /// p50 between two threads.
-pub fn threads(n: usize) -> Duration {
+pub fn threads(n: usize) -> Result<Duration, String> {
     let (req, resp) = check_sizes();
-    let (a, b) = UnixStream::pair().expect("socketpair");
+    let (a, b) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
     let server = std::thread::spawn(move || echo(b, req, resp));
     let p50 = round_trips(a, req, resp, n);
     let _ = server.join();
@@ -61,23 +62,27 @@ pub fn threads(n: usize) -> Duration {
 }
 
 /// p50 between this process and a child (`bosun-bench --floor-server`).
-pub fn processes(n: usize) -> Duration {
+pub fn processes(n: usize) -> Result<Duration, String> {
     let (req, resp) = check_sizes();
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
     let path = dir.path().join("floor.sock");
-    let exe = std::env::current_exe().expect("own path");
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
     let mut child = Command::new(exe)
         .arg("--floor-server")
         .arg(&path)
         .stdout(Stdio::null())
         .spawn()
-        .expect("spawn the floor server");
+        .map_err(|e| format!("spawn the floor server: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(5);
     let s = loop {
         match UnixStream::connect(&path) {
             Ok(s) => break s,
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => panic!("floor server: {e}"),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("floor server: {e}"));
+            }
         }
     };
     let p50 = round_trips(s, req, resp, n);
@@ -88,8 +93,12 @@ pub fn processes(n: usize) -> Duration {
 /// The child side of `processes`.
 pub fn serve(path: &str) {
     let (req, resp) = check_sizes();
-    let l = UnixListener::bind(path).expect("bind");
-    if let Ok((s, _)) = l.accept() {
-        echo(s, req, resp);
+    match UnixListener::bind(path) {
+        Ok(l) => {
+            if let Ok((s, _)) = l.accept() {
+                echo(s, req, resp);
+            }
+        }
+        Err(e) => eprintln!("bosun-bench --floor-server: bind {path}: {e}"),
     }
 }

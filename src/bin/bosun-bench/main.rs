@@ -34,6 +34,7 @@ mod kata {
 struct Opts {
     addr: Option<Address>,
     vs: Option<Address>,
+    vs_restart: Option<String>,
     json: bool,
     checks: usize,
     pods: usize,
@@ -43,6 +44,7 @@ fn parse() -> Result<Opts, String> {
     let mut o = Opts {
         addr: None,
         vs: None,
+        vs_restart: None,
         json: false,
         checks: 20_000,
         pods: 100,
@@ -58,10 +60,11 @@ fn parse() -> Result<Opts, String> {
         match a.as_str() {
             "--addr" => o.addr = Some(Address::parse(&val("--addr")?).map_err(|e| e.to_string())?),
             "--vs" => o.vs = Some(Address::parse(&val("--vs")?).map_err(|e| e.to_string())?),
+            "--vs-restart" => o.vs_restart = Some(val("--vs-restart")?),
             "--json" => o.json = true,
             "--checks" => o.checks = val("--checks")?.parse().map_err(|_| "--checks: a number")?,
             "--pods" => o.pods = val("--pods")?.parse().map_err(|_| "--pods: a number")?,
-            "-h" | "--help" => return Err("usage: bosun-bench [--addr ADDR] [--vs ADDR] [--checks N] [--pods N] [--json]\n  without --addr, starts its own bosun (next to this binary) in private namespaces".into()),
+            "-h" | "--help" => return Err("usage: bosun-bench [--addr ADDR] [--vs ADDR [--vs-restart CMD]] [--checks N] [--pods N] [--json]\n  without --addr, starts its own bosun (next to this binary) in private namespaces\n  --vs-restart CMD  a shell command that starts a fresh --vs agent and returns, run before each of its pods\n                    (the Kata agent exits after DestroySandbox)".into()),
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
@@ -111,7 +114,8 @@ fn start_own() -> Result<(OwnAgent, Address), String> {
     Ok((OwnAgent { child, _dir: dir }, addr))
 }
 
-async fn connect(addr: &Address) -> Result<Client, String> {
+/// Connects and waits until the agent answers Check (10 s bound).
+pub async fn connect(addr: &Address) -> Result<Client, String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match Client::connect(addr, Duration::from_secs(30)).await {
@@ -150,19 +154,22 @@ fn rss_mib(pid: i32) -> Option<f64> {
 fn binary(pid: i32) -> Option<(f64, bool)> {
     let exe = std::fs::read(format!("/proc/{pid}/exe")).ok()?;
     let u16_at = |o: usize| u16::from_le_bytes([exe[o], exe[o + 1]]) as usize;
-    let u64_at = |o: usize| u64::from_le_bytes(exe[o..o + 8].try_into().unwrap()) as usize;
+    if exe.len() < 64 || &exe[..4] != b"\x7fELF" {
+        return None;
+    }
+    let u64_at = |o: usize| u64::from_le_bytes(exe[o..o + 8].try_into().unwrap_or([0; 8])) as usize;
     let (phoff, phentsize, phnum) = (u64_at(32), u16_at(54), u16_at(56));
     let has_interp = (0..phnum).any(|i| {
-        u32::from_le_bytes(
-            exe[phoff + i * phentsize..phoff + i * phentsize + 4]
-                .try_into()
-                .unwrap(),
-        ) == 3
+        let o = phoff + i * phentsize;
+        exe.get(o..o + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            == Some(3)
     });
     Some((exe.len() as f64 / 1e6, !has_interp))
 }
 
-async fn check_latency(clients: &[&Client], n: usize) -> Vec<Samples> {
+async fn check_latency(clients: &[&Client], n: usize) -> Result<Vec<Samples>, String> {
     // Blocks of calls alternate between the agents so that machine noise
     // falls on all of them alike.
     const BLOCK: usize = 1000;
@@ -178,25 +185,25 @@ async fn check_latency(clients: &[&Client], n: usize) -> Vec<Samples> {
         for (i, c) in clients.iter().enumerate() {
             for _ in 0..k {
                 let t = Instant::now();
-                c.check().await.expect("Check");
+                c.check().await.map_err(|e| format!("Check: {e}"))?;
                 out[i].0.push(t.elapsed());
             }
         }
         done += k;
     }
-    out
+    Ok(out)
 }
 
-fn throughput(addr: &Address, conns: usize) -> f64 {
+fn throughput(addr: &Address, conns: usize) -> Result<f64, String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime");
+        .map_err(|e| format!("runtime: {e}"))?;
     rt.block_on(async {
         let mut clients = Vec::new();
         for _ in 0..conns {
-            clients.push(connect(addr).await.expect("connect"));
+            clients.push(connect(addr).await?);
         }
         let stop = Instant::now() + Duration::from_secs(1);
         let tasks: Vec<_> = clients
@@ -205,19 +212,29 @@ fn throughput(addr: &Address, conns: usize) -> f64 {
                 tokio::spawn(async move {
                     let mut n = 0u64;
                     while Instant::now() < stop {
-                        c.check().await.expect("Check");
+                        if c.check().await.is_err() {
+                            return Err(());
+                        }
                         n += 1;
                     }
-                    n
+                    Ok(n)
                 })
             })
             .collect();
         let mut total = 0;
         for t in tasks {
-            total += t.await.unwrap_or(0);
+            total += t
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|_| "Check failed under load".to_string())?;
         }
-        total as f64
+        Ok(total as f64)
     })
+}
+
+fn fail(e: String) -> ! {
+    eprintln!("bosun-bench: {e}");
+    std::process::exit(1)
 }
 
 fn main() {
@@ -242,24 +259,29 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("runtime");
-    let c = rt.block_on(connect(&addr)).unwrap_or_else(|e| panic!("{e}"));
-    let vs =
-        o.vs.as_ref()
-            .map(|a| rt.block_on(connect(a)).unwrap_or_else(|e| panic!("--vs: {e}")));
+        .unwrap_or_else(|e| fail(format!("runtime: {e}")));
+    let c = rt.block_on(connect(&addr)).unwrap_or_else(|e| fail(e));
+    let mut vs = o.vs.as_ref().map(|a| pods::Peer {
+        addr: a,
+        client: rt.block_on(connect(a)).unwrap_or_else(|e| fail(format!("--vs: {e}"))),
+        restart: o.vs_restart.as_deref(),
+    });
     let pid = agent_pid(&addr);
     let idle = pid.and_then(rss_mib);
     let mut rows = Vec::new();
 
-    let floor = floor::processes(o.checks);
-    let floor_threads = floor::threads(o.checks);
+    let floor = floor::processes(o.checks).unwrap_or_else(|e| fail(e));
+    let floor_threads = floor::threads(o.checks).unwrap_or_else(|e| fail(e));
     let mut clients = vec![&c];
     if let Some(v) = &vs {
-        clients.push(v);
+        clients.push(&v.client);
     }
-    let lat = rt.block_on(check_latency(&clients, o.checks));
+    let lat = rt
+        .block_on(check_latency(&clients, o.checks))
+        .unwrap_or_else(|e| fail(e));
     let (p50, p99, p999) = (lat[0].pct(0.5), lat[0].pct(0.99), lat[0].pct(0.999));
     let vs_us = |q: f64| lat.get(1).map(|s| format!("{:.1} us", us(s.pct(q))));
+    let vs_q = |q: f64| lat.get(1).map(|s| us(s.pct(q))).unwrap_or(0.0);
     rows.push(
         Row::new(
             "plain unix socket round trip p50, 2 processes (the floor)",
@@ -277,28 +299,34 @@ fn main() {
             format!("{:.1} us", us(p50)),
         )
         .vs(vs_us(0.5))
+        .measured_ratio(us(p50), vs_q(0.5))
         .baseline(kata::CHECK_P50_US, us(p50), "us"),
     );
     rows.push(
         Row::new("Check p99", format!("{:.1} us", us(p99)))
             .vs(vs_us(0.99))
+            .measured_ratio(us(p99), vs_q(0.99))
             .baseline(kata::CHECK_P99_US, us(p99), "us"),
     );
     rows.push(Row::new("Check p99.9", format!("{:.1} us", us(p999))).vs(vs_us(0.999)));
     let ratio = us(p50) / us(floor);
     rows.push(
         Row::new("Check p50 / floor", format!("{ratio:.2}x"))
+            .vs(lat.get(1).map(|s| format!("{:.2}x", us(s.pct(0.5)) / us(floor))))
             .baseline(kata::FLOOR_RATIO, ratio, "x")
             .target("within 2x of the floor", ratio <= 2.0),
     );
     for conns in [1, 8, 64] {
-        let t = throughput(&addr, conns);
+        let t = throughput(&addr, conns).unwrap_or_else(|e| fail(e));
         let mut r = Row::new(
             &format!("Check throughput, {conns} connection(s)"),
             format!("{:.0}/s", t),
         );
         if let Some(v) = &o.vs {
-            r = r.vs(Some(format!("{:.0}/s", throughput(v, conns))));
+            r = match throughput(v, conns) {
+                Ok(theirs) => r.vs(Some(format!("{theirs:.0}/s"))).measured_ratio(t, theirs),
+                Err(e) => r.vs(Some(format!("FAILED: {e}"))),
+            };
         }
         r = match conns {
             1 => r.baseline(kata::TPUT_1, t, "/s"),
@@ -311,9 +339,9 @@ fn main() {
     // (the allocator keeps some of what 64 connections used).
     let warm = pid.and_then(rss_mib);
     if root {
-        let rootfs_dir = tempfile::tempdir().expect("tempdir");
-        let rootfs = pods::busybox_rootfs(rootfs_dir.path());
-        pods::run(&rt, &c, vs.as_ref(), &rootfs, o.pods, pid, warm, &mut rows);
+        let rootfs_dir = tempfile::tempdir().unwrap_or_else(|e| fail(format!("tempdir: {e}")));
+        let rootfs = pods::busybox_rootfs(rootfs_dir.path()).unwrap_or_else(|e| fail(e));
+        pods::run(&rt, &c, vs.as_mut(), &rootfs, o.pods, pid, warm, &mut rows);
     } else {
         rows.push(Row::new("pod lifecycle", "SKIP (needs root)".into()));
     }

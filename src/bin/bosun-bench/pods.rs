@@ -1,4 +1,8 @@
-//! Pod lifecycle latencies, 20 containers in parallel, and memory.
+//! Pod lifecycle latencies, 20 containers in parallel, and memory. Every
+//! call's failure becomes a row that says what failed, never a panic: the
+//! bench is pointed at agents that behave differently (the Kata agent exits
+//! after DestroySandbox, refuses one-letter ids and a pause without a
+//! rootfs), and that difference is a result.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -9,9 +13,17 @@ use bosun::protocols::agent::*;
 use crate::stats::{ms, Row, Samples};
 use crate::{kata, rss_mib};
 
+/// Ids every agent accepts (the Kata agent refuses one-letter ids).
+const PAUSE: &str = "bench-pause";
+const WORK: &str = "bench-work";
+const EXEC: &str = "bench-exec";
+/// The pause's process: the busybox rootfs has no /pause, and the Kata
+/// agent needs a real rootfs for it (only bosun has a built-in pause).
+const PAUSE_ARGS: &[&str] = &["sleep", "2147483647"];
+
 /// A minimal busybox rootfs in `dir`.
-pub fn busybox_rootfs(dir: &Path) -> PathBuf {
-    spec::busybox_rootfs(dir, &["sh", "true", "sleep"]).expect("busybox rootfs")
+pub fn busybox_rootfs(dir: &Path) -> Result<PathBuf, String> {
+    spec::busybox_rootfs(dir, &["sh", "true", "sleep"]).map_err(|e| format!("busybox rootfs: {e}"))
 }
 
 fn s(v: &[&str]) -> Vec<String> {
@@ -30,77 +42,192 @@ struct Pod {
     csr: Samples,
 }
 
-async fn timed<T>(f: impl std::future::Future<Output = ttrpc::Result<T>>) -> Duration {
+/// Runs one call; its time, or what failed.
+async fn timed<T>(what: &str, f: impl std::future::Future<Output = ttrpc::Result<T>>) -> Result<Duration, String> {
     let t = Instant::now();
-    f.await.expect("call");
-    t.elapsed()
+    match f.await {
+        Ok(_) => Ok(t.elapsed()),
+        Err(ttrpc::Error::RpcStatus(st)) => Err(format!("{what}: {:?}: {}", st.code(), first_line(st.message()))),
+        Err(e) => Err(format!("{what}: {}", first_line(&e.to_string()))),
+    }
 }
 
-async fn one_pod(c: &Client, rootfs: &Path, p: &mut Pod) {
-    let mut cs = CreateSandboxRequest::new();
-    cs.hostname = "bench".into();
-    p.sandbox.0.push(timed(c.agent.create_sandbox(c.ctx(), &cs)).await);
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").chars().take(160).collect()
+}
+
+fn pause_request(rootfs: &Path) -> CreateContainerRequest {
+    let mut sp = spec::pause(Some(rootfs));
+    if let Some(p) = sp.Process.as_mut() {
+        p.Args = s(PAUSE_ARGS);
+    }
     let mut cc = CreateContainerRequest::new();
-    (cc.container_id, cc.OCI) = ("pause".into(), Some(spec::pause(None)).into());
-    c.agent.create_container(c.ctx(), &cc).await.expect("pause");
-    let mut st = StartContainerRequest::new();
-    st.container_id = "pause".into();
-    c.agent.start_container(c.ctx(), &st).await.expect("start pause");
+    (cc.container_id, cc.exec_id, cc.OCI) = (PAUSE.into(), PAUSE.into(), Some(sp).into());
+    cc
+}
+
+fn container_request(id: &str, rootfs: &Path) -> CreateContainerRequest {
     let mut cc = CreateContainerRequest::new();
-    (cc.container_id, cc.OCI) = (
-        "w".into(),
+    (cc.container_id, cc.exec_id, cc.OCI) = (
+        id.into(),
+        id.into(),
         Some(spec::container(Some(rootfs), &s(&["sleep", "300"]))).into(),
     );
-    let create = timed(c.agent.create_container(c.ctx(), &cc)).await;
-    st.container_id = "w".into();
-    let start = timed(c.agent.start_container(c.ctx(), &st)).await;
+    cc
+}
+
+fn start_request(id: &str) -> StartContainerRequest {
+    let mut st = StartContainerRequest::new();
+    st.container_id = id.into();
+    st
+}
+
+fn remove_request(id: &str) -> RemoveContainerRequest {
+    let mut rm = RemoveContainerRequest::new();
+    (rm.container_id, rm.timeout) = (id.into(), 10);
+    rm
+}
+
+async fn one_pod(c: &Client, rootfs: &Path, p: &mut Pod) -> Result<(), String> {
+    let mut cs = CreateSandboxRequest::new();
+    (cs.hostname, cs.sandbox_id) = ("bench".into(), "bench-sandbox".into());
+    let sandbox = timed("CreateSandbox", c.agent.create_sandbox(c.ctx(), &cs)).await?;
+    timed(
+        "CreateContainer (pause)",
+        c.agent.create_container(c.ctx(), &pause_request(rootfs)),
+    )
+    .await?;
+    timed(
+        "StartContainer (pause)",
+        c.agent.start_container(c.ctx(), &start_request(PAUSE)),
+    )
+    .await?;
+    let create = timed(
+        "CreateContainer",
+        c.agent.create_container(c.ctx(), &container_request(WORK, rootfs)),
+    )
+    .await?;
+    let start = timed("StartContainer", c.agent.start_container(c.ctx(), &start_request(WORK))).await?;
     let t = Instant::now();
     let mut ex = ExecProcessRequest::new();
-    (ex.container_id, ex.exec_id, ex.process) = ("w".into(), "t".into(), Some(spec::process(&s(&["true"]))).into());
-    c.agent.exec_process(c.ctx(), &ex).await.expect("exec");
+    (ex.container_id, ex.exec_id, ex.process) = (WORK.into(), EXEC.into(), Some(spec::process(&s(&["true"]))).into());
+    timed("ExecProcess", c.agent.exec_process(c.ctx(), &ex)).await?;
     let mut w = WaitProcessRequest::new();
-    (w.container_id, w.exec_id) = ("w".into(), "t".into());
-    c.agent.wait_process(c.long_poll(), &w).await.expect("wait");
-    p.exec.0.push(t.elapsed());
-    let mut rm = RemoveContainerRequest::new();
-    (rm.container_id, rm.timeout) = ("w".into(), 10);
-    let remove = timed(c.agent.remove_container(c.ctx(), &rm)).await;
-    p.destroy
-        .0
-        .push(timed(c.agent.destroy_sandbox(c.ctx(), &DestroySandboxRequest::new())).await);
+    (w.container_id, w.exec_id) = (WORK.into(), EXEC.into());
+    timed("WaitProcess", c.agent.wait_process(c.long_poll(), &w)).await?;
+    let exec = t.elapsed();
+    let remove = timed(
+        "RemoveContainer",
+        c.agent.remove_container(c.ctx(), &remove_request(WORK)),
+    )
+    .await?;
+    let destroy = timed(
+        "DestroySandbox",
+        c.agent.destroy_sandbox(c.ctx(), &DestroySandboxRequest::new()),
+    )
+    .await?;
+    p.sandbox.0.push(sandbox);
     p.create.0.push(create);
     p.start.0.push(start);
+    p.exec.0.push(exec);
     p.remove.0.push(remove);
+    p.destroy.0.push(destroy);
     p.csr.0.push(create + start + remove);
+    Ok(())
 }
 
 /// Creates and starts `n` containers at once in one sandbox; returns the
 /// wall time, and leaves them running.
-async fn parallel(c: &Client, rootfs: &Path, n: usize) -> Duration {
+async fn parallel(c: &Client, rootfs: &Path, n: usize) -> Result<Duration, String> {
     let t = Instant::now();
     let all = (0..n).map(|i| {
         let c = c.clone();
         let rootfs = rootfs.to_path_buf();
         async move {
-            let id = format!("p{i}");
-            let mut cc = CreateContainerRequest::new();
-            (cc.container_id, cc.OCI) = (
-                id.clone(),
-                Some(spec::container(Some(&rootfs), &s(&["sleep", "300"]))).into(),
-            );
-            c.agent.create_container(c.ctx(), &cc).await.expect("create");
-            let mut st = StartContainerRequest::new();
-            st.container_id = id;
-            c.agent.start_container(c.ctx(), &st).await.expect("start");
+            let id = format!("bench-par-{i}");
+            timed(
+                "CreateContainer",
+                c.agent.create_container(c.ctx(), &container_request(&id, &rootfs)),
+            )
+            .await?;
+            timed("StartContainer", c.agent.start_container(c.ctx(), &start_request(&id))).await
         }
     });
-    futures::future::join_all(all).await;
-    t.elapsed()
+    for r in futures::future::join_all(all).await {
+        r?;
+    }
+    Ok(t.elapsed())
 }
 
-fn lat_row(name: &str, s: &Samples, vs: Option<&Samples>) -> Row {
-    Row::new(name, format!("{:.2} / {:.2} ms", ms(s.pct(0.5)), ms(s.pct(0.99))))
-        .vs(vs.map(|v| format!("{:.2} / {:.2} ms", ms(v.pct(0.5)), ms(v.pct(0.99)))))
+/// The second agent of `--vs`, and how to get a fresh one for each pod
+/// when it exits after DestroySandbox (`--vs-restart CMD`).
+pub struct Peer<'a> {
+    /// Its address.
+    pub addr: &'a bosun::transport::Address,
+    /// The connection.
+    pub client: Client,
+    /// A shell command that starts a fresh agent at `addr` (and returns).
+    pub restart: Option<&'a str>,
+}
+
+impl Peer<'_> {
+    async fn fresh(&mut self) -> Result<(), String> {
+        let Some(cmd) = self.restart else { return Ok(()) };
+        let st = tokio::process::Command::new("sh")
+            .args(["-c", cmd])
+            .status()
+            .await
+            .map_err(|e| format!("--vs-restart: {e}"))?;
+        if !st.success() {
+            return Err(format!("--vs-restart {cmd:?}: {st}"));
+        }
+        self.client = crate::connect(self.addr).await?;
+        Ok(())
+    }
+}
+
+fn lat_row(name: &str, s: &Samples, vs: Option<&Result<Pod, String>>, pick: fn(&Pod) -> &Samples) -> Row {
+    let fmt = |s: &Samples| format!("{:.2} / {:.2} ms", ms(s.pct(0.5)), ms(s.pct(0.99)));
+    let row = Row::new(name, fmt(s));
+    match vs {
+        Some(Ok(p)) => row
+            .vs(Some(fmt(pick(p))))
+            .measured_ratio(ms(s.pct(0.5)), ms(pick(p).pct(0.5))),
+        Some(Err(e)) => row.vs(Some(format!("FAILED: {e}"))),
+        None => row,
+    }
+}
+
+/// Measures `pods` pods on `c`, alternating with the `--vs` peer.
+fn measure_pods(
+    rt: &tokio::runtime::Runtime,
+    c: &Client,
+    mut vs: Option<&mut Peer<'_>>,
+    rootfs: &Path,
+    pods: usize,
+) -> (Result<Pod, String>, Option<Result<Pod, String>>, Duration) {
+    let (mut a, mut b) = (Ok(Pod::default()), vs.as_ref().map(|_| Ok(Pod::default())));
+    let mut ours_total = Duration::ZERO;
+    for _ in 0..pods {
+        // Pods alternate between the agents (noise falls on both alike).
+        if let Ok(p) = &mut a {
+            let t1 = Instant::now();
+            if let Err(e) = rt.block_on(one_pod(c, rootfs, p)) {
+                a = Err(e);
+            }
+            ours_total += t1.elapsed();
+        }
+        if let (Some(peer), Some(Ok(p))) = (vs.as_deref_mut(), b.as_mut()) {
+            let r = rt.block_on(async {
+                peer.fresh().await?;
+                one_pod(&peer.client, rootfs, p).await
+            });
+            if let Err(e) = r {
+                b = Some(Err(e));
+            }
+        }
+    }
+    (a, b, ours_total)
 }
 
 /// Runs the pod measurements and appends their rows.
@@ -108,60 +235,54 @@ fn lat_row(name: &str, s: &Samples, vs: Option<&Samples>) -> Row {
 pub fn run(
     rt: &tokio::runtime::Runtime,
     c: &Client,
-    vs: Option<&Client>,
+    vs: Option<&mut Peer<'_>>,
     rootfs: &Path,
     pods: usize,
     pid: Option<i32>,
     idle: Option<f64>,
     rows: &mut Vec<Row>,
 ) {
-    let (mut a, mut b) = (Pod::default(), Pod::default());
-    let mut ours_total = Duration::ZERO;
-    for _ in 0..pods {
-        // Pods alternate between the agents (noise falls on both alike).
-        let t1 = Instant::now();
-        rt.block_on(one_pod(c, rootfs, &mut a));
-        ours_total += t1.elapsed();
-        if let Some(v) = vs {
-            rt.block_on(one_pod(v, rootfs, &mut b));
+    let (a, b, ours_total) = measure_pods(rt, c, vs, rootfs, pods);
+    let a = match a {
+        Ok(a) => a,
+        Err(e) => {
+            rows.push(Row::new("pod lifecycle", format!("FAILED: {e}")));
+            return;
         }
-    }
-    let bv = vs.map(|_| &b);
+    };
+    let bv = b.as_ref();
     rows.push(lat_row(
         &format!("CreateSandbox p50 / p99 ({pods} pods)"),
         &a.sandbox,
-        bv.map(|b| &b.sandbox),
+        bv,
+        |p| &p.sandbox,
     ));
     rows.push(
-        lat_row("CreateContainer p50 / p99", &a.create, bv.map(|b| &b.create)).baseline(
+        lat_row("CreateContainer p50 / p99", &a.create, bv, |p| &p.create).baseline(
             kata::CREATE_MS,
             ms(a.create.pct(0.5)),
             "ms",
         ),
     );
     rows.push(
-        lat_row("StartContainer p50 / p99", &a.start, bv.map(|b| &b.start)).baseline(
+        lat_row("StartContainer p50 / p99", &a.start, bv, |p| &p.start).baseline(
             kata::START_MS,
             ms(a.start.pct(0.5)),
             "ms",
         ),
     );
-    rows.push(lat_row(
-        "exec `true` + WaitProcess p50 / p99",
-        &a.exec,
-        bv.map(|b| &b.exec),
-    ));
+    rows.push(lat_row("exec `true` + WaitProcess p50 / p99", &a.exec, bv, |p| &p.exec));
     rows.push(
-        lat_row("RemoveContainer p50 / p99", &a.remove, bv.map(|b| &b.remove)).baseline(
+        lat_row("RemoveContainer p50 / p99", &a.remove, bv, |p| &p.remove).baseline(
             kata::REMOVE_MS,
             ms(a.remove.pct(0.5)),
             "ms",
         ),
     );
-    rows.push(lat_row("DestroySandbox p50 / p99", &a.destroy, bv.map(|b| &b.destroy)));
+    rows.push(lat_row("DestroySandbox p50 / p99", &a.destroy, bv, |p| &p.destroy));
     let csr = ms(a.csr.pct(0.5));
     rows.push(
-        lat_row("create + start + remove p50 / p99", &a.csr, bv.map(|b| &b.csr))
+        lat_row("create + start + remove p50 / p99", &a.csr, bv, |p| &p.csr)
             .baseline(kata::CSR_MS, csr, "ms")
             .target("under 8 ms", csr < 8.0),
     );
@@ -169,40 +290,61 @@ pub fn run(
         &format!("{pods} pods in sequence, total"),
         format!("{:.2} s", ours_total.as_secs_f64()),
     ));
+    match memory(rt, c, rootfs, pid, idle) {
+        Ok(r) => rows.extend(r),
+        Err(e) => rows.push(Row::new("20 containers in parallel", format!("FAILED: {e}"))),
+    }
+}
 
-    // One sandbox: RSS with 1 and 20 containers, then after removal.
+/// One sandbox: RSS with 1 and 21 containers, then after removal.
+fn memory(
+    rt: &tokio::runtime::Runtime,
+    c: &Client,
+    rootfs: &Path,
+    pid: Option<i32>,
+    idle: Option<f64>,
+) -> Result<Vec<Row>, String> {
     let rss = || pid.and_then(rss_mib);
     rt.block_on(async {
         let mut cs = CreateSandboxRequest::new();
-        cs.hostname = "bench".into();
-        c.agent.create_sandbox(c.ctx(), &cs).await.expect("sandbox");
-        let mut cc = CreateContainerRequest::new();
-        (cc.container_id, cc.OCI) = ("pause".into(), Some(spec::pause(None)).into());
-        c.agent.create_container(c.ctx(), &cc).await.expect("pause");
-    });
+        (cs.hostname, cs.sandbox_id) = ("bench".into(), "bench-sandbox".into());
+        timed("CreateSandbox", c.agent.create_sandbox(c.ctx(), &cs)).await?;
+        timed(
+            "CreateContainer (pause)",
+            c.agent.create_container(c.ctx(), &pause_request(rootfs)),
+        )
+        .await?;
+        timed(
+            "StartContainer (pause)",
+            c.agent.start_container(c.ctx(), &start_request(PAUSE)),
+        )
+        .await
+    })?;
     let with_pause = rss();
-    let wall = rt.block_on(parallel(c, rootfs, 20));
+    let wall = rt.block_on(parallel(c, rootfs, 20))?;
     let with_20 = rss();
     rt.block_on(async {
         let all = (0..20).map(|i| {
             let c = c.clone();
             async move {
-                let mut rm = RemoveContainerRequest::new();
-                (rm.container_id, rm.timeout) = (format!("p{i}"), 10);
-                c.agent.remove_container(c.ctx(), &rm).await.expect("remove");
+                let rm = remove_request(&format!("bench-par-{i}"));
+                timed("RemoveContainer", c.agent.remove_container(c.ctx(), &rm)).await
             }
         });
-        futures::future::join_all(all).await;
-        c.agent
-            .destroy_sandbox(c.ctx(), &DestroySandboxRequest::new())
-            .await
-            .expect("destroy");
-    });
+        for r in futures::future::join_all(all).await {
+            r?;
+        }
+        timed(
+            "DestroySandbox",
+            c.agent.destroy_sandbox(c.ctx(), &DestroySandboxRequest::new()),
+        )
+        .await
+    })?;
     let after = rss();
-    rows.push(Row::new(
+    let mut rows = vec![Row::new(
         "20 containers create+start in parallel, total",
         format!("{:.1} ms", ms(wall)),
-    ));
+    )];
     if let (Some(i), Some(p), Some(t), Some(af)) = (idle, with_pause, with_20, after) {
         rows.push(Row::new("RSS with 1 container (pause)", format!("{p:.1} MiB")).baseline(kata::RSS_1_MIB, p, "MiB"));
         let per = (t - p) / 20.0;
@@ -215,4 +357,5 @@ pub fn run(
                 .target("back near idle (warm idle + 1 MiB)", af <= i + 1.0),
         );
     }
+    Ok(rows)
 }

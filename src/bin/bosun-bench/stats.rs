@@ -26,6 +26,8 @@ pub struct Row {
     pub vs: Option<String>,
     pub baseline: Option<String>,
     pub ratio: Option<String>,
+    /// bosun / the `--vs` agent, both measured in this run.
+    pub vs_ratio: Option<String>,
     pub target: Option<(String, bool)>,
 }
 
@@ -37,8 +39,16 @@ impl Row {
             vs: None,
             baseline: None,
             ratio: None,
+            vs_ratio: None,
             target: None,
         }
+    }
+    /// bosun's figure over the `--vs` agent's, both from this run.
+    pub fn measured_ratio(mut self, ours: f64, theirs: f64) -> Self {
+        if ours > 0.0 && theirs > 0.0 {
+            self.vs_ratio = Some(format!("{:.2}x", ours / theirs));
+        }
+        self
     }
     pub fn baseline(mut self, base: f64, ours: f64, unit: &str) -> Self {
         self.baseline = Some(format!("{base} {unit}"));
@@ -67,12 +77,18 @@ pub fn ms(d: Duration) -> f64 {
 
 /// Prints the rows as an aligned table.
 pub fn print(rows: &[Row], vs_name: Option<&str>) {
-    let vs_col = vs_name.map(|n| format!("--vs {n}")).unwrap_or_default();
+    let (vs_col, vs_ratio_col) = match vs_name {
+        Some(_) => ("--vs agent".to_string(), "bosun/vs".to_string()),
+        None => (String::new(), String::new()),
+    };
+    if let Some(n) = vs_name {
+        println!("--vs agent: {n} (measured in this run, interleaved with bosun)");
+    }
     println!(
-        "{:<58} {:>16} {vs_col:>16} {:>22} {:>10}  target",
-        "measure", "bosun", "Kata agent 4.1.0", "ratio"
+        "{:<52} {:>20} {vs_col:>22} {vs_ratio_col:>9} {:>18} {:>7}  target",
+        "measure", "bosun", "Kata 4.1.0 (ref)", "ratio"
     );
-    println!("{}", "-".repeat(142));
+    println!("{}", "-".repeat(150));
     for r in rows {
         let t = r
             .target
@@ -80,10 +96,11 @@ pub fn print(rows: &[Row], vs_name: Option<&str>) {
             .map(|(w, ok)| format!("{} {w}", if *ok { "PASS" } else { "MISS" }))
             .unwrap_or_default();
         println!(
-            "{:<58} {:>16} {:>16} {:>22} {:>10}  {}",
+            "{:<52} {:>20} {:>22} {:>9} {:>18} {:>7}  {}",
             r.name,
             r.value,
             r.vs.clone().unwrap_or_default(),
+            r.vs_ratio.clone().unwrap_or_default(),
             r.baseline.clone().unwrap_or_default(),
             r.ratio.clone().unwrap_or_default(),
             t
@@ -95,7 +112,7 @@ pub fn print(rows: &[Row], vs_name: Option<&str>) {
 pub fn json(rows: &[Row]) -> String {
     let v: Vec<serde_json::Value> = rows
         .iter()
-        .map(|r| serde_json::json!({"measure": r.name, "bosun": r.value, "vs": r.vs, "baseline": r.baseline, "ratio": r.ratio, "target": r.target.as_ref().map(|(w, ok)| serde_json::json!({"what": w, "met": ok}))}))
+        .map(|r| serde_json::json!({"measure": r.name, "bosun": r.value, "vs": r.vs, "vs_ratio": r.vs_ratio, "baseline": r.baseline, "ratio": r.ratio, "target": r.target.as_ref().map(|(w, ok)| serde_json::json!({"what": w, "met": ok}))}))
         .collect();
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }

@@ -85,7 +85,11 @@ fn main() {
         eprintln!("bosun-conformance: {e}");
         std::process::exit(2);
     });
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let die = |what: &str, e: &dyn std::fmt::Display| -> ! {
+        eprintln!("bosun-conformance: {what}: {e}");
+        std::process::exit(1)
+    };
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| die("tempdir", &e));
     let rootfs = o.rootfs.clone().unwrap_or_else(|| busybox_rootfs(tmp.path()));
     // Locally an empty directory; remotely a path that does not exist:
     // both are a rootfs that was never mounted.
@@ -95,7 +99,7 @@ fn main() {
         PathBuf::from("/run/bosun-conformance/never-mounted")
     };
     if o.local {
-        std::fs::create_dir_all(&never_mounted).expect("mkdir");
+        std::fs::create_dir_all(&never_mounted).unwrap_or_else(|e| die("mkdir", &e));
     }
     let mnt = if o.local {
         tmp.path().join("mnt")
@@ -105,7 +109,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("runtime");
+        .unwrap_or_else(|e| die("runtime", &e));
     let client = rt
         .block_on(Client::connect(&o.addr, Duration::from_secs(10)))
         .unwrap_or_else(|e| {

@@ -266,8 +266,7 @@ pub async fn run(name: &str, c: &Ctx<'_>) -> Outcome {
                 Code::INVALID_ARGUMENT,
                 "an invalid container id",
             )?;
-            let mut bad_root = bosun::client::spec::container(Some(Path::new("relative/rootfs")), &["true".into()]);
-            bad_root.Root.as_mut().expect("root").Path = "rootfs/../../etc".into();
+            let bad_root = bosun::client::spec::container(Some(Path::new("rootfs/../../etc")), &["true".into()]);
             expect_code(
                 k.create_spec("badpath", bad_root, vec![]).await,
                 Code::INVALID_ARGUMENT,
@@ -278,17 +277,21 @@ pub async fn run(name: &str, c: &Ctx<'_>) -> Outcome {
         "long_poll" => {
             pod(c, "conf-poll").await?;
             running(c, "work").await?;
-            ok(k.exec("work", "slow", &["sleep", "1"]).await, "ExecProcess")?;
-            // A WaitProcess that outlasts any default client timeout would
-            // fail here if the agent imposed one; 1 s is enough to see it.
+            // Timed from before ExecProcess: the process starts after that
+            // instant and sleeps 2 s, so an agent that waits answers at 2 s
+            // or later however slow the machine is; load can only add time.
             let t = std::time::Instant::now();
+            ok(k.exec("work", "slow", &["sleep", "2"]).await, "ExecProcess")?;
             check(
                 ok(k.wait("work", "slow").await, "WaitProcess")? == 0,
                 "sleep did not exit 0",
             )?;
             check(
-                t.elapsed() >= Duration::from_millis(900),
-                "WaitProcess answered before the process ended",
+                t.elapsed() >= Duration::from_millis(1990),
+                format!(
+                    "WaitProcess answered after {:?}, before the 2 s process ended",
+                    t.elapsed()
+                ),
             )?;
             ok(k.exec("work", "echo", &["echo", "x"]).await, "ExecProcess")?;
             let out = ok(k.read_all("work", "echo").await, "ReadStdout")?;

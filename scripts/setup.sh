@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what a target needs on a Debian/Ubuntu machine, once: checks each
+# package with dpkg and installs only the missing ones (saying which). Not
+# root: prints the missing packages and the command, and fails.
+#   scripts/setup.sh run|test|vm-test|ci
+set -euo pipefail
+what=${1:?usage: setup.sh run|test|vm-test|ci}
+
+# util-linux: unshare, losetup; iproute2: ip (network tests); gcc, make:
+# the build; busybox-static: every container's rootfs; e2fsprogs:
+# mkfs.ext4 (block storage tests); qemu-system-x86, cpio, bc: the guest
+# image and the VM test.
+base="util-linux iproute2 gcc make busybox-static"
+case "$what" in
+  run) pkgs="$base" ;;
+  test) pkgs="$base e2fsprogs" ;;
+  vm-test) pkgs="$base qemu-system-x86 cpio bc" ;;
+  ci) pkgs="$base e2fsprogs qemu-system-x86 cpio bc" ;;
+  *) echo "setup.sh: unknown target $what" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "setup: make $what needs:$missing" >&2
+    echo "setup: as root, run: apt-get update && apt-get install -y --no-install-recommends$missing" >&2
+    exit 1
+  fi
+  echo "== setup: installing$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# The hybrid-vsock bridge between QEMU's vhost-user-vsock and the host
+# (crates.io; 0.3.0 is the version known to work with Debian's QEMU 7.2).
+if [ "$what" = vm-test ] || [ "$what" = ci ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if ! command -v vhost-device-vsock >/dev/null; then
+    echo "== setup: cargo install vhost-device-vsock 0.3.0 (about 3 minutes)"
+    cargo install --locked vhost-device-vsock@0.3.0 >/dev/null
+  fi
+fi
