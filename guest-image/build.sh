@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the guest: Debian's cloud kernel (apt-get download + dpkg-deb, no
 # install, no root needed) and an initramfs with the static bosun as /init,
-# the kernel modules it loads at boot, a static busybox and a busybox rootfs
-# for test workloads at /rootfs.
+# the kernel modules it loads at boot, the kernel's modules.dep with modules a
+# runtime may ask for (CreateSandbox kernel_modules), a static busybox and a
+# busybox rootfs for test workloads at /rootfs (with a static bosunctl: a
+# client inside the guest, to prove the agent refuses it over vsock).
 #   guest-image/build.sh BOSUN_BINARY OUT_DIR
 set -euo pipefail
 bosun=$(realpath "${1:?usage: build.sh BOSUN_BINARY OUT_DIR}")
@@ -33,17 +35,30 @@ ln -s busybox "$tree/bin/sh"
 # virtio + vsock (the control plane), then what storages may need.
 modules="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport overlay loop"
 : > "$tree/etc/bosun/modules"
-for m in $modules; do
-  f=$(find "$kdir/lib/modules/$kver" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" | head -n1)
-  [ -n "$f" ] || continue # built into this kernel
+# Loaded only when a CreateSandbox names them.
+on_request="vsock_loopback"
+copy_module() {
+  f=$(find "$kdir/lib/modules/$kver" -name "$1.ko" -o -name "$1.ko.xz" -o -name "$1.ko.zst" | head -n1)
+  [ -n "$f" ] || return 1 # built into this kernel
   rel=${f#"$kdir"}
   mkdir -p "$tree$(dirname "$rel")"
   cp "$f" "$tree$rel"
+  echo "$rel"
+}
+for m in $modules; do
+  rel=$(copy_module "$m") || continue
   echo "$rel" >> "$tree/etc/bosun/modules"
 done
+for m in $on_request; do copy_module "$m" >/dev/null || true; done
+cp "$kdir/lib/modules/$kver/modules.dep" "$tree/lib/modules/$kver/modules.dep"
 # A rootfs for workloads.
 mkdir -p "$tree/rootfs"/{bin,proc,dev,etc,tmp,sys}
 cp "$busybox" "$tree/rootfs/bin/busybox"
-for a in sh echo cat ps hostname sleep true uname id ls; do ln -s busybox "$tree/rootfs/bin/$a"; done
+for a in sh echo cat ps hostname sleep true uname id ls grep touch; do ln -s busybox "$tree/rootfs/bin/$a"; done
+# A pause image's /pause (the golden pause specs run it), as in
+# bosun::client::spec::PAUSE_SCRIPT.
+printf '#!/bin/sh\ntrap '"'"'exit 0'"'"' TERM\nsleep 2147483647 & wait\n' > "$tree/rootfs/pause"
+chmod 755 "$tree/rootfs/pause"
+cp "$(dirname "$bosun")/bosunctl" "$tree/rootfs/bin/bosunctl"
 (cd "$tree" && find . | cpio -o -H newc --quiet | gzip -1) > initrd.gz
 echo "guest image: $out/vmlinuz ($kver), $out/initrd.gz ($(du -h initrd.gz | cut -f1))"

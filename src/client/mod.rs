@@ -3,6 +3,7 @@
 //! agent.
 
 pub mod bundle;
+pub mod golden;
 pub mod spec;
 
 use std::time::Duration;

@@ -136,6 +136,9 @@ pub fn pause(rootfs: Option<&Path>) -> oci::Spec {
     s
 }
 
+/// `/pause` of the busybox rootfs (needs `sh` and `sleep` applets).
+pub const PAUSE_SCRIPT: &str = "#!/bin/sh\ntrap 'exit 0' TERM\nsleep 2147483647 & wait\n";
+
 /// Builds a minimal rootfs in `dir/rootfs`: the machine's static busybox and
 /// symlinks for `applets`. For the demo, the benchmark, the conformance
 /// suite and the tests.
@@ -155,6 +158,10 @@ pub fn busybox_rootfs(dir: &Path, applets: &[&str]) -> std::io::Result<std::path
             )
         })?;
     std::fs::copy(bb, root.join("bin/busybox"))?;
+    // A pause image's /pause (runtimes' pause specs run it): sleeps, and
+    // exits on SIGTERM as the real one does.
+    std::fs::write(root.join("pause"), PAUSE_SCRIPT)?;
+    std::fs::set_permissions(root.join("pause"), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     for a in applets {
         let link = root.join("bin").join(a);
         if std::fs::symlink_metadata(&link).is_err() {

@@ -136,6 +136,55 @@ impl Calls<'_> {
             .map_err(f)
     }
     /// Reads stdout until the empty read that means EOF.
+    /// Reads stdout until it holds `needle` (or EOF), within `bound`.
+    pub async fn read_until(&self, id: &str, exec_id: &str, needle: &str, bound: std::time::Duration) -> R<String> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + bound;
+        while !String::from_utf8_lossy(&out).contains(needle) {
+            let d = tokio::time::timeout_at(deadline, self.read(id, exec_id))
+                .await
+                .map_err(|_| Fail {
+                    code: ttrpc::Code::DEADLINE_EXCEEDED,
+                    msg: format!(
+                        "no {needle:?} within {bound:?}; got {:?}",
+                        String::from_utf8_lossy(&out)
+                    ),
+                })??;
+            if d.is_empty() {
+                break;
+            }
+            out.extend(d);
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+    /// CreateSandbox as given.
+    pub async fn send_sandbox(&self, r: &CreateSandboxRequest) -> R<()> {
+        self.0
+            .agent
+            .create_sandbox(self.0.ctx(), r)
+            .await
+            .map(|_| ())
+            .map_err(f)
+    }
+    /// CreateContainer as given.
+    pub async fn send_container(&self, r: &CreateContainerRequest) -> R<()> {
+        self.0
+            .agent
+            .create_container(self.0.ctx(), r)
+            .await
+            .map(|_| ())
+            .map_err(f)
+    }
+    /// CopyFile as given.
+    pub async fn copy_file(&self, r: &CopyFileRequest) -> R<()> {
+        self.0.agent.copy_file(self.0.ctx(), r).await.map(|_| ()).map_err(f)
+    }
+    /// ExecProcess of a process built by the caller.
+    pub async fn exec_process(&self, exec_id: &str, id: &str, p: oci::Process) -> R<()> {
+        let mut r = ExecProcessRequest::new();
+        (r.container_id, r.exec_id, r.process) = (id.into(), exec_id.into(), Some(p).into());
+        self.0.agent.exec_process(self.0.ctx(), &r).await.map(|_| ()).map_err(f)
+    }
     pub async fn read_all(&self, id: &str, exec_id: &str) -> R<Vec<u8>> {
         let mut out = Vec::new();
         loop {

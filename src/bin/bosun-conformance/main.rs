@@ -4,6 +4,7 @@
 //! the process table after each scenario.
 
 mod calls;
+mod golden;
 mod scenarios;
 
 use std::path::{Path, PathBuf};
@@ -57,7 +58,13 @@ fn parse() -> Result<Opts, String> {
 }
 
 fn busybox_rootfs(dir: &Path) -> PathBuf {
-    bosun::client::spec::busybox_rootfs(dir, &["sh", "true", "sleep", "cat", "echo"]).unwrap_or_else(|e| {
+    bosun::client::spec::busybox_rootfs(
+        dir,
+        &[
+            "sh", "true", "sleep", "cat", "echo", "grep", "id", "ls", "hostname", "touch",
+        ],
+    )
+    .unwrap_or_else(|e| {
         eprintln!("bosun-conformance: {e}; or pass --rootfs");
         std::process::exit(2);
     })
@@ -123,7 +130,8 @@ fn main() {
         mnt: mnt.clone(),
     };
     let mut rows = Vec::new();
-    for (name, proves) in ALL.iter().filter(|(n, _)| o.only.as_deref().is_none_or(|x| x == *n)) {
+    let all = ALL.iter().chain(golden::ALL.iter());
+    for (name, proves) in all.filter(|(n, _)| o.only.as_deref().is_none_or(|x| x == *n)) {
         let t = Instant::now();
         let outcome = rt.block_on(async {
             tokio::time::timeout(SCENARIO_TIMEOUT, scenarios::run(name, &ctx))

@@ -36,7 +36,7 @@ pub struct Ctx<'a> {
     pub mnt: PathBuf,
 }
 
-fn ok<T>(r: R<T>, what: &str) -> Result<T, Verdict> {
+pub fn ok<T>(r: R<T>, what: &str) -> Result<T, Verdict> {
     r.map_err(|f| {
         if f.code == Code::UNIMPLEMENTED {
             Verdict::Skip(format!("the agent lacks {what}"))
@@ -58,7 +58,7 @@ fn expect_code<T>(r: R<T>, want: Code, what: &str) -> Outcome {
     }
 }
 
-fn check(cond: bool, what: impl Into<String>) -> Outcome {
+pub fn check(cond: bool, what: impl Into<String>) -> Outcome {
     if cond {
         Ok(())
     } else {
@@ -141,6 +141,9 @@ pub const ALL: &[(&str, &str)] = &[
 /// Runs scenario `name`.
 pub async fn run(name: &str, c: &Ctx<'_>) -> Outcome {
     let k = &c.calls;
+    if name.starts_with("golden_") {
+        return crate::golden::run(name, c).await;
+    }
     match name {
         "lifecycle" => {
             pod(c, "conf-life").await?;

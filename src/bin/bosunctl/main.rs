@@ -22,7 +22,7 @@ USAGE:
 COMMANDS:
     check                                   Health.Check: prints SERVING
     version                                 Health.Version
-    sandbox create [--id ID] [--hostname H] [--pidns] [--dns LINE]...
+    sandbox create [--id ID] [--hostname H] [--pidns] [--dns LINE]... [--kernel-module NAME[,KEY=VALUE...]]... [--hook-path DIR]
     sandbox destroy [--verbose]             tear the whole pod down
     create ID [--rootfs DIR | --bundle DIR] [--pause] [--annotation K=V]... [-- CMD...]
                                             --bundle: an OCI bundle (config.json)

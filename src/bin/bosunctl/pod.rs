@@ -18,6 +18,19 @@ pub async fn sandbox(c: &Client, a: &mut Args) -> Result<Out, Failure> {
             r.hostname = a.option("--hostname")?.unwrap_or_default();
             r.sandbox_pidns = a.flag("--pidns");
             r.dns = a.options("--dns")?;
+            r.guest_hook_path = a.option("--hook-path")?.unwrap_or_default();
+            // NAME or NAME,key=value,...
+            r.kernel_modules = a
+                .options("--kernel-module")?
+                .iter()
+                .map(|m| {
+                    let mut parts = m.split(',');
+                    let mut k = KernelModule::new();
+                    k.name = parts.next().unwrap_or_default().to_string();
+                    k.parameters = parts.map(str::to_string).collect();
+                    k
+                })
+                .collect();
             a.done()?;
             c.agent.create_sandbox(c.ctx(), &r).await.map_err(describe)?;
             Ok(Out::Ok)
