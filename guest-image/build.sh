@@ -50,6 +50,8 @@ for m in $modules; do
   echo "$rel" >> "$tree/etc/bosun/modules"
 done
 for m in $on_request; do copy_module "$m" >/dev/null || true; done
+# The package ships no modules.dep (depmod writes it at install): make it.
+[ -f "$kdir/lib/modules/$kver/modules.dep" ] || depmod -b "$(realpath "$kdir")" "$kver"
 cp "$kdir/lib/modules/$kver/modules.dep" "$tree/lib/modules/$kver/modules.dep"
 # A rootfs for workloads.
 mkdir -p "$tree/rootfs"/{bin,proc,dev,etc,tmp,sys}

@@ -9,13 +9,13 @@ what=${1:?usage: setup.sh run|test|vm-test|ci}
 # util-linux: unshare, losetup; iproute2: ip (network tests); gcc, make:
 # the build; busybox-static: every container's rootfs; e2fsprogs:
 # mkfs.ext4 (block storage tests); qemu-system-x86, cpio, bc: the guest
-# image and the VM test.
+# image and the VM test; kmod: depmod, for the guest's modules.dep.
 base="util-linux iproute2 gcc make busybox-static"
 case "$what" in
   run) pkgs="$base" ;;
   test) pkgs="$base e2fsprogs" ;;
-  vm-test) pkgs="$base qemu-system-x86 cpio bc" ;;
-  ci) pkgs="$base e2fsprogs qemu-system-x86 cpio bc" ;;
+  vm-test) pkgs="$base qemu-system-x86 cpio bc kmod" ;;
+  ci) pkgs="$base e2fsprogs qemu-system-x86 cpio bc kmod" ;;
   *) echo "setup.sh: unknown target $what" >&2; exit 2 ;;
 esac
 
