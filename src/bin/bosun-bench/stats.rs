@@ -85,10 +85,10 @@ pub fn print(rows: &[Row], vs_name: Option<&str>) {
         println!("--vs agent: {n} (measured in this run, interleaved with bosun)");
     }
     println!(
-        "{:<52} {:>20} {vs_col:>22} {vs_ratio_col:>9} {:>18} {:>7}  target",
+        "{:<58} {:>20} {vs_col:>22} {vs_ratio_col:>9} {:>18} {:>7}  target",
         "measure", "bosun", "Kata 4.1.0 (ref)", "ratio"
     );
-    println!("{}", "-".repeat(150));
+    println!("{}", "-".repeat(156));
     for r in rows {
         let t = r
             .target
@@ -96,7 +96,7 @@ pub fn print(rows: &[Row], vs_name: Option<&str>) {
             .map(|(w, ok)| format!("{} {w}", if *ok { "PASS" } else { "MISS" }))
             .unwrap_or_default();
         println!(
-            "{:<52} {:>20} {:>22} {:>9} {:>18} {:>7}  {}",
+            "{:<58} {:>20} {:>22} {:>9} {:>18} {:>7}  {}",
             r.name,
             r.value,
             r.vs.clone().unwrap_or_default(),
