@@ -13,22 +13,7 @@ use std::str::FromStr;
 use common::pod::{self, Pod};
 
 /// containerd's default capabilities (pkg/oci/spec.go defaultUnixCaps).
-const CONTAINERD_DEFAULT: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+const CONTAINERD_DEFAULT: &[&str] = bosun::client::spec::DEFAULT_CAPS;
 
 #[derive(Clone, Copy, Debug)]
 enum Names {

@@ -88,7 +88,8 @@ fn remove_request(id: &str) -> RemoveContainerRequest {
     rm
 }
 
-async fn one_pod(c: &Client, rootfs: &Path, p: &mut Pod) -> Result<(), String> {
+/// A sandbox with its pause running; returns the CreateSandbox time.
+async fn sandbox_with_pause(c: &Client, rootfs: &Path) -> Result<Duration, String> {
     let mut cs = CreateSandboxRequest::new();
     (cs.hostname, cs.sandbox_id) = ("bench".into(), "bench-sandbox".into());
     let sandbox = timed("CreateSandbox", c.agent.create_sandbox(c.ctx(), &cs)).await?;
@@ -102,6 +103,11 @@ async fn one_pod(c: &Client, rootfs: &Path, p: &mut Pod) -> Result<(), String> {
         c.agent.start_container(c.ctx(), &start_request(PAUSE)),
     )
     .await?;
+    Ok(sandbox)
+}
+
+async fn one_pod(c: &Client, rootfs: &Path, p: &mut Pod) -> Result<(), String> {
+    let sandbox = sandbox_with_pause(c, rootfs).await?;
     let create = timed(
         "CreateContainer",
         c.agent.create_container(c.ctx(), &container_request(WORK, rootfs)),
@@ -305,21 +311,7 @@ fn memory(
     idle: Option<f64>,
 ) -> Result<Vec<Row>, String> {
     let rss = || pid.and_then(rss_mib);
-    rt.block_on(async {
-        let mut cs = CreateSandboxRequest::new();
-        (cs.hostname, cs.sandbox_id) = ("bench".into(), "bench-sandbox".into());
-        timed("CreateSandbox", c.agent.create_sandbox(c.ctx(), &cs)).await?;
-        timed(
-            "CreateContainer (pause)",
-            c.agent.create_container(c.ctx(), &pause_request(rootfs)),
-        )
-        .await?;
-        timed(
-            "StartContainer (pause)",
-            c.agent.start_container(c.ctx(), &start_request(PAUSE)),
-        )
-        .await
-    })?;
+    rt.block_on(sandbox_with_pause(c, rootfs))?;
     let with_pause = rss();
     let wall = rt.block_on(parallel(c, rootfs, 20))?;
     let with_20 = rss();
