@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("init") if args.len() == 2 => return exit(container::init::main(std::path::Path::new(&args[1]))),
         Some("pause") if args.len() == 1 => return exit(container::pause::run()),
+        Some("share-mount") if args.len() == 5 => return exit(container::shared_mount::helper(&args[1..])),
         _ => {}
     }
     if std::process::id() == 1 {

@@ -360,3 +360,65 @@ fn masked_and_readonly_paths() {
         "{out}"
     );
 }
+
+/// CreateContainer `shared_mounts`: a mount a sidecar made inside its own
+/// container appears in the new container, as the Kata agent does it; a
+/// source that does not exist is skipped.
+#[test]
+#[ignore = "needs root"]
+fn shared_mounts_from_a_sidecar() {
+    let (pod, rootfs) = pod(false);
+    let mut sidecar = spec(
+        Some(&rootfs),
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /shared && mount -t tmpfs tmpfs /shared && echo from-sidecar > /shared/x && exec sleep 300",
+        ],
+    );
+    sidecar
+        .Annotations
+        .insert("io.kubernetes.cri.container-name".into(), "sidecar".into());
+    // Mounting needs CAP_SYS_ADMIN, which the default set lacks.
+    let caps = sidecar.Process.as_mut().unwrap().Capabilities.as_mut().unwrap();
+    caps.Bounding.push("CAP_SYS_ADMIN".into());
+    caps.Effective.push("CAP_SYS_ADMIN".into());
+    caps.Permitted.push("CAP_SYS_ADMIN".into());
+    pod.create("sidecar", sidecar).unwrap();
+    pod.start_c("sidecar").unwrap();
+
+    let share = |src_ctr: &str| {
+        let mut m = bosun::protocols::agent::SharedMount::new();
+        (m.name, m.src_ctr, m.src_path, m.dst_ctr, m.dst_path) = (
+            "m1".into(),
+            src_ctr.into(),
+            "/shared".into(),
+            "app".into(),
+            "/from-sidecar".into(),
+        );
+        m
+    };
+    let mut r = bosun::protocols::agent::CreateContainerRequest::new();
+    (r.container_id, r.exec_id) = ("app".into(), "app".into());
+    r.OCI = Some(spec(Some(&rootfs), &["cat", "/from-sidecar/x"])).into();
+    r.shared_mounts = vec![share("sidecar")];
+    pod.send_create_container(&r).unwrap();
+    pod.start_c("app").unwrap();
+    assert_eq!(text(pod.read_all("app", "app", false).unwrap()), "from-sidecar\n");
+    assert_eq!(pod.wait("app", "app").unwrap(), 0);
+
+    // No such source container: skipped, the container still runs.
+    (r.container_id, r.exec_id) = ("app2".into(), "app2".into());
+    r.OCI = Some(spec(
+        Some(&rootfs),
+        &["sh", "-c", "ls /from-sidecar 2>&1 | head -c 0; echo ran"],
+    ))
+    .into();
+    r.shared_mounts = vec![share("nobody")];
+    pod.send_create_container(&r).unwrap();
+    pod.start_c("app2").unwrap();
+    assert_eq!(text(pod.read_all("app2", "app2", false).unwrap()), "ran\n");
+    assert!(pod.agent.log().contains("no such source container"), "logged");
+    pod.destroy().unwrap();
+    assert!(mounts_under(pod.dir()).is_empty(), "{:?}", mounts_under(pod.dir()));
+}

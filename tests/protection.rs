@@ -212,10 +212,22 @@ fn bulk_operations_skip_protected_containers() {
     );
 }
 
-/// bosunctl run as `uid` (a child process with that real and effective uid).
+/// bosunctl run as `uid` (a child process with that real and effective
+/// uid), from a copy in a directory every user may enter: the build tree
+/// may be private to root.
 fn bosunctl_as(uid: u32, args: &[&str]) -> (i32, String) {
+    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bosunctl"))
+    static COPY: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    let (_, exe) = COPY.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = d.path().join("bosunctl");
+        std::fs::copy(env!("CARGO_BIN_EXE_bosunctl"), &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (d, exe)
+    });
+    let out = std::process::Command::new(exe)
         .args(args)
         .env_remove("BOSUNCTL_ADDR")
         .uid(uid)

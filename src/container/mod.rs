@@ -6,6 +6,7 @@ pub mod init_config;
 pub mod mount_options;
 pub mod pause;
 pub mod rootfs;
+pub mod shared_mount;
 pub mod spawn;
 pub mod spec;
 
@@ -19,6 +20,9 @@ use crate::process::Process;
 
 /// Annotation the CRI and kata shims put on the pause container.
 pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
+/// Annotation the CRI puts on every container: its name in the pod
+/// (shared_mounts name containers by it).
+pub const CONTAINER_NAME_ANNOTATION: &str = "io.kubernetes.cri.container-name";
 /// Annotation that marks a container protected from bulk operations.
 pub const PROTECTED_ANNOTATION: &str = "io.bosun.protected";
 
@@ -78,6 +82,8 @@ pub struct ContainerInfo {
     pub init: Arc<Process>,
     /// Its cgroup, when one could be made.
     pub cgroup: Option<crate::cgroup::Cgroup>,
+    /// Its name in the pod (`io.kubernetes.cri.container-name`), if given.
+    pub name: Option<String>,
 }
 
 /// One container: what it is (`ContainerInfo`, reached through `Deref`)

@@ -38,4 +38,6 @@ pub struct ContainerSpec {
     pub sysctls: Vec<(PathBuf, String)>,
     /// Linux.Devices.
     pub devices: Vec<super::init_config::DeviceSpec>,
+    /// CreateContainer `shared_mounts` (not part of the OCI spec).
+    pub shared_mounts: Vec<super::shared_mount::SharedMount>,
 }

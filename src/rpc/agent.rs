@@ -63,7 +63,8 @@ impl agent_ttrpc::AgentService for Agent {
     async fn create_container(&self, _: &TtrpcContext, req: CreateContainerRequest) -> R<Empty> {
         traced(&self.log, "CreateContainer", async {
             let id = ContainerId::parse(&req.container_id)?;
-            let spec = convert::container(req.OCI.as_ref())?;
+            let mut spec = convert::container(req.OCI.as_ref())?;
+            spec.shared_mounts = convert::shared_mounts(&req.shared_mounts)?;
             let storages = convert::storages(&req.storages)?;
             self.sandbox
                 .create_container(id, spec, storages, req.sandbox_pidns)

@@ -281,7 +281,31 @@ pub fn container(spec: Option<&oci::Spec>) -> Result<ContainerSpec, AgentError> 
         },
         sysctls: sysctls(spec.Linux.as_ref().map(|l| &l.Sysctl))?,
         devices: devices(spec.Linux.as_ref().map(|l| l.Devices.as_slice()).unwrap_or(&[]))?,
+        shared_mounts: Vec::new(),
     })
+}
+
+/// CreateContainer `shared_mounts`.
+pub fn shared_mounts(
+    v: &[crate::protocols::agent::SharedMount],
+) -> Result<Vec<crate::container::shared_mount::SharedMount>, AgentError> {
+    cap("shared_mounts", v, MAX_ITEMS)?;
+    v.iter()
+        .map(|m| {
+            if m.src_ctr.is_empty() {
+                return Err(AgentError::invalid(
+                    "shared_mounts.src_ctr",
+                    format!("{:?}: empty", m.name),
+                ));
+            }
+            Ok(crate::container::shared_mount::SharedMount {
+                name: m.name.clone(),
+                src_ctr: m.src_ctr.clone(),
+                src_path: check_guest_path("shared_mounts.src_path", &m.src_path)?,
+                dst_path: check_guest_path("shared_mounts.dst_path", &m.dst_path)?,
+            })
+        })
+        .collect()
 }
 
 fn devices(v: &[oci::LinuxDevice]) -> Result<Vec<crate::container::init_config::DeviceSpec>, AgentError> {

@@ -6,12 +6,17 @@ use std::sync::Arc;
 
 use slog::{info, warn};
 
+use std::os::unix::process::CommandExt;
+
 use super::hooks::HookKind;
 use super::{Sandbox, SandboxSpec};
 use crate::container::init_config::{InitConfig, MountSpec, NsKind, NsMode, Payload, ProcessSpec};
+use crate::container::shared_mount::{self, SharedMount};
 use crate::container::spawn::{self, SpawnError};
 use crate::container::spec::ContainerSpec;
-use crate::container::{Container, ContainerInfo, Status, CONTAINER_TYPE_ANNOTATION, PROTECTED_ANNOTATION};
+use crate::container::{
+    Container, ContainerInfo, Status, CONTAINER_NAME_ANNOTATION, CONTAINER_TYPE_ANNOTATION, PROTECTED_ANNOTATION,
+};
 use crate::error::AgentError;
 use crate::ids::ContainerId;
 use crate::mount::ledger::Owner;
@@ -104,6 +109,11 @@ impl Sandbox {
             }
         };
         self.forget_helper(spawned.helper_pid);
+        if let Err(reason) = self.share_mounts(&spec.shared_mounts, spawned.process.pid).await {
+            self.rollback(&id, &dir, Some(spawned.process.pid), planned_cgroup.clone())
+                .await;
+            return Err(AgentError::SetupFailed { cid: id, reason });
+        }
         let protected = is_pause || spec.annotations.get(PROTECTED_ANNOTATION).map(String::as_str) == Some("true");
         let pid = spawned.process.pid;
         let c = Arc::new(Container::new(
@@ -116,6 +126,7 @@ impl Sandbox {
                 init: spawned.process,
                 cgroup,
                 digest,
+                name: spec.annotations.get(CONTAINER_NAME_ANNOTATION).cloned(),
             },
             spawned.gate,
             Some(spawned.report),
@@ -263,6 +274,66 @@ impl Sandbox {
             }
         }
         Ok(planned)
+    }
+
+    /// CreateContainer `shared_mounts` into the new container (its init
+    /// `pid`, set up and waiting at its start gate), as the Kata agent does:
+    /// a source container not in the sandbox, or whose mount is not there
+    /// within `READY_TIMEOUT`, is skipped (logged); a copy that fails
+    /// fails the create.
+    async fn share_mounts(&self, mounts: &[SharedMount], pid: i32) -> Result<(), String> {
+        for m in mounts {
+            let src = self
+                .containers()
+                .into_iter()
+                .find(|c| c.name.as_deref() == Some(m.src_ctr.as_str()));
+            let Some(src) = src else {
+                warn!(self.log, "shared mount skipped: no such source container"; "target" => &m.name, "cid" => &m.src_ctr);
+                continue;
+            };
+            let src_pid = src.init.pid;
+            let deadline = tokio::time::Instant::now() + shared_mount::READY_TIMEOUT;
+            while !shared_mount::is_mounted_in(src_pid, &m.src_path) {
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            if !shared_mount::is_mounted_in(src_pid, &m.src_path) {
+                warn!(self.log, "shared mount skipped: nothing mounted at the source"; "target" => &m.name, "cid" => &m.src_ctr);
+                continue;
+            }
+            let child = std::process::Command::new("/proc/self/exe")
+                .arg0("bosun-share-mount")
+                .arg("share-mount")
+                .arg(src_pid.to_string())
+                .arg(&m.src_path)
+                .arg(pid.to_string())
+                .arg(&m.dst_path)
+                .env_clear()
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("shared mount {:?}: start helper: {e}", m.name))?;
+            let hpid = child.id() as i32;
+            let status = self.reaper.wait(hpid).await;
+            self.reaper.forget(hpid);
+            if status != 0 {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return Err(format!(
+                    "shared mount {:?} from {:?}: {}",
+                    m.name,
+                    m.src_ctr,
+                    err.trim()
+                ));
+            }
+            info!(self.log, "shared mount"; "target" => &m.name, "cid" => &m.src_ctr);
+        }
+        Ok(())
     }
 
     /// The helper exits right after reporting; collect and forget its status.

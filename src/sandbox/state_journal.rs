@@ -58,6 +58,9 @@ pub struct ContainerRecord {
     pub init: ProcRecord,
     /// Exec'd processes.
     pub execs: Vec<ProcRecord>,
+    /// Its CRI name.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// Everything bosun owns.
@@ -122,6 +125,7 @@ impl Sandbox {
                     cgroup: c.cgroup.clone(),
                     init: record(&c.init, self.exit_of(&c.init)),
                     execs: procs.iter().skip(1).map(|p| record(p, self.exit_of(p))).collect(),
+                    name: c.name.clone(),
                 }
             })
             .collect();
@@ -196,6 +200,7 @@ impl Sandbox {
                     digest: r.digest.clone(),
                     init,
                     cgroup: r.cgroup.clone(),
+                    name: r.name.clone(),
                 },
                 None,
                 None,

@@ -31,6 +31,55 @@ pub fn mknod(path: &Path, kind: char, major: u64, minor: u64, perm: u32) -> Resu
     nix::sys::stat::mknod(path, t, Mode::from_bits_truncate(perm), makedev(major, minor))
 }
 
+/// Copies the mount tree at `src_path` of the mount namespace `src_ns`
+/// to `dst_path` (created) of `dst_ns`: setns, open_tree(OPEN_TREE_CLONE |
+/// AT_RECURSIVE), setns, move_mount. For a single-threaded helper only
+/// (setns of a mount namespace needs a process that shares nothing).
+pub fn clone_tree_between(
+    src_ns: &std::fs::File,
+    src_path: &Path,
+    dst_ns: &std::fs::File,
+    dst_path: &Path,
+) -> Result<(), String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let cstr = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{}: NUL", p.display()));
+    let (src, dst) = (cstr(src_path)?, cstr(dst_path)?);
+    nix::sched::setns(src_ns, nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("join source mount namespace: {e}"))?;
+    let flags = OPEN_TREE_CLONE | libc::AT_RECURSIVE as libc::c_uint | libc::O_CLOEXEC as libc::c_uint;
+    // SAFETY: `src` is a valid NUL-terminated path for the duration of the
+    // call; open_tree only reads it and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, src.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(format!("open_tree {}: {}", src_path.display(), Errno::last()));
+    }
+    // SAFETY: open_tree returned a new descriptor that nothing else owns.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    nix::sched::setns(dst_ns, nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("join destination mount namespace: {e}"))?;
+    std::fs::create_dir_all(dst_path).map_err(|e| format!("mkdir {}: {e}", dst_path.display()))?;
+    let empty = std::ffi::CString::default();
+    // SAFETY: `tree` is a live detached mount fd, both strings are valid
+    // NUL-terminated buffers for the call; move_mount only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            dst.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(format!("move_mount to {}: {}", dst_path.display(), Errno::last()));
+    }
+    Ok(())
+}
+
 /// umount2(2) without flags.
 pub fn umount(target: &Path) -> Result<(), Errno> {
     nix::mount::umount2(target, MntFlags::empty())
