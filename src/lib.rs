@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod client;
 pub mod config;
 pub mod container;
+pub mod device;
 pub mod error;
 pub mod ids;
 pub mod journal;

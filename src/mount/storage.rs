@@ -5,7 +5,9 @@
 //! | `local` | creates `mount_point` (mode from a `mode=` option), no mount |
 //! | `ephemeral` | tmpfs at `mount_point` |
 //! | `bind` | bind-mounts the guest path `source` at `mount_point` |
-//! | `blk`, `virtio-blk`, `scsi` | mounts the block device `source` with `fstype` and `options` |
+//! | `blk`, `virtio-blk` | the virtio-blk disk at PCI path `source` (`02/00`), waited for, mounted with `fstype` and `options`; a `/dev` node `source` (bosun's own, not Kata's) is mounted as it is |
+//! | `scsi` | the disk at SCSI address `source` (`TARGET:LUN`) of the virtio-scsi controller, waited for; or a `/dev` node as it is |
+//! | `mmioblk`, `nvdimm` | the node `source` (`/dev/vdc`, `/dev/pmem0`), waited for; `dax` passes through to the filesystem |
 //! | `overlayfs` | overlay at `mount_point`; `options` carry lowerdir/upperdir/workdir |
 //! | `virtio-fs`, `9p` | mounts `source` with `fstype` (the host share) |
 //! | `image_guest_pull` | the sandbox container's `pause`: nothing to pull (the built-in pause runs); a workload image: not served yet |
@@ -31,8 +33,12 @@ pub enum Driver {
     Ephemeral,
     /// A bind mount of a guest path.
     Bind,
-    /// A block device.
+    /// A block device: a PCI path or a node (blk, virtio-blk).
     Block,
+    /// A disk on the virtio-scsi controller, by SCSI address.
+    Scsi,
+    /// A node the runtime names and the kernel brings up (mmioblk, nvdimm).
+    Node,
     /// Overlay of layers.
     Overlay,
     /// A shared filesystem from the host (virtio-fs, 9p).
@@ -49,7 +55,9 @@ impl Driver {
             "local" => Self::Local,
             "ephemeral" => Self::Ephemeral,
             "bind" => Self::Bind,
-            "blk" | "virtio-blk" | "scsi" => Self::Block,
+            "blk" | "virtio-blk" => Self::Block,
+            "mmioblk" | "nvdimm" => Self::Node,
+            "scsi" => Self::Scsi,
             "overlayfs" => Self::Overlay,
             "virtio-fs" | "9p" => Self::Shared,
             "image_guest_pull" => Self::GuestPull,
@@ -57,7 +65,7 @@ impl Driver {
                 return Err(AgentError::invalid(
                     "storage.driver",
                     format!(
-                    "{other:?} is not one of local, ephemeral, bind, blk, virtio-blk, scsi, overlayfs, virtio-fs, 9p, image_guest_pull"
+                    "{other:?} is not one of local, ephemeral, bind, blk, virtio-blk, mmioblk, nvdimm, scsi, overlayfs, virtio-fs, 9p, image_guest_pull"
                 ),
                 ))
             }
@@ -78,6 +86,21 @@ pub struct StorageSpec {
     pub options: Vec<String>,
     /// Where it is mounted in the guest.
     pub mount_point: PathBuf,
+}
+
+impl StorageSpec {
+    /// The device a block storage names to be waited for (a bus address,
+    /// or the node of mmioblk/nvdimm); `None` for the other drivers and for
+    /// a `/dev` node given to blk or scsi, which is mounted as it is.
+    pub fn device(&self) -> Option<Result<crate::device::DeviceAddr, crate::device::DeviceError>> {
+        let driver = match self.driver {
+            Driver::Block if !self.source.starts_with("/dev/") => "blk",
+            Driver::Scsi if !self.source.starts_with("/dev/") => "scsi",
+            Driver::Node => "mmioblk",
+            _ => return None,
+        };
+        Some(crate::device::DeviceAddr::parse(driver, &self.source))
+    }
 }
 
 /// Checks a guest path from a request: absolute, no `..`, not `/`.
@@ -139,7 +162,7 @@ pub fn mount_storage(
             o.flags | sysmount::Flags::MS_BIND | sysmount::Flags::MS_REC,
         ),
         Driver::Overlay => ("overlay".to_string(), "overlay".to_string(), o.flags),
-        Driver::Block | Driver::Shared => (s.source.clone(), s.fstype.clone(), o.flags),
+        Driver::Block | Driver::Scsi | Driver::Node | Driver::Shared => (s.source.clone(), s.fstype.clone(), o.flags),
         Driver::Local => unreachable!("handled above"),
         // Resolved by the sandbox before mounting (see Sandbox::create).
         Driver::GuestPull => return Err(err("image_guest_pull", Errno::ENOTSUP)),

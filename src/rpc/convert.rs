@@ -73,13 +73,17 @@ pub fn storages(v: &[Storage]) -> Result<Vec<StorageSpec>, AgentError> {
     v.iter()
         .map(|s| {
             check_strings("storage.options", &s.options)?;
-            Ok(StorageSpec {
+            let spec = StorageSpec {
                 driver: Driver::parse(&s.driver)?,
                 source: s.source.clone(),
                 fstype: s.fstype.clone(),
                 options: s.options.clone(),
                 mount_point: check_guest_path("storage.mount_point", &s.mount_point)?,
-            })
+            };
+            if let Some(Err(e)) = spec.device() {
+                return Err(AgentError::invalid("storage.source", e.to_string()));
+            }
+            Ok(spec)
         })
         .collect()
 }

@@ -67,6 +67,7 @@ impl Sandbox {
         let is_pause = pause.is_none();
         self.check_storages(&storages)?;
         let storages = guest_pull(storages, is_pause)?;
+        let storages = self.resolve_devices(&storages).await?;
         let planned_cgroup = self.plan_cgroup(&id, &spec)?;
         if spec.has_seccomp {
             // As with Kata's default (disable_guest_seccomp), the profile is

@@ -162,7 +162,8 @@ impl Sandbox {
                 .map_err(|e| AgentError::Internal(format!("write resolv.conf: {e}")))?;
         }
         self.check_storages(&spec.storages)?;
-        for (i, s) in spec.storages.iter().enumerate() {
+        let storages = self.resolve_devices(&spec.storages).await?;
+        for (i, s) in storages.iter().enumerate() {
             if let Err(e) = storage::mount_storage(&self.ledger, &Owner::Sandbox, s, &|| {
                 let _ = self.persist();
             }) {
@@ -231,6 +232,22 @@ impl Sandbox {
 
     /// Refuses storages that would mount over, or bind from, the agent's
     /// own files; checked for all before any is mounted.
+    /// The storages with each block device's bus address (PCI path, SCSI
+    /// address) replaced by its node, once the device is there.
+    pub(crate) async fn resolve_devices(&self, v: &[StorageSpec]) -> Result<Vec<StorageSpec>, AgentError> {
+        let mut out = v.to_vec();
+        for s in &mut out {
+            let Some(addr) = s.device() else { continue };
+            let addr = addr.map_err(|e| AgentError::invalid("storage.source", e.to_string()))?;
+            let node = crate::device::resolve(&addr, &crate::device::Roots::default(), crate::device::DEVICE_TIMEOUT)
+                .await
+                .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+            info!(self.log, "device resolved"; "target" => %addr, "node" => %node.display());
+            s.source = node.display().to_string();
+        }
+        Ok(out)
+    }
+
     pub(crate) fn check_storages(&self, v: &[StorageSpec]) -> Result<(), AgentError> {
         for s in v {
             self.guard.check_mount_target(&s.mount_point)?;
