@@ -138,3 +138,53 @@ fn a_bad_storage_fails_the_create_and_leaks_nothing() {
     pod.destroy().unwrap();
     assert_eq!(mounts_under(pod.dir()), Vec::<PathBuf>::new());
 }
+
+/// CreateContainer `devices`: a guest block device (here a loop device,
+/// named by its node as for mmioblk) appears in the container at its
+/// container path with the guest's major/minor, replacing the host's
+/// numbers a runtime put in Linux.Devices; it can be read. An unknown
+/// device type is refused.
+#[test]
+#[ignore = "needs root"]
+fn a_guest_block_device_in_the_container() {
+    use std::os::unix::fs::MetadataExt;
+    let pod = started_pod();
+    let lo = Loop::ext4_with_busybox(pod.dir());
+    let rdev = std::fs::metadata(&lo.0).unwrap().rdev();
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    let rootfs = busybox_rootfs(pod.dir());
+    let mut s = spec(
+        Some(&rootfs),
+        &["sh", "-c", "ls -l /dev/xda; head -c 4096 /dev/xda | wc -c"],
+    );
+    // The host's numbers, as a runtime copies them from the host's node.
+    let mut host = bosun::protocols::oci::LinuxDevice::new();
+    (host.Path, host.Type, host.Major, host.Minor, host.FileMode) = ("/dev/xda".into(), "b".into(), 253, 7, 0o660);
+    s.Linux.as_mut().unwrap().Devices = vec![host];
+    let device = |kind: &str| {
+        let mut d = bosun::protocols::agent::Device::new();
+        (d.type_, d.vm_path, d.container_path) = (kind.into(), lo.0.clone(), "/dev/xda".into());
+        d
+    };
+    let mut r = bosun::protocols::agent::CreateContainerRequest::new();
+    (r.container_id, r.exec_id, r.OCI) = ("dev".into(), "dev".into(), Some(s.clone()).into());
+    r.devices = vec![device("vfio-ap")];
+    let (code, msg) = pod.send_create_container(&r).unwrap_err();
+    assert_eq!(code, ttrpc::Code::INVALID_ARGUMENT, "{msg}");
+    r.devices = vec![device("mmioblk")];
+    pod.send_create_container(&r).unwrap();
+    pod.start_c("dev").unwrap();
+    let out = String::from_utf8(pod.read_all("dev", "", false).unwrap()).unwrap();
+    assert_eq!(pod.wait("dev", "").unwrap(), 0, "{out}");
+    let tokens: Vec<&str> = out.split_whitespace().collect();
+    let at = tokens
+        .iter()
+        .position(|t| *t == format!("{major},"))
+        .unwrap_or(usize::MAX);
+    assert!(
+        out.starts_with("brw-rw----") && tokens.get(at + 1) == Some(&minor.to_string().as_str()),
+        "guest numbers {major}:{minor}: {out}"
+    );
+    assert!(out.ends_with("4096\n"), "readable: {out}");
+    pod.remove("dev").unwrap();
+}

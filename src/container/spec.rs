@@ -40,4 +40,6 @@ pub struct ContainerSpec {
     pub devices: Vec<super::init_config::DeviceSpec>,
     /// CreateContainer `shared_mounts` (not part of the OCI spec).
     pub shared_mounts: Vec<super::shared_mount::SharedMount>,
+    /// CreateContainer `devices`: guest devices shown in the container.
+    pub guest_devices: Vec<crate::device::ContainerDevice>,
 }

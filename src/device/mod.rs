@@ -100,6 +100,54 @@ impl DeviceAddr {
     }
 }
 
+/// A CreateContainer `devices` entry: a guest device shown in the container.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ContainerDevice {
+    /// Where the guest device is.
+    #[serde(skip)]
+    pub addr: DeviceAddr,
+    /// The address as sent (for the create digest).
+    pub id: String,
+    /// Its path in the container.
+    pub container_path: PathBuf,
+}
+
+impl ContainerDevice {
+    /// `type` blk/mmioblk/scsi/nvdimm with `id` (PCI path, SCSI address) or
+    /// `vm_path` (the guest node); vfio and the others are not served.
+    pub fn parse(kind: &str, id: &str, vm_path: &str, container_path: PathBuf) -> Result<Self, DeviceError> {
+        let addr = match kind {
+            "blk" | "virtio-blk" if !id.is_empty() => DeviceAddr::parse("blk", id)?,
+            "scsi" if !id.is_empty() => DeviceAddr::parse("scsi", id)?,
+            "blk" | "virtio-blk" | "mmioblk" | "nvdimm" | "scsi" => DeviceAddr::parse("mmioblk", vm_path)?,
+            other => {
+                return Err(DeviceError::BadAddress {
+                    addr: id.to_string(),
+                    reason: format!("device type {other:?}: bosun serves blk, mmioblk, scsi and nvdimm devices"),
+                })
+            }
+        };
+        Ok(Self {
+            addr,
+            id: if id.is_empty() {
+                vm_path.to_string()
+            } else {
+                id.to_string()
+            },
+            container_path,
+        })
+    }
+}
+
+/// Major and minor of a block device node, and whether it is one.
+pub fn block_numbers(node: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = std::fs::metadata(node).ok()?;
+    m.file_type()
+        .is_block_device()
+        .then(|| (nix::sys::stat::major(m.rdev()), nix::sys::stat::minor(m.rdev())))
+}
+
 /// The sysfs and /dev a resolution reads (the machine's, or a test's tree).
 #[derive(Clone, Debug)]
 pub struct Roots {

@@ -65,6 +65,7 @@ impl agent_ttrpc::AgentService for Agent {
             let id = ContainerId::parse(&req.container_id)?;
             let mut spec = convert::container(req.OCI.as_ref())?;
             spec.shared_mounts = convert::shared_mounts(&req.shared_mounts)?;
+            spec.guest_devices = convert::guest_devices(&req.devices)?;
             let storages = convert::storages(&req.storages)?;
             self.sandbox
                 .create_container(id, spec, storages, req.sandbox_pidns)

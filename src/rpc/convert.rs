@@ -286,7 +286,20 @@ pub fn container(spec: Option<&oci::Spec>) -> Result<ContainerSpec, AgentError> 
         sysctls: sysctls(spec.Linux.as_ref().map(|l| &l.Sysctl))?,
         devices: devices(spec.Linux.as_ref().map(|l| l.Devices.as_slice()).unwrap_or(&[]))?,
         shared_mounts: Vec::new(),
+        guest_devices: Vec::new(),
     })
+}
+
+/// CreateContainer `devices`.
+pub fn guest_devices(v: &[crate::protocols::agent::Device]) -> Result<Vec<crate::device::ContainerDevice>, AgentError> {
+    cap("devices", v, MAX_ITEMS)?;
+    v.iter()
+        .map(|d| {
+            let path = check_guest_path("devices.container_path", &d.container_path)?;
+            crate::device::ContainerDevice::parse(&d.type_, &d.id, &d.vm_path, path)
+                .map_err(|e| AgentError::invalid("devices", e.to_string()))
+        })
+        .collect()
 }
 
 /// CreateContainer `shared_mounts`.

@@ -10,7 +10,7 @@ use std::os::unix::process::CommandExt;
 
 use super::hooks::HookKind;
 use super::{Sandbox, SandboxSpec};
-use crate::container::init_config::{InitConfig, MountSpec, NsKind, NsMode, Payload, ProcessSpec};
+use crate::container::init_config::{DeviceSpec, InitConfig, MountSpec, NsKind, NsMode, Payload, ProcessSpec};
 use crate::container::shared_mount::{self, SharedMount};
 use crate::container::spawn::{self, SpawnError};
 use crate::container::spec::ContainerSpec;
@@ -68,6 +68,7 @@ impl Sandbox {
         self.check_storages(&storages)?;
         let storages = guest_pull(storages, is_pause)?;
         let storages = self.resolve_devices(&storages).await?;
+        let spec = self.with_guest_devices(spec).await?;
         let planned_cgroup = self.plan_cgroup(&id, &spec)?;
         if spec.has_seccomp {
             // As with Kata's default (disable_guest_seccomp), the profile is
@@ -275,6 +276,39 @@ impl Sandbox {
             }
         }
         Ok(planned)
+    }
+
+    /// CreateContainer `devices`: each guest device, once it is there,
+    /// becomes the Linux.Devices node at its container path with the
+    /// guest's major and minor (the spec carries the host's, as the Kata
+    /// agent corrects them), or a new node when the spec has none there.
+    async fn with_guest_devices(&self, mut spec: ContainerSpec) -> Result<ContainerSpec, AgentError> {
+        for d in std::mem::take(&mut spec.guest_devices) {
+            let node = crate::device::resolve(&d.addr, &crate::device::Roots::default(), crate::device::DEVICE_TIMEOUT)
+                .await
+                .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+            let (major, minor) = crate::device::block_numbers(&node).ok_or_else(|| {
+                AgentError::invalid(
+                    "devices",
+                    format!("{} ({}) is not a block device", node.display(), d.addr),
+                )
+            })?;
+            match spec.devices.iter_mut().find(|x| x.path == d.container_path) {
+                Some(x) => (x.kind, x.major, x.minor) = ('b', major, minor),
+                None => spec.devices.push(DeviceSpec {
+                    path: d.container_path.clone(),
+                    kind: 'b',
+                    major,
+                    minor,
+                    mode: 0o660,
+                    uid: 0,
+                    gid: 0,
+                }),
+            }
+            info!(self.log, "device for container"; "target" => %d.container_path.display(), "node" => %node.display());
+            spec.guest_devices.push(d);
+        }
+        Ok(spec)
     }
 
     /// CreateContainer `shared_mounts` into the new container (its init
