@@ -27,6 +27,19 @@ fail() {
   exit 1
 }
 
+# Two disks, attached where a kata runtime puts hot-plugged ones, and
+# named to the agent by bus address only: a virtio-blk disk behind a PCIe
+# root port at slot 2 (PCI path 02/00) holding an ext4 busybox rootfs, and
+# a virtio-scsi disk at SCSI id 0, LUN 0 holding an ext4 volume.
+disk_root="$work/disk-rootfs"
+mkdir -p "$disk_root"/{bin,proc,dev,sys,etc,tmp} "$work/disk-vol"
+cp "$(command -v busybox)" "$disk_root/bin/busybox"
+for a in sh cat head wc sleep; do ln -s busybox "$disk_root/bin/$a"; done
+echo disk-rootfs > "$disk_root/etc/hostname"
+echo "hello from scsi" > "$work/disk-vol/hello"
+mkfs.ext4 -q -F -d "$disk_root" "$work/blk.img" 16M
+mkfs.ext4 -q -F -d "$work/disk-vol" "$work/scsi.img" 8M
+
 vhost-device-vsock --vm "guest-cid=3,socket=$work/vhost.sock,uds-path=$work/vm.vsock" >"$work/vhost.log" 2>&1 &
 vhost_pid=$!
 for _ in $(seq 1 100); do [ -S "$work/vhost.sock" ] && break; sleep 0.05; done
@@ -42,7 +55,11 @@ qemu-system-x86_64 -M q35,memory-backend=mem -accel "$accel" -m 512M \
   -nographic -nodefaults -serial "file:$console" -no-reboot \
   -kernel "$img/vmlinuz" -initrd "$img/initrd.gz" \
   -append "console=ttyS0 panic=-1 quiet agent.server_addr=vsock://-1:1024 agent.log=info agent.log_format=text agent.poweroff_on_destroy=vm-pod" \
-  -chardev "socket,id=c,path=$work/vhost.sock" -device vhost-user-vsock-pci,chardev=c &
+  -chardev "socket,id=c,path=$work/vhost.sock" -device vhost-user-vsock-pci,chardev=c \
+  -device pcie-root-port,id=rp1,bus=pcie.0,addr=0x2,chassis=1 \
+  -drive "file=$work/blk.img,if=none,id=blk0,format=raw" -device virtio-blk-pci,drive=blk0,bus=rp1,addr=0x0 \
+  -device virtio-scsi-pci,id=scsi0,bus=pcie.0,addr=0x3 \
+  -drive "file=$work/scsi.img,if=none,id=sd0,format=raw" -device scsi-hd,drive=sd0,bus=scsi0.0,channel=0,scsi-id=0,lun=0 &
 qemu_pid=$!
 
 addr="hvsock://$work/vm.vsock:1024"
@@ -59,7 +76,7 @@ echo "== boot to ready (QEMU launch to first Check, $accel): ${boot} s"
 
 echo "== $(ctl version)"
 echo "== conformance suite in the guest"
-"$bin/bosun-conformance" --addr "$addr" --rootfs /rootfs || fail "conformance suite"
+"$bin/bosun-conformance" --addr "$addr" --rootfs /rootfs --blk-pci-path 02/00 --scsi-addr 0:0 || fail "conformance suite"
 
 t0=$(date +%s.%N)
 # CreateSandbox kernel_modules: vsock_loopback is loaded for real (its

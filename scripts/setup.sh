@@ -14,7 +14,7 @@ base="util-linux iproute2 gcc make busybox-static"
 case "$what" in
   run) pkgs="$base" ;;
   test) pkgs="$base e2fsprogs" ;;
-  vm-test) pkgs="$base qemu-system-x86 cpio bc kmod" ;;
+  vm-test) pkgs="$base e2fsprogs qemu-system-x86 cpio bc kmod" ;;
   ci) pkgs="$base e2fsprogs qemu-system-x86 cpio bc kmod" ;;
   *) echo "setup.sh: unknown target $what" >&2; exit 2 ;;
 esac

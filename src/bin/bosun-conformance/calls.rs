@@ -64,6 +64,18 @@ impl Calls<'_> {
             .map(|_| ())
             .map_err(f)
     }
+    /// CreateContainer with storages and devices.
+    pub async fn create_full(&self, id: &str, spec: oci::Spec, storages: Vec<Storage>, devices: Vec<Device>) -> R<()> {
+        let mut r = CreateContainerRequest::new();
+        (r.container_id, r.exec_id, r.OCI, r.storages, r.devices) =
+            (id.into(), id.into(), Some(spec).into(), storages, devices);
+        self.0
+            .agent
+            .create_container(self.0.ctx(), &r)
+            .await
+            .map(|_| ())
+            .map_err(f)
+    }
     pub async fn create(&self, id: &str, rootfs: &Path, args: &[&str]) -> R<()> {
         self.create_spec(id, spec::container(Some(rootfs), &s(args)), vec![])
             .await

@@ -24,14 +24,19 @@ struct Opts {
     local: bool,
     json: bool,
     only: Option<String>,
+    disks: Option<scenarios::Disks>,
 }
 
 const USAGE: &str = "usage: bosun-conformance --addr ADDR [--rootfs DIR] [--local] [--only SCENARIO] [--json]
+                         [--blk-pci-path PATH --scsi-addr T:L]
   --rootfs DIR  a busybox rootfs as the agent sees it (with --local, one is made if omitted)
-  --local       the agent runs on this machine: also check mountinfo and processes";
+  --local       the agent runs on this machine: also check mountinfo and processes
+  --blk-pci-path, --scsi-addr  where the VM has a virtio-blk disk (an ext4 busybox rootfs) and a
+                virtio-scsi disk (ext4 with /hello); without them hotplugged_disks SKIPs";
 
 fn parse() -> Result<Opts, String> {
     let (mut addr, mut rootfs, mut local, mut json, mut only) = (None, None, false, false, None);
+    let (mut blk, mut scsi) = (None, None);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = |n: &str| it.next().ok_or(format!("{n} needs a value"));
@@ -39,6 +44,8 @@ fn parse() -> Result<Opts, String> {
             "--addr" => addr = Some(Address::parse(&val("--addr")?).map_err(|e| e.to_string())?),
             "--rootfs" => rootfs = Some(PathBuf::from(val("--rootfs")?)),
             "--only" => only = Some(val("--only")?),
+            "--blk-pci-path" => blk = Some(val("--blk-pci-path")?),
+            "--scsi-addr" => scsi = Some(val("--scsi-addr")?),
             "--local" => local = true,
             "--json" => json = true,
             _ => return Err(USAGE.into()),
@@ -48,12 +55,21 @@ fn parse() -> Result<Opts, String> {
     if rootfs.is_none() && !local {
         return Err("--rootfs DIR is needed unless --local".into());
     }
+    let disks = match (blk, scsi) {
+        (Some(blk_pci_path), Some(scsi_addr)) => Some(scenarios::Disks {
+            blk_pci_path,
+            scsi_addr,
+        }),
+        (None, None) => None,
+        _ => return Err("--blk-pci-path and --scsi-addr go together".into()),
+    };
     Ok(Opts {
         addr,
         rootfs,
         local,
         json,
         only,
+        disks,
     })
 }
 
@@ -128,6 +144,7 @@ fn main() {
         rootfs,
         never_mounted,
         mnt: mnt.clone(),
+        disks: o.disks.clone(),
     };
     let mut rows = Vec::new();
     let all = ALL.iter().chain(golden::ALL.iter());

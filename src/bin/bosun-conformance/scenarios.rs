@@ -34,6 +34,17 @@ pub struct Ctx<'a> {
     pub never_mounted: PathBuf,
     /// Where storages of this run are mounted.
     pub mnt: PathBuf,
+    /// The VM's disks, when it has them.
+    pub disks: Option<Disks>,
+}
+
+/// Disks a VM was started with, by the addresses a runtime would send.
+#[derive(Clone, Debug)]
+pub struct Disks {
+    /// A virtio-blk disk (ext4, a busybox rootfs with /etc/hostname).
+    pub blk_pci_path: String,
+    /// A virtio-scsi disk (ext4 with /hello).
+    pub scsi_addr: String,
 }
 
 pub fn ok<T>(r: R<T>, what: &str) -> Result<T, Verdict> {
@@ -135,6 +146,10 @@ pub const ALL: &[(&str, &str)] = &[
     (
         "long_poll",
         "WaitProcess waits without a timeout; ReadStdout answers empty at EOF; an empty WriteStdin closes stdin",
+    ),
+    (
+        "hotplugged_disks",
+        "a rootfs on a virtio-blk disk named by PCI path, a volume on a virtio-scsi disk named by SCSI address, the disk as a device in the container",
     ),
 ];
 
@@ -309,6 +324,50 @@ pub async fn run(name: &str, c: &Ctx<'_>) -> Outcome {
                 matches!(st, Ok(Ok(0))),
                 "an empty WriteStdin did not close stdin (cat kept running)",
             )?;
+            ok(k.destroy().await, "DestroySandbox")
+        }
+        "hotplugged_disks" => {
+            let Some(d) = &c.disks else {
+                return Err(Verdict::Skip("no disks (--blk-pci-path, --scsi-addr)".into()));
+            };
+            pod(c, "conf-disks").await?;
+            // As the Go runtime sends a block rootfs and a block volume:
+            // the disk by its bus address, mounted where the spec expects.
+            let root = "/run/kata-containers/shared/containers/disks/rootfs";
+            let vol = "/run/kata-containers/sandbox/storage/conf-vol";
+            let storages = vec![
+                storage("blk", &d.blk_pci_path, "ext4", Path::new(root)),
+                storage("scsi", &d.scsi_addr, "ext4", Path::new(vol)),
+            ];
+            let mut spec = bosun::client::spec::container(
+                Some(Path::new(root)),
+                &[
+                    "sh".into(),
+                    "-c".into(),
+                    "cat /etc/hostname /data/hello; head -c 4096 /dev/xda | wc -c".into(),
+                ],
+            );
+            let mut m = bosun::protocols::oci::Mount::new();
+            (m.destination, m.type_, m.source, m.options) =
+                ("/data".into(), "bind".into(), vol.into(), vec!["rbind".into()]);
+            spec.Mounts.push(m);
+            let mut dev = bosun::protocols::agent::Device::new();
+            (dev.type_, dev.id, dev.container_path) = ("blk".into(), d.blk_pci_path.clone(), "/dev/xda".into());
+            ok(
+                k.create_full("disks", spec, storages, vec![dev]).await,
+                "CreateContainer (disks by address)",
+            )?;
+            ok(k.start("disks").await, "StartContainer")?;
+            let out = String::from_utf8_lossy(&ok(k.read_all("disks", "disks").await, "ReadStdout")?).into_owned();
+            check(
+                out == "disk-rootfs\nhello from scsi\n4096\n",
+                format!("rootfs, volume and device from the disks: {out:?}"),
+            )?;
+            check(
+                ok(k.wait("disks", "disks").await, "WaitProcess")? == 0,
+                "the process failed",
+            )?;
+            ok(k.remove("disks").await, "RemoveContainer")?;
             ok(k.destroy().await, "DestroySandbox")
         }
         other => Err(Verdict::Fail(format!("unknown scenario {other}"))),
