@@ -38,7 +38,14 @@ for a in sh cat head wc sleep; do ln -s busybox "$disk_root/bin/$a"; done
 echo disk-rootfs > "$disk_root/etc/hostname"
 echo "hello from scsi" > "$work/disk-vol/hello"
 mkfs.ext4 -q -F -d "$disk_root" "$work/blk.img" 16M
-mkfs.ext4 -q -F -d "$work/disk-vol" "$work/scsi.img" 8M
+# The volume's filesystem is 4 MiB on an 8 MiB disk: ResizeVolume grows it
+# online to the disk.
+mkfs.ext4 -q -F -d "$work/disk-vol" "$work/scsi.img" 4M
+truncate -s 8M "$work/scsi.img"
+# A swap disk at slot 4 of the root bus (PCI path 04), made by the host
+# as the runtime makes it, for AddSwap.
+truncate -s 16M "$work/swap.img"
+mkswap -q "$work/swap.img" >/dev/null
 
 vhost-device-vsock --vm "guest-cid=3,socket=$work/vhost.sock,uds-path=$work/vm.vsock" >"$work/vhost.log" 2>&1 &
 vhost_pid=$!
@@ -51,7 +58,8 @@ accel=${VM_ACCEL:-tcg}
 
 start=$(date +%s.%N)
 qemu-system-x86_64 -M q35,memory-backend=mem -accel "$accel" -m 512M \
-  -object memory-backend-memfd,id=mem,size=512M,share=on -smp 1 \
+  -object memory-backend-memfd,id=mem,size=512M,share=on -smp 1,maxcpus=2 \
+  -qmp "unix:$work/qmp.sock,server=on,wait=off" \
   -nographic -nodefaults -serial "file:$console" -no-reboot \
   -kernel "$img/vmlinuz" -initrd "$img/initrd.gz" \
   -append "console=ttyS0 panic=-1 quiet agent.server_addr=vsock://-1:1024 agent.log=info agent.log_format=text agent.poweroff_on_destroy=vm-pod" \
@@ -59,7 +67,8 @@ qemu-system-x86_64 -M q35,memory-backend=mem -accel "$accel" -m 512M \
   -device pcie-root-port,id=rp1,bus=pcie.0,addr=0x2,chassis=1 \
   -drive "file=$work/blk.img,if=none,id=blk0,format=raw" -device virtio-blk-pci,drive=blk0,bus=rp1,addr=0x0 \
   -device virtio-scsi-pci,id=scsi0,bus=pcie.0,addr=0x3 \
-  -drive "file=$work/scsi.img,if=none,id=sd0,format=raw" -device scsi-hd,drive=sd0,bus=scsi0.0,channel=0,scsi-id=0,lun=0 &
+  -drive "file=$work/scsi.img,if=none,id=sd0,format=raw" -device scsi-hd,drive=sd0,bus=scsi0.0,channel=0,scsi-id=0,lun=0 \
+  -drive "file=$work/swap.img,if=none,id=swap0,format=raw" -device virtio-blk-pci,drive=swap0,bus=pcie.0,addr=0x4 &
 qemu_pid=$!
 
 addr="hvsock://$work/vm.vsock:1024"
@@ -81,8 +90,10 @@ echo "== conformance suite in the guest"
 t0=$(date +%s.%N)
 # CreateSandbox kernel_modules: vsock_loopback is loaded for real (its
 # dependencies are loaded at boot), which also lets a process inside the
-# guest reach the agent over vsock loopback: it must be refused.
-ctl sandbox create --id vm-pod --hostname vm-pod --pidns --kernel-module vsock_loopback || fail "sandbox create"
+# guest reach the agent over vsock loopback: it must be refused. Its
+# storage: the SCSI volume (0:0), for GetVolumeStats and ResizeVolume.
+vol=/run/kata-containers/sandbox/storage/vol
+ctl call CreateSandbox '{"hostname":"vm-pod","sandbox_id":"vm-pod","sandbox_pidns":true,"kernel_modules":[{"name":"vsock_loopback"}],"storages":[{"driver":"scsi","source":"0:0","fstype":"ext4","mount_point":"'$vol'"}]}' >/dev/null || fail "sandbox create"
 ctl create pause --pause || fail "create pause"
 ctl start pause || fail "start pause (built-in)"
 out=$(ctl run hello --rootfs /rootfs -- sh -c 'echo "hello from $(hostname) on $(uname -r)"') || fail "run hello"
@@ -101,6 +112,41 @@ if ctl exec app e3 -- bosunctl --addr vsock://1:1024 --timeout 3 check; then
 fi
 grep -q "connection refused" "$console" || fail "the refused vsock peer is not in the agent's log"
 echo "== a container's vsock connection to the agent was refused: $(grep -o "connection refused.*" "$console" | head -n1)"
+
+# The guest-wide calls, for real (bosun is the guest's init).
+total() { ctl call GetVolumeStats '{"volume_guest_path":"'$vol'"}' | grep -o '"total": "[0-9]*"' | head -n1 | tr -dc 0-9; }
+before=$(total)
+ctl call ResizeVolume '{"volume_guest_path":"'$vol'","size":"0"}' >/dev/null || fail "ResizeVolume"
+after=$(total)
+[ "$after" -gt "$before" ] || fail "ResizeVolume did not grow the volume ($before -> $after bytes)"
+echo "== ResizeVolume grew the SCSI volume online: $before -> $after bytes"
+ctl call AddSwap '{"PCIPath":[4]}' >/dev/null || fail "AddSwap"
+swaps=$(ctl exec app e4 -- cat /proc/swaps) || fail "read /proc/swaps"
+echo "$swaps" | grep -q "^/dev/vd" || fail "no swap device after AddSwap: $swaps"
+echo "== AddSwap by PCI path 04: $(echo "$swaps" | tail -n1)"
+ctl call ReseedRandomDev '{"data":"'"$(head -c 64 /dev/urandom | base64 -w0)"'"}' >/dev/null || fail "ReseedRandomDev"
+# A second vCPU, hot-added over QEMU's monitor, brought online by OnlineCPUMem.
+python3 - "$work/qmp.sock" <<'PY' || fail "QMP device_add"
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
+def cmd(c, **a):
+    f.write(json.dumps({"execute": c, "arguments": a} if a else {"execute": c}) + "\n"); f.flush()
+    while True:
+        r = json.loads(f.readline())
+        if "return" in r or "error" in r:
+            return r
+f.readline(); cmd("qmp_capabilities")
+# -smp 1,maxcpus=2: one socket of two cores; core 1 is the free slot.
+r = cmd("device_add", driver="qemu64-x86_64-cpu", id="cpu1", **{"socket-id": 0, "core-id": 1, "thread-id": 0})
+if "error" in r:
+    sys.exit(f"device_add: {r}")
+PY
+ctl call OnlineCPUMem '{"wait":true,"nb_cpus":1,"cpu_only":true}' >/dev/null || fail "OnlineCPUMem"
+cpus=$(ctl exec app e5 -- grep -c ^processor /proc/cpuinfo) || fail "read /proc/cpuinfo"
+[ "$cpus" = 2 ] || fail "OnlineCPUMem: $cpus CPUs online"
+echo "== a hot-added vCPU brought online by OnlineCPUMem: $cpus CPUs"
+ctl call GetMetrics | grep -q 'bosun_rpc_requests_total{method=\\"OnlineCPUMem\\",code=\\"OK\\"} 1' || fail "GetMetrics does not count the OnlineCPUMem call"
+echo "== GetMetrics counts the calls"
 ctl ps
 ctl sandbox destroy --verbose || fail "sandbox destroy"
 life=$(echo "$(date +%s.%N) - $t0" | bc)

@@ -79,6 +79,17 @@ const SERVED: &[&str] = &[
     "ListRoutes",
     "UpdateRoutes",
     "AddARPNeighbors",
+    "GetMetrics",
+    "GetVolumeStats",
+    "ResizeVolume",
+    "AddSwap",
+    "AddSwapPath",
+    "MemHotplugByProbe",
+    "ReseedRandomDev",
+    "RemoveStaleVirtiofsShareMounts",
+    "GetIPTables",
+    "SetIPTables",
+    "SetPolicy",
 ];
 
 fn agent_methods() -> Vec<String> {

@@ -3,6 +3,7 @@
 //! agent.
 
 pub mod bundle;
+pub mod call;
 pub mod golden;
 pub mod spec;
 

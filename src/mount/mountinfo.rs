@@ -17,6 +17,16 @@ pub fn fstype_at(target: &std::path::Path) -> std::io::Result<Option<String>> {
         .map(|(_, t)| t))
 }
 
+/// The mount source (the device) of the topmost mount at `target`.
+pub fn source_at(target: &std::path::Path) -> std::io::Result<Option<String>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(text
+        .lines()
+        .rev()
+        .find(|l| l.split(' ').nth(4).map(|p| PathBuf::from(unescape(p))).as_deref() == Some(target))
+        .and_then(|l| l.split_once(" - ")?.1.split(' ').nth(1).map(unescape)))
+}
+
 /// (mount point, fstype) pairs; the fstype is the first field after " - ".
 pub fn parse_types(text: &str) -> Vec<(PathBuf, String)> {
     text.lines()

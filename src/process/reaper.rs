@@ -82,6 +82,58 @@ impl Reaper {
         }
     }
 
+    /// Runs `cmd` to its end: `stdin` written to it, stdout and stderr
+    /// collected, the status taken from this reaper (which collects every
+    /// child, so a plain `wait` would find none). A command still running
+    /// after `timeout` is killed. Returns (status, stdout, stderr).
+    pub async fn output(
+        &self,
+        mut cmd: std::process::Command,
+        stdin: &[u8],
+        timeout: std::time::Duration,
+    ) -> std::io::Result<(i32, Vec<u8>, Vec<u8>)> {
+        use std::io::{Read, Write};
+        use std::process::Stdio;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let pid = child.id() as i32;
+        let (mut i, mut o, mut e) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let input = stdin.to_vec();
+        // Pipes are drained on blocking threads so a chatty command never
+        // stalls on a full pipe while the agent waits for its exit.
+        let feed = tokio::task::spawn_blocking(move || {
+            if let Some(i) = i.as_mut() {
+                let _ = i.write_all(&input); // one that does not read is fine
+            }
+        });
+        let read = |r: Option<Box<dyn Read + Send>>| {
+            tokio::task::spawn_blocking(move || {
+                let mut v = Vec::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_end(&mut v);
+                }
+                v
+            })
+        };
+        let out = read(o.take().map(|x| Box::new(x) as Box<dyn Read + Send>));
+        let err = read(e.take().map(|x| Box::new(x) as Box<dyn Read + Send>));
+        let status = match tokio::time::timeout(timeout, self.wait(pid)).await {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = sysproc::kill(pid, nix::sys::signal::Signal::SIGKILL as i32);
+                self.wait(pid).await
+            }
+        };
+        self.forget(pid);
+        let _ = feed.await;
+        let out = out.await.unwrap_or_default();
+        let err = err.await.unwrap_or_default();
+        Ok((status, out, err))
+    }
+
     /// Forgets `pid`'s status once nobody will ask again.
     pub fn forget(&self, pid: i32) {
         let mut e = self.exits.lock().expect("reaper lock");

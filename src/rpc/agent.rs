@@ -10,6 +10,7 @@ use ttrpc::r#async::TtrpcContext;
 use super::traced;
 use super::{convert, convert_net};
 use crate::error::AgentError;
+use crate::guestops;
 use crate::ids::{parse_exec_id, ContainerId};
 use crate::protocols::agent::*;
 use crate::protocols::agent_ttrpc;
@@ -360,10 +361,134 @@ impl agent_ttrpc::AgentService for Agent {
         traced(&self.log, "GetGuestDetails", async { Ok(super::guest::details(&req)) }).await
     }
 
-    async fn online_cpu_mem(&self, _: &TtrpcContext, _: OnlineCPUMemRequest) -> R<Empty> {
-        // CPUs and memory hot-added to a guest come online by the kernel's
-        // own policy (memhp_default_state, CPU auto-online) here.
-        traced(&self.log, "OnlineCPUMem", async { Ok(Empty::new()) }).await
+    async fn online_cpu_mem(&self, _: &TtrpcContext, req: OnlineCPUMemRequest) -> R<Empty> {
+        traced(&self.log, "OnlineCPUMem", async {
+            let done = guestops::hotplug::online(req.nb_cpus, req.cpu_only, req.wait).await?;
+            slog::info!(self.log, "onlined"; "cpus" => done.cpus, "memory_blocks" => done.memory_blocks);
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn mem_hotplug_by_probe(&self, _: &TtrpcContext, req: MemHotplugByProbeRequest) -> R<Empty> {
+        traced(&self.log, "MemHotplugByProbe", async {
+            guestops::hotplug::probe(&req.memHotplugProbeAddr)?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn get_metrics(&self, _: &TtrpcContext, _: GetMetricsRequest) -> R<Metrics> {
+        traced(&self.log, "GetMetrics", async {
+            let mut m = Metrics::new();
+            m.metrics = super::metrics::render();
+            Ok(m)
+        })
+        .await
+    }
+
+    async fn get_volume_stats(&self, _: &TtrpcContext, req: VolumeStatsRequest) -> R<VolumeStatsResponse> {
+        traced(&self.log, "GetVolumeStats", async {
+            let u = guestops::volume::stats(&req.volume_guest_path)?;
+            Ok(convert::volume_stats(&u))
+        })
+        .await
+    }
+
+    async fn resize_volume(&self, _: &TtrpcContext, req: ResizeVolumeRequest) -> R<Empty> {
+        traced(&self.log, "ResizeVolume", async {
+            guestops::volume::resize(&req.volume_guest_path, req.size)?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn add_swap(&self, _: &TtrpcContext, req: AddSwapRequest) -> R<Empty> {
+        traced(&self.log, "AddSwap", async {
+            let node = guestops::add_swap(&req.PCIPath).await?;
+            slog::info!(self.log, "swap on"; "target" => %node.display());
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn add_swap_path(&self, _: &TtrpcContext, req: AddSwapPathRequest) -> R<Empty> {
+        traced(&self.log, "AddSwapPath", async {
+            guestops::add_swap_path(&req.path)?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn reseed_random_dev(&self, _: &TtrpcContext, req: ReseedRandomDevRequest) -> R<Empty> {
+        traced(&self.log, "ReseedRandomDev", async {
+            guestops::reseed(&req.data)?;
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn remove_stale_virtiofs_share_mounts(
+        &self,
+        _: &TtrpcContext,
+        _: RemoveStaleVirtiofsShareMountsRequest,
+    ) -> R<Empty> {
+        traced(&self.log, "RemoveStaleVirtiofsShareMounts", async {
+            self.sandbox.touch_share_mounts();
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn get_ip_tables(&self, _: &TtrpcContext, req: GetIPTablesRequest) -> R<GetIPTablesResponse> {
+        traced(&self.log, "GetIPTables", async {
+            let mut r = GetIPTablesResponse::new();
+            r.data = guestops::iptables::get(self.sandbox.reaper(), req.is_ipv6).await?;
+            Ok(r)
+        })
+        .await
+    }
+
+    async fn set_ip_tables(&self, _: &TtrpcContext, req: SetIPTablesRequest) -> R<SetIPTablesResponse> {
+        traced(&self.log, "SetIPTables", async {
+            let mut r = SetIPTablesResponse::new();
+            r.data = guestops::iptables::set(self.sandbox.reaper(), req.is_ipv6, &req.data).await?;
+            Ok(r)
+        })
+        .await
+    }
+
+    async fn set_policy(&self, _: &TtrpcContext, req: SetPolicyRequest) -> R<Empty> {
+        traced(&self.log, "SetPolicy", async {
+            // bosun has no policy engine: it cannot enforce one, so it does
+            // not pretend to accept one.
+            if !req.policy.trim().is_empty() {
+                return Err(AgentError::invalid(
+                    "policy",
+                    "bosun has no policy engine; only an empty policy is accepted",
+                ));
+            }
+            Ok(Empty::new())
+        })
+        .await
+    }
+
+    async fn mem_agent_memcg_set(&self, _: &TtrpcContext, _: MemAgentMemcgConfig) -> R<Empty> {
+        traced(&self.log, "MemAgentMemcgSet", async {
+            Err(AgentError::Unimplemented(
+                "MemAgentMemcgSet: bosun has no memory agent (the Kata mem-agent's memcg reclaim daemon)",
+            ))
+        })
+        .await
+    }
+
+    async fn mem_agent_compact_set(&self, _: &TtrpcContext, _: MemAgentCompactConfig) -> R<Empty> {
+        traced(&self.log, "MemAgentCompactSet", async {
+            Err(AgentError::Unimplemented(
+                "MemAgentCompactSet: bosun has no memory agent (the Kata mem-agent's compaction daemon)",
+            ))
+        })
+        .await
     }
 }
 

@@ -451,6 +451,25 @@ pub fn resources(r: Option<&oci::LinuxResources>) -> Result<Resources, AgentErro
     Ok(out)
 }
 
+/// GetVolumeStats's answer.
+pub fn volume_stats(u: &crate::guestops::volume::Usage) -> crate::protocols::agent::VolumeStatsResponse {
+    use crate::protocols::agent::{volume_usage, VolumeCondition, VolumeStatsResponse, VolumeUsage};
+    let usage = |(total, used, available): (u64, u64, u64), unit| {
+        let mut v = VolumeUsage::new();
+        (v.total, v.used, v.available, v.unit) = (total, used, available, unit);
+        v
+    };
+    let mut r = VolumeStatsResponse::new();
+    r.usage = vec![
+        usage(u.bytes, volume_usage::Unit::BYTES.into()),
+        usage(u.inodes, volume_usage::Unit::INODES.into()),
+    ];
+    let mut cond = VolumeCondition::new();
+    (cond.abnormal, cond.message) = (false, "OK".into());
+    r.volume_condition = Some(cond).into();
+    r
+}
+
 /// StatsContainer's answer from the cgroup and network statistics.
 pub fn stats_response(s: &Stats, net: &[NetStats]) -> StatsContainerResponse {
     let mut cpu = CpuUsage::new();

@@ -7,6 +7,7 @@ mod convert;
 mod convert_net;
 mod guest;
 mod health;
+pub mod metrics;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -64,13 +65,16 @@ where
             )))
         }
     };
-    let us = start.elapsed().as_micros() as u64;
+    let took = start.elapsed();
+    let us = took.as_micros() as u64;
     match r {
         Ok(v) => {
+            metrics::record(method, "OK", took);
             debug!(log, "rpc done"; "method" => method, "us" => us);
             Ok(v)
         }
         Err(e) => {
+            metrics::record(method, metrics::code_name(e.code()), took);
             warn!(log, "rpc failed"; "method" => method, "us" => us, "code" => ?e.code(), "error" => %e);
             Err(e.into())
         }

@@ -338,27 +338,21 @@ impl Sandbox {
                 warn!(self.log, "shared mount skipped: nothing mounted at the source"; "target" => &m.name, "cid" => &m.src_ctr);
                 continue;
             }
-            let child = std::process::Command::new("/proc/self/exe")
-                .arg0("bosun-share-mount")
+            let mut cmd = std::process::Command::new("/proc/self/exe");
+            cmd.arg0("bosun-share-mount")
                 .arg("share-mount")
                 .arg(src_pid.to_string())
                 .arg(&m.src_path)
                 .arg(pid.to_string())
                 .arg(&m.dst_path)
-                .env_clear()
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
+                .env_clear();
+            let (status, _, err) = self
+                .reaper
+                .output(cmd, b"", shared_mount::READY_TIMEOUT)
+                .await
                 .map_err(|e| format!("shared mount {:?}: start helper: {e}", m.name))?;
-            let hpid = child.id() as i32;
-            let status = self.reaper.wait(hpid).await;
-            self.reaper.forget(hpid);
             if status != 0 {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
+                let err = String::from_utf8_lossy(&err);
                 return Err(format!(
                     "shared mount {:?} from {:?}: {}",
                     m.name,

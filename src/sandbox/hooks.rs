@@ -5,11 +5,10 @@
 //! stdin. prestart runs before the container's process starts and a
 //! failure stops the start; poststart and poststop failures are logged.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use slog::warn;
@@ -80,7 +79,7 @@ impl Sandbox {
         })
         .to_string();
         for hook in find(&base, kind) {
-            self.run_hook(&hook, kind, &state, &c.dir).await.map_err(|e| {
+            self.run_hook(&hook, kind, &state).await.map_err(|e| {
                 warn!(self.log, "hook failed"; "cid" => %c.id, "step" => kind.dir(), "target" => %hook.display(), "error" => &e);
                 format!("{} hook {}: {e}", kind.dir(), hook.display())
             })?;
@@ -88,40 +87,24 @@ impl Sandbox {
         Ok(())
     }
 
-    async fn run_hook(&self, hook: &Path, kind: HookKind, state: &str, dir: &Path) -> Result<(), String> {
+    async fn run_hook(&self, hook: &Path, kind: HookKind, state: &str) -> Result<(), String> {
         let name = hook
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let err_file = dir.join(format!("hook-{}.err", kind.dir()));
-        let stderr = std::fs::File::create(&err_file).map_err(|e| format!("{}: {e}", err_file.display()))?;
-        let mut child = Command::new(hook)
-            .arg0(&name)
-            .arg(kind.dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
+        let mut cmd = Command::new(hook);
+        cmd.arg0(&name).arg(kind.dir());
+        let start = std::time::Instant::now();
+        let (status, _, err) = self
+            .reaper
+            .output(cmd, state.as_bytes(), HOOK_TIMEOUT)
+            .await
             .map_err(|e| format!("start: {e}"))?;
-        let pid = child.id() as i32;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A hook that does not read its state is not an error.
-            let _ = stdin.write_all(state.as_bytes());
+        if start.elapsed() >= HOOK_TIMEOUT {
+            return Err(format!("still running after {HOOK_TIMEOUT:?}: killed"));
         }
-        // bosun's reaper collects every child: wait through it.
-        let status = match tokio::time::timeout(HOOK_TIMEOUT, self.reaper.wait(pid)).await {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = crate::sys::process::kill(pid, nix::sys::signal::Signal::SIGKILL as i32);
-                let _ = tokio::time::timeout(Duration::from_secs(1), self.reaper.wait(pid)).await;
-                self.reaper.forget(pid);
-                return Err(format!("still running after {HOOK_TIMEOUT:?}: killed"));
-            }
-        };
-        self.reaper.forget(pid);
-        let err = std::fs::read_to_string(&err_file).unwrap_or_default();
-        let _ = std::fs::remove_file(&err_file);
         if status != 0 {
+            let err = String::from_utf8_lossy(&err);
             let tail: String = err
                 .chars()
                 .rev()

@@ -214,6 +214,23 @@ impl Sandbox {
             .map(|(_, r)| r.clone())
     }
 
+    /// The reaper every child of the agent is collected by.
+    pub fn reaper(&self) -> &Reaper {
+        &self.reaper
+    }
+
+    /// RemoveStaleVirtiofsShareMounts, as the Kata agent serves it: a stat
+    /// of every mount point under the shared directory, so that virtiofsd
+    /// drops its cache (and fds) of those that are gone.
+    pub fn touch_share_mounts(&self) {
+        let shared = Path::new(copy_file::KATA_SHARED_DIR).join("shared");
+        for m in crate::mount::mountinfo::mount_points().unwrap_or_default() {
+            if m.starts_with(&shared) {
+                let _ = std::fs::metadata(&m);
+            }
+        }
+    }
+
     /// SetGuestDateTime. The clock is the whole guest's, so bosun sets it
     /// only as the guest's init; anywhere else (a test, a shared host) it
     /// refuses rather than move someone else's clock.

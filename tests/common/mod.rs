@@ -258,9 +258,14 @@ impl Loop {
             .status()
             .expect("mkfs.ext4 (e2fsprogs)");
         assert!(st.success());
+        Self::attach(&img)
+    }
+
+    /// A loop device over `img`.
+    pub fn attach(img: &Path) -> Self {
         let out = std::process::Command::new("losetup")
             .args(["--find", "--show"])
-            .arg(&img)
+            .arg(img)
             .output()
             .expect("losetup");
         assert!(

@@ -43,6 +43,8 @@ COMMANDS:
     run ID --rootfs DIR -- CMD...           create, start, output, wait, rm
     ps                                      containers, states, pids, exec ids
     stats ID                                cpu, memory, pids, network (JSON)
+    call METHOD [JSON]                      any Kata method by name, its request as protobuf
+                                            JSON (default {}); prints the answer as JSON
 
 OPTIONS:
     --addr ADDR      unix:///path, unix://@name, vsock://CID:PORT or
@@ -57,6 +59,7 @@ EXIT CODES: 0 ok, 1 call failed, 2 usage; run, exec, wait: the process's status
 
 const COMMANDS: &[&str] = &[
     "check", "version", "sandbox", "create", "start", "exec", "wait", "kill", "rm", "logs", "run", "ps", "stats",
+    "call",
 ];
 
 struct Opts {
@@ -226,6 +229,15 @@ async fn run(o: &mut Opts) -> Result<Out, Failure> {
         "run" => pod::run(&c, a).await,
         "ps" => pod::ps(&c, a, o.json).await,
         "stats" => pod::stats(&c, a).await,
+        "call" => {
+            let method = a.positional("method")?;
+            let json = a.maybe_positional().unwrap_or_else(|| "{}".into());
+            a.done()?;
+            bosun::client::call::call(&c, &method, &json, o.timeout)
+                .await
+                .map(Out::Text)
+                .map_err(Failure::Call)
+        }
         _ => unreachable!("checked in parse"),
     }
 }
