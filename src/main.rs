@@ -120,6 +120,7 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
         let sandbox = std::sync::Arc::new(Sandbox::new(log, &cfg.run_dir, &cfg.cgroup_parent, guard, reaper));
         sandbox.recover().await;
         sandbox.watch_oom();
+        sandbox.watch_binds();
         let bound = transport::listen::bind(&cfg.server_addr, &cfg.peers.clone().with_agent_uid(nix::unistd::geteuid().as_raw()), log).context("listen")?;
         rpc::serve(bound, sandbox, cfg.poweroff_on_destroy.clone(), log, cfg.shutdown_timeout, shutdown_signal()).await.context("serve")?;
         info!(log, "stopped");

@@ -188,3 +188,91 @@ fn a_guest_block_device_in_the_container() {
     assert!(out.ends_with("4096\n"), "readable: {out}");
     pod.remove("dev").unwrap();
 }
+
+/// watchable-bind, as the Kata agent serves it: the source (a configmap on
+/// a share without inotify) is copied below the watchable tmpfs and kept in
+/// step by polling; a source past the caps (16 entries, 1 MiB) is bound
+/// instead.
+#[test]
+#[ignore = "needs root"]
+fn watchable_bind_copies_and_follows_the_source() {
+    assert!(is_root(), "needs root");
+    let pod = Pod::start_isolated();
+    pod.create_sandbox("watch", false).unwrap();
+    let rootfs = busybox_rootfs(pod.dir());
+    let small = pod.dir().join("configmap");
+    std::fs::create_dir_all(&small).unwrap();
+    std::fs::write(small.join("key"), "v1\n").unwrap();
+    let big = pod.dir().join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    for i in 0..20 {
+        std::fs::write(big.join(format!("f{i}")), "x").unwrap();
+    }
+    let root = "/run/kata-containers/shared/containers/watchable";
+    let copy_at = |name: &str| format!("{root}/app-{name}");
+    let mut s = spec(Some(&rootfs), &["sleep", "300"]);
+    for (name, dst) in [("configmap", "/etc/cm"), ("big", "/etc/big")] {
+        let mut m = bosun::protocols::oci::Mount::new();
+        (m.destination, m.type_, m.source, m.options) =
+            (dst.into(), "bind".into(), copy_at(name), vec!["rbind".into()]);
+        s.Mounts.push(m);
+    }
+    let storages = vec![
+        storage(
+            "watchable-bind",
+            small.to_str().unwrap(),
+            "bind",
+            &[],
+            Path::new(&copy_at("configmap")),
+        ),
+        storage(
+            "watchable-bind",
+            big.to_str().unwrap(),
+            "bind",
+            &[],
+            Path::new(&copy_at("big")),
+        ),
+    ];
+    pod.create_with("app", s, storages).unwrap();
+    pod.start_c("app").unwrap();
+    let cat = |n: u32, path: &str| {
+        let id = format!("cat{n}");
+        pod.exec("app", &id, &["cat", path]).unwrap();
+        String::from_utf8(pod.read_all("app", &id, false).unwrap()).unwrap()
+    };
+    assert_eq!(cat(0, "/etc/cm/key"), "v1\n");
+    let mounts = pod.agent.mounts_under(root);
+    assert!(mounts.contains(&root.to_string()), "the watchable tmpfs: {mounts:?}");
+    assert!(mounts.contains(&copy_at("big")), "too large: bound: {mounts:?}");
+    assert!(
+        !mounts.contains(&copy_at("configmap")),
+        "small: copied, not bound: {mounts:?}"
+    );
+    // The configmap changes: the copy follows within a few intervals.
+    std::fs::write(small.join("key"), "v2\n").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut n = 1;
+    while cat(n, "/etc/cm/key") != "v2\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy did not follow the source"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        n += 1;
+    }
+    // The bound one is the source itself.
+    std::fs::write(big.join("f0"), "live").unwrap();
+    assert_eq!(cat(999, "/etc/big/f0"), "live");
+    pod.remove("app").unwrap();
+    pod.destroy().unwrap();
+    assert!(
+        pod.agent.mounts_under("/run/kata-containers").is_empty(),
+        "{:?}",
+        pod.agent.mounts_under("/run/kata-containers")
+    );
+    assert_eq!(
+        std::fs::read_to_string(small.join("key")).unwrap(),
+        "v2\n",
+        "the source is never touched"
+    );
+}

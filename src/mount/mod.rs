@@ -7,6 +7,7 @@ pub mod ledger;
 pub mod mountinfo;
 pub mod storage;
 pub mod umount;
+pub mod watch;
 
 use std::path::PathBuf;
 

@@ -10,6 +10,7 @@
 //! | `mmioblk`, `nvdimm` | the node `source` (`/dev/vdc`, `/dev/pmem0`), waited for; `dax` passes through to the filesystem |
 //! | `overlayfs` | overlay at `mount_point`; `options` carry lowerdir/upperdir/workdir |
 //! | `virtio-fs`, `9p` | mounts `source` with `fstype` (the host share) |
+//! | `watchable-bind` | `source` copied into the tmpfs at `mount_point` (under `watch::WATCH_ROOT`) and kept in step every 2 s; past 16 entries or 1 MiB, bind-mounted instead |
 //! | `image_guest_pull` | the sandbox container's `pause`: nothing to pull (the built-in pause runs); a workload image: not served yet |
 
 use std::fs;
@@ -39,6 +40,8 @@ pub enum Driver {
     Scsi,
     /// A node the runtime names and the kernel brings up (mmioblk, nvdimm).
     Node,
+    /// A copy of a source kept in step by polling (watchable-bind).
+    WatchableBind,
     /// Overlay of layers.
     Overlay,
     /// A shared filesystem from the host (virtio-fs, 9p).
@@ -57,6 +60,7 @@ impl Driver {
             "bind" => Self::Bind,
             "blk" | "virtio-blk" => Self::Block,
             "mmioblk" | "nvdimm" => Self::Node,
+            "watchable-bind" => Self::WatchableBind,
             "scsi" => Self::Scsi,
             "overlayfs" => Self::Overlay,
             "virtio-fs" | "9p" => Self::Shared,
@@ -65,7 +69,7 @@ impl Driver {
                 return Err(AgentError::invalid(
                     "storage.driver",
                     format!(
-                    "{other:?} is not one of local, ephemeral, bind, blk, virtio-blk, mmioblk, nvdimm, scsi, overlayfs, virtio-fs, 9p, image_guest_pull"
+                    "{other:?} is not one of local, ephemeral, bind, watchable-bind, blk, virtio-blk, mmioblk, nvdimm, scsi, overlayfs, virtio-fs, 9p, image_guest_pull"
                 ),
                 ))
             }
@@ -154,9 +158,12 @@ pub fn mount_storage(
         ledger.lock().expect("ledger lock").mark_mounted(seq);
         return Ok(());
     }
+    if s.driver == Driver::WatchableBind && copy_watched(ledger, owner, s, journal)? {
+        return Ok(());
+    }
     let (source, fstype, flags) = match s.driver {
         Driver::Ephemeral => ("tmpfs".to_string(), "tmpfs".to_string(), o.flags),
-        Driver::Bind => (
+        Driver::Bind | Driver::WatchableBind => (
             s.source.clone(),
             "bind".to_string(),
             o.flags | sysmount::Flags::MS_BIND | sysmount::Flags::MS_REC,
@@ -194,6 +201,49 @@ pub fn mount_storage(
             ledger.lock().expect("ledger lock").remove(seq);
             remove_created(&created);
             Err(err("mount", e))
+        }
+    }
+}
+
+/// A watchable-bind storage as a copy (a ledger directory entry, removed
+/// whole at teardown); false when the source is past the caps and must be
+/// bound instead.
+fn copy_watched(
+    ledger: &std::sync::Mutex<Ledger>,
+    owner: &Owner,
+    s: &StorageSpec,
+    journal: &dyn Fn(),
+) -> Result<bool, MountError> {
+    let err = |op, errno| MountError {
+        op,
+        target: s.mount_point.clone(),
+        from: Some(s.source.clone()),
+        errno,
+    };
+    let seq =
+        ledger
+            .lock()
+            .expect("ledger lock")
+            .intend(owner.clone(), Kind::Dir, &s.source, &s.mount_point, "watchable");
+    let created = make_dirs(&s.mount_point).map_err(|e| err("mkdir", io_errno(&e)))?;
+    ledger
+        .lock()
+        .expect("ledger lock")
+        .set_created_dirs(seq, created.clone());
+    journal();
+    match super::watch::sync(Path::new(&s.source), &s.mount_point) {
+        Ok(_) => {
+            ledger.lock().expect("ledger lock").mark_mounted(seq);
+            Ok(true)
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&s.mount_point);
+            ledger.lock().expect("ledger lock").remove(seq);
+            remove_created(&created);
+            match e {
+                super::watch::WatchError::TooLarge { .. } => Ok(false),
+                super::watch::WatchError::Io { source, .. } => Err(err("copy", io_errno(&source))),
+            }
         }
     }
 }

@@ -68,6 +68,7 @@ impl Sandbox {
         self.check_storages(&storages)?;
         let storages = guest_pull(storages, is_pause)?;
         let storages = self.resolve_devices(&storages).await?;
+        self.prepare_watches(&storages)?;
         let spec = self.with_guest_devices(spec).await?;
         let planned_cgroup = self.plan_cgroup(&id, &spec)?;
         if spec.has_seccomp {
@@ -87,6 +88,7 @@ impl Sandbox {
             }
         }
         super::state_journal::crash_point("create-after-storage");
+        self.add_watches(&id, &storages);
         let cgroup = match self.make_cgroup(&id, &spec).await {
             Ok(cg) => cg,
             Err(e) => {

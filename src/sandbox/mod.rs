@@ -9,6 +9,7 @@ pub mod oom;
 pub mod processes;
 pub mod state_journal;
 pub mod teardown;
+mod watches;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -53,6 +54,8 @@ struct State {
     removed: HashSet<ContainerId>,
     /// The latest teardown reports, newest last ("" for the sandbox).
     reports: std::collections::VecDeque<(String, String)>,
+    /// watchable-bind copies kept in step: (container, source, copy).
+    watches: Vec<(ContainerId, PathBuf, PathBuf)>,
     /// Every path CopyFile created (files, links, directories), in order:
     /// DestroySandbox removes them, newest first, so a pod's configmaps and
     /// secrets do not outlive it in the guest.

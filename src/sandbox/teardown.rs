@@ -195,6 +195,7 @@ impl Sandbox {
 
     async fn teardown_container(&self, c: &Container, wait: Duration) -> TeardownReport {
         let mut report = TeardownReport::default();
+        self.drop_watches(&c.id);
         report.run("kill", self.kill_all(c, wait).await);
         // poststop hooks: a failure is logged (in run_hooks), not fatal.
         let _ = self.run_hooks(super::hooks::HookKind::Poststop, c).await;
@@ -286,6 +287,7 @@ impl Sandbox {
         pid: Option<i32>,
         cgroup: crate::cgroup::Cgroup,
     ) {
+        self.drop_watches(id);
         let mut report = TeardownReport::default();
         if let Some(pid) = pid {
             let _ = sysproc::kill(pid, nix::sys::signal::Signal::SIGKILL as i32);
