@@ -42,6 +42,8 @@ mkfs.ext4 -q -F -d "$disk_root" "$work/blk.img" 16M
 # online to the disk.
 mkfs.ext4 -q -F -d "$work/disk-vol" "$work/scsi.img" 4M
 truncate -s 8M "$work/scsi.img"
+# An nvdimm (pmem) holding an ext4 volume, for the nvdimm storage driver.
+mkfs.ext4 -q -F -d "$work/disk-vol" "$work/pmem.img" 32M
 # A swap disk at slot 4 of the root bus (PCI path 04), made by the host
 # as the runtime makes it, for AddSwap.
 truncate -s 16M "$work/swap.img"
@@ -57,7 +59,7 @@ for _ in $(seq 1 100); do [ -S "$work/vhost.sock" ] && break; sleep 0.05; done
 accel=${VM_ACCEL:-tcg}
 
 start=$(date +%s.%N)
-qemu-system-x86_64 -M q35,memory-backend=mem -accel "$accel" -m 512M \
+qemu-system-x86_64 -M q35,memory-backend=mem,nvdimm=on -accel "$accel" -m 512M,slots=2,maxmem=1G \
   -object memory-backend-memfd,id=mem,size=512M,share=on -smp 1,maxcpus=2 \
   -qmp "unix:$work/qmp.sock,server=on,wait=off" \
   -nographic -nodefaults -serial "file:$console" -no-reboot \
@@ -68,7 +70,8 @@ qemu-system-x86_64 -M q35,memory-backend=mem -accel "$accel" -m 512M \
   -drive "file=$work/blk.img,if=none,id=blk0,format=raw" -device virtio-blk-pci,drive=blk0,bus=rp1,addr=0x0 \
   -device virtio-scsi-pci,id=scsi0,bus=pcie.0,addr=0x3 \
   -drive "file=$work/scsi.img,if=none,id=sd0,format=raw" -device scsi-hd,drive=sd0,bus=scsi0.0,channel=0,scsi-id=0,lun=0 \
-  -drive "file=$work/swap.img,if=none,id=swap0,format=raw" -device virtio-blk-pci,drive=swap0,bus=pcie.0,addr=0x4 &
+  -drive "file=$work/swap.img,if=none,id=swap0,format=raw" -device virtio-blk-pci,drive=swap0,bus=pcie.0,addr=0x4 \
+  -object "memory-backend-file,id=nv0,share=on,mem-path=$work/pmem.img,size=32M" -device nvdimm,id=nvdimm0,memdev=nv0 &
 qemu_pid=$!
 
 addr="hvsock://$work/vm.vsock:1024"
@@ -93,7 +96,8 @@ t0=$(date +%s.%N)
 # guest reach the agent over vsock loopback: it must be refused. Its
 # storage: the SCSI volume (0:0), for GetVolumeStats and ResizeVolume.
 vol=/run/kata-containers/sandbox/storage/vol
-ctl call CreateSandbox '{"hostname":"vm-pod","sandbox_id":"vm-pod","sandbox_pidns":true,"kernel_modules":[{"name":"vsock_loopback"}],"storages":[{"driver":"scsi","source":"0:0","fstype":"ext4","mount_point":"'$vol'"}]}' >/dev/null || fail "sandbox create"
+pmem=/run/kata-containers/sandbox/storage/pmem
+ctl call CreateSandbox '{"hostname":"vm-pod","sandbox_id":"vm-pod","sandbox_pidns":true,"kernel_modules":[{"name":"vsock_loopback"}],"storages":[{"driver":"scsi","source":"0:0","fstype":"ext4","mount_point":"'$vol'"},{"driver":"nvdimm","source":"/dev/pmem0","fstype":"ext4","mount_point":"'$pmem'"}]}' >/dev/null || fail "sandbox create"
 ctl create pause --pause || fail "create pause"
 ctl start pause || fail "start pause (built-in)"
 out=$(ctl run hello --rootfs /rootfs -- sh -c 'echo "hello from $(hostname) on $(uname -r)"') || fail "run hello"
@@ -114,7 +118,10 @@ grep -q "connection refused" "$console" || fail "the refused vsock peer is not i
 echo "== a container's vsock connection to the agent was refused: $(grep -o "connection refused.*" "$console" | head -n1)"
 
 # The guest-wide calls, for real (bosun is the guest's init).
-total() { ctl call GetVolumeStats '{"volume_guest_path":"'$vol'"}' | grep -o '"total": "[0-9]*"' | head -n1 | tr -dc 0-9; }
+total() { ctl call GetVolumeStats '{"volume_guest_path":"'"${1:-$vol}"'"}' | grep -o '"total": "[0-9]*"' | head -n1 | tr -dc 0-9; }
+pm=$(total "$pmem")
+[ "${pm:-0}" -gt $((20 << 20)) ] || fail "the nvdimm volume is not mounted ($pm bytes)"
+echo "== nvdimm volume (/dev/pmem0, ext4) mounted: $pm bytes"
 before=$(total)
 ctl call ResizeVolume '{"volume_guest_path":"'$vol'","size":"0"}' >/dev/null || fail "ResizeVolume"
 after=$(total)
