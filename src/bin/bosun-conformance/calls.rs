@@ -39,12 +39,7 @@ impl Calls<'_> {
     pub async fn sandbox(&self, host: &str) -> R<()> {
         let mut r = CreateSandboxRequest::new();
         (r.hostname, r.sandbox_id) = (host.into(), host.into());
-        self.0
-            .agent
-            .create_sandbox(self.0.ctx(), &r)
-            .await
-            .map(|_| ())
-            .map_err(f)
+        self.send_sandbox(&r).await
     }
     pub async fn destroy(&self) -> R<()> {
         self.0
@@ -55,26 +50,14 @@ impl Calls<'_> {
             .map_err(f)
     }
     pub async fn create_spec(&self, id: &str, spec: oci::Spec, storages: Vec<Storage>) -> R<()> {
-        let mut r = CreateContainerRequest::new();
-        (r.container_id, r.exec_id, r.OCI, r.storages) = (id.into(), id.into(), Some(spec).into(), storages);
-        self.0
-            .agent
-            .create_container(self.0.ctx(), &r)
-            .await
-            .map(|_| ())
-            .map_err(f)
+        self.create_full(id, spec, storages, Vec::new()).await
     }
     /// CreateContainer with storages and devices.
     pub async fn create_full(&self, id: &str, spec: oci::Spec, storages: Vec<Storage>, devices: Vec<Device>) -> R<()> {
         let mut r = CreateContainerRequest::new();
         (r.container_id, r.exec_id, r.OCI, r.storages, r.devices) =
             (id.into(), id.into(), Some(spec).into(), storages, devices);
-        self.0
-            .agent
-            .create_container(self.0.ctx(), &r)
-            .await
-            .map(|_| ())
-            .map_err(f)
+        self.send_container(&r).await
     }
     pub async fn create(&self, id: &str, rootfs: &Path, args: &[&str]) -> R<()> {
         self.create_spec(id, spec::container(Some(rootfs), &s(args)), vec![])
