@@ -61,6 +61,8 @@ impl Driver {
             "blk" | "virtio-blk" => Self::Block,
             "mmioblk" | "nvdimm" => Self::Node,
             "watchable-bind" => Self::WatchableBind,
+            // s390x channel I/O: no such bus in an x86 or arm guest.
+            "blk-ccw" => return Err(AgentError::Unimplemented("the blk-ccw storage driver (s390x channel I/O)")),
             "scsi" => Self::Scsi,
             "overlayfs" => Self::Overlay,
             "virtio-fs" | "9p" => Self::Shared,
