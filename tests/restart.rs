@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bosun::protocols::agent::Storage;
+use bosun::protocols::agent::{CopyFileRequest, Storage};
 use common::pod::{spec, Pod};
 use common::{bosunctl, mounts_under};
 
@@ -258,4 +258,21 @@ fn error_codes_for_missing_things_and_wrong_states() {
         assert!(msg.contains(needle), "test[{i}] {what}: {msg:?} lacks {needle:?}");
     }
     assert_clean(&pod);
+}
+
+/// What CopyFile wrote is in the journal: after a SIGKILL and a restart,
+/// DestroySandbox still removes it (a pod's secrets do not outlive it).
+#[test]
+#[ignore = "needs root"]
+fn copied_files_are_removed_by_a_destroy_after_a_restart() {
+    let (mut pod, _rootfs) = common::pod::started("cp-restart", false);
+    let dir = pod.run_dir().join("shared/cm-restart");
+    let file = dir.join("secret");
+    let mut r = CopyFileRequest::new();
+    (r.path, r.file_size, r.file_mode, r.data) = (file.display().to_string(), 3, 0o100600, b"pw\n".to_vec());
+    pod.copy_file(&r).unwrap();
+    assert!(file.exists());
+    pod.restart(&[], true);
+    pod.destroy().unwrap();
+    assert!(!file.exists() && !dir.exists(), "copied files outlived the sandbox");
 }

@@ -154,12 +154,19 @@ impl Sandbox {
             .map(Path::to_path_buf)
             .collect();
         missing.reverse();
-        let mut st = self.state();
-        for p in missing {
-            if !st.copied.contains(&p) {
-                st.copied.push(p);
+        if missing.is_empty() {
+            return;
+        }
+        {
+            let mut st = self.state();
+            for p in missing {
+                if !st.copied.contains(&p) {
+                    st.copied.push(p);
+                }
             }
         }
+        // On disk before the file exists: a restart still removes it.
+        let _ = self.persist();
     }
 
     /// Removes what CopyFile created, newest first: files and links, and
@@ -167,6 +174,7 @@ impl Sandbox {
     /// write stays). Never follows a link, never crosses into a mount.
     pub(super) fn remove_copied(&self) -> Result<String, String> {
         let paths = std::mem::take(&mut self.state().copied);
+        let _ = self.persist();
         let mounts = crate::mount::mountinfo::mount_points().unwrap_or_default();
         let (mut removed, mut kept) = (0, Vec::new());
         for p in paths.iter().rev() {

@@ -77,6 +77,12 @@ pub struct Snapshot {
     pub removed: Vec<String>,
     /// The mount ledger.
     pub ledger: Ledger,
+    /// Paths CopyFile created (removed at DestroySandbox).
+    #[serde(default)]
+    pub copied: Vec<PathBuf>,
+    /// watchable-bind copies kept in step: (container, source, copy).
+    #[serde(default)]
+    pub watches: Vec<(String, PathBuf, PathBuf)>,
 }
 
 impl Versioned for Snapshot {
@@ -131,6 +137,12 @@ impl Sandbox {
             .collect();
         let removed = st.removed.iter().map(|i| i.as_str().to_string()).collect();
         let sandbox = st.sandbox.clone();
+        let copied = st.copied.clone();
+        let watches = st
+            .watches
+            .iter()
+            .map(|(c, s, d)| (c.as_str().to_string(), s.clone(), d.clone()))
+            .collect();
         drop(st);
         Snapshot {
             version: VERSION,
@@ -138,6 +150,8 @@ impl Sandbox {
             containers,
             removed,
             ledger: self.ledger.lock().expect("ledger lock").clone(),
+            copied,
+            watches,
         }
     }
 
@@ -145,7 +159,7 @@ impl Sandbox {
     /// after every change, before the reply.
     pub(crate) fn persist(&self) -> Result<(), AgentError> {
         let s = self.snapshot();
-        let r = if s.sandbox.is_none() && s.containers.is_empty() && s.ledger.all().is_empty() {
+        let r = if s.sandbox.is_none() && s.containers.is_empty() && s.ledger.all().is_empty() && s.copied.is_empty() {
             self.journal.remove().map_err(|source| JournalError::WriteStateFile {
                 path: self.journal.path().to_path_buf(),
                 source,
@@ -225,6 +239,12 @@ impl Sandbox {
             let mut st = self.state();
             st.sandbox = snap.sandbox.clone();
             st.removed = snap.removed.iter().filter_map(|i| ContainerId::parse(i).ok()).collect();
+            st.copied = snap.copied.clone();
+            st.watches = snap
+                .watches
+                .iter()
+                .filter_map(|(c, s, d)| Some((ContainerId::parse(c).ok()?, s.clone(), d.clone())))
+                .collect();
         }
         *self.ledger.lock().expect("ledger lock") = snap.ledger.clone();
         self.reconcile_ledger();
