@@ -76,6 +76,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "as a guest's PID 1, power the VM off after a successful DestroySandbox: true, false, or a sandbox id (only that sandbox's)",
     },
     OptionSpec {
+        flag: "pause-bundle",
+        env: &["BOSUN_PAUSE_BUNDLE"],
+        cmdline: Some("agent.pause_bundle"),
+        default: Some("/pause_bundle"),
+        help: "the pod VM's pause bundle (config.json + rootfs/) for a sandbox container pulled as \"pause\"; without it, bosun's built-in pause",
+    },
+    OptionSpec {
         flag: "allow-uids",
         env: &["BOSUN_ALLOW_UIDS"],
         cmdline: Some("agent.allow_uids"),
@@ -127,6 +134,8 @@ pub struct Config {
     pub poweroff_on_destroy: Option<String>,
     /// Who may connect.
     pub peers: crate::transport::listen::Peers,
+    /// The pod VM's pause bundle.
+    pub pause_bundle: PathBuf,
     /// Where each value came from, for the start-up log line.
     pub sources: Vec<(&'static str, String)>,
 }
@@ -313,7 +322,13 @@ impl Config {
         let v = pick("allow-cids").expect("has default");
         let cids =
             parse_id_list(&v.0).ok_or_else(|| bad("allow-cids", v.clone(), "expected any or CIDs like 2".into()))?;
+        let v = pick("pause-bundle").expect("has default");
+        let pause_bundle = PathBuf::from(&v.0);
+        if !pause_bundle.is_absolute() || v.0.contains("..") {
+            return Err(bad("pause-bundle", v, "expected an absolute path without '..'".into()));
+        }
         Ok(Config {
+            pause_bundle,
             peers: crate::transport::listen::Peers { uids, cids },
             server_addr,
             log_level,

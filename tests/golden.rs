@@ -322,3 +322,51 @@ fn go_runtime_virtio_fs_pod() {
     );
     assert_torn_down(&pod, "Go runtime virtio-fs");
 }
+
+/// runtime-rs's pause (image_guest_pull "pause") on a pod VM that has a
+/// pause bundle: as with the Kata agent, it runs the bundle's process from
+/// the bundle's rootfs, not the request's, and nothing is pulled.
+#[test]
+#[ignore = "needs root"]
+fn runtime_rs_remote_pause_from_the_pod_vm_bundle() {
+    assert!(common::is_root(), "needs root");
+    let bundle_dir = tempfile::tempdir().unwrap();
+    let bundle = bundle_dir.path().join("pause_bundle");
+    common::busybox_rootfs(&bundle);
+    std::fs::write(
+        bundle.join("config.json"),
+        r#"{"ociVersion":"1.1.0","process":{"args":["/pause"],"cwd":"/","env":["PATH=/bin"],"user":{"uid":0,"gid":0}},"root":{"path":"rootfs"}}"#,
+    )
+    .unwrap();
+    let pod = Pod::start_with(true, &["--pause-bundle", bundle.to_str().unwrap()]);
+    pod.send_create_sandbox(&fixture("runtime-rs-remote-CreateSandbox.json", &[]))
+        .unwrap();
+    // The pause's resolv.conf comes first, by CopyFile, as runtime-rs sends it.
+    for c in fixture_list::<CopyFileRequest>("runtime-rs-remote-CopyFile.json") {
+        pod.copy_file(&c).unwrap();
+    }
+    let pause: CreateContainerRequest = fixture("runtime-rs-remote-CreateContainer-pause.json", &[]);
+    pod.send_create_container(&pause).unwrap();
+    pod.start_c(&pause.container_id).unwrap();
+    let listing = pod
+        .rt
+        .block_on(pod.c.agent.get_diagnostic_data(pod.c.ctx(), &{
+            let mut r = bosun::protocols::agent::GetDiagnosticDataRequest::new();
+            r.log_type = "containers".into();
+            r
+        }))
+        .unwrap()
+        .data;
+    let v: serde_json::Value = serde_json::from_str(&listing).unwrap();
+    let pid = v[0]["pid"].as_i64().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+    assert_eq!(
+        args.last(),
+        Some(&&b"/pause"[..]),
+        "the bundle's process: {:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    pod.destroy().unwrap();
+    assert_torn_down(&pod, "pause bundle");
+}

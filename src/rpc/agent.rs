@@ -26,6 +26,8 @@ pub struct Agent {
     /// Power the VM off after a successful DestroySandbox (as PID 1): of
     /// any sandbox (""), or of the one with this id.
     pub(super) poweroff_on_destroy: Option<String>,
+    /// The pod VM's pause bundle (see `Options`).
+    pub(super) pause_bundle: std::path::PathBuf,
 }
 
 type R<T> = ttrpc::Result<T>;
@@ -64,7 +66,8 @@ impl agent_ttrpc::AgentService for Agent {
     async fn create_container(&self, _: &TtrpcContext, req: CreateContainerRequest) -> R<Empty> {
         traced(&self.log, "CreateContainer", async {
             let id = ContainerId::parse(&req.container_id)?;
-            let mut spec = convert::container(req.OCI.as_ref())?;
+            let oci = convert::with_pause_bundle(&req, &self.pause_bundle)?;
+            let mut spec = convert::container(oci.as_ref().or(req.OCI.as_ref()))?;
             spec.shared_mounts = convert::shared_mounts(&req.shared_mounts)?;
             spec.guest_devices = convert::guest_devices(&req.devices)?;
             let storages = convert::storages(&req.storages)?;

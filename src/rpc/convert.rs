@@ -290,6 +290,37 @@ pub fn container(spec: Option<&oci::Spec>) -> Result<ContainerSpec, AgentError> 
     })
 }
 
+/// The sandbox container of remote-hypervisor mode (an `image_guest_pull`
+/// storage of `pause`, annotated as the sandbox) runs, as with the Kata
+/// agent, from the pod VM's pause bundle when there is one: its rootfs and
+/// its process replace the request's. `None`: the request's spec stands
+/// (and without a rootfs, bosun's built-in pause runs).
+pub fn with_pause_bundle(
+    req: &crate::protocols::agent::CreateContainerRequest,
+    bundle: &std::path::Path,
+) -> Result<Option<oci::Spec>, AgentError> {
+    let pulls_pause = req
+        .storages
+        .iter()
+        .any(|s| s.driver == "image_guest_pull" && s.source == "pause");
+    let Some(spec) = req.OCI.as_ref().filter(|_| pulls_pause) else {
+        return Ok(None);
+    };
+    let sandbox = ["io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType"]
+        .iter()
+        .any(|k| spec.Annotations.get(*k).map(String::as_str) == Some("sandbox"));
+    if !sandbox || !bundle.join("config.json").is_file() || !bundle.join("rootfs").is_dir() {
+        return Ok(None);
+    }
+    let b = crate::client::bundle::load(bundle).map_err(|e| AgentError::invalid("pause bundle", e))?;
+    let mut s = spec.clone();
+    s.Process = b.Process;
+    let mut root = oci::Root::new();
+    (root.Path, root.Readonly) = (bundle.join("rootfs").display().to_string(), true);
+    s.Root = Some(root).into();
+    Ok(Some(s))
+}
+
 /// CreateContainer `devices`.
 pub fn guest_devices(v: &[crate::protocols::agent::Device]) -> Result<Vec<crate::device::ContainerDevice>, AgentError> {
     cap("devices", v, MAX_ITEMS)?;

@@ -25,18 +25,26 @@ use crate::protocols::{agent_ttrpc, health_ttrpc};
 use crate::sandbox::Sandbox;
 use crate::transport::listen::Bound;
 
+/// What the services are configured with.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Power the VM off after a successful DestroySandbox (as PID 1): of
+    /// any sandbox (""), or of the one with this id.
+    pub poweroff_on_destroy: Option<String>,
+    /// The pod VM's pause bundle (`config.json` + `rootfs/`), used for the
+    /// sandbox container of remote-hypervisor mode when present.
+    pub pause_bundle: std::path::PathBuf,
+}
+
 /// All services bosun registers, by ttrpc service name.
-pub fn services(
-    log: &Logger,
-    sandbox: Arc<Sandbox>,
-    poweroff_on_destroy: Option<String>,
-) -> HashMap<String, ttrpc::r#async::Service> {
+pub fn services(log: &Logger, sandbox: Arc<Sandbox>, opts: Options) -> HashMap<String, ttrpc::r#async::Service> {
     let log = log.new(o!("subsystem" => "rpc"));
     let mut s = agent_ttrpc::create_agent_service(Arc::new(agent::Agent {
         log: log.clone(),
         sandbox,
         net: crate::net::Network::default(),
-        poweroff_on_destroy,
+        poweroff_on_destroy: opts.poweroff_on_destroy,
+        pause_bundle: opts.pause_bundle,
     }));
     s.extend(health_ttrpc::create_health(Arc::new(health::Health { log })));
     s
@@ -86,7 +94,7 @@ where
 pub async fn serve(
     bound: Bound,
     sandbox: Arc<Sandbox>,
-    poweroff_on_destroy: Option<String>,
+    opts: Options,
     log: &Logger,
     grace: Duration,
     stop: impl Future<Output = ()>,
@@ -95,7 +103,7 @@ pub async fn serve(
     let Bound { listener, owner } = bound;
     let mut server = ttrpc::r#async::Server::new()
         .add_listener(listener)
-        .register_service(services(log, sandbox, poweroff_on_destroy));
+        .register_service(services(log, sandbox, opts));
     server.start().await?;
     info!(log, "serving");
     stop.await;

@@ -70,16 +70,17 @@ pub fn started(hostname: &str, pidns: bool) -> (Pod, std::path::PathBuf) {
 impl Pod {
     /// Starts bosun with its run dir inside its temp dir.
     pub fn start() -> Self {
-        Self::start_with(false)
+        Self::start_with(false, &[])
     }
 
     /// Starts bosun isolated, with its own /run (see `common::spawn`): for
     /// requests that use the runtimes' fixed paths under /run/kata-containers.
     pub fn start_isolated() -> Self {
-        Self::start_with(true)
+        Self::start_with(true, &[])
     }
 
-    fn start_with(isolated: bool) -> Self {
+    /// Starts bosun isolated or not, with `extra` flags.
+    pub fn start_with(isolated: bool, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
         let addr = bosun::transport::Address::Unix(dir.path().join("bosun.sock"));
@@ -90,12 +91,9 @@ impl Pod {
             std::process::id(),
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let agent = Agent::start_with(
-            addr,
-            dir,
-            &["--run-dir", run.to_str().unwrap(), "--cgroup-parent", &cg],
-            isolated,
-        );
+        let mut flags = vec!["--run-dir", run.to_str().unwrap(), "--cgroup-parent", &cg];
+        flags.extend_from_slice(extra);
+        let agent = Agent::start_with(addr, dir, &flags, isolated);
         let rt = rt();
         let c = rt
             .block_on(Client::connect(&agent.addr, Duration::from_secs(30)))
