@@ -4,18 +4,17 @@
 use std::path::PathBuf;
 
 use crate::cgroup::resources::Resources;
-use crate::cgroup::stats::Stats;
 use crate::container::init_config::{CapabilitySets, MountSpec, ProcessSpec};
 use crate::container::spec::ContainerSpec;
 use crate::error::AgentError;
 use crate::mount::storage::{check_guest_path, Driver, StorageSpec};
-use crate::netstats::NetStats;
-use crate::protocols::agent::{
-    BlkioStats, BlkioStatsEntry, CgroupStats, CpuStats, CpuUsage, CreateSandboxRequest, MemoryData, MemoryStats,
-    NetworkStats, PidsStats, StatsContainerResponse, Storage,
-};
+use crate::protocols::agent::{CreateSandboxRequest, Storage};
 use crate::protocols::oci;
 use crate::sandbox::SandboxSpec;
+
+pub use super::convert_answer::{stats_response, volume_stats};
+use super::convert_container::{devices, sysctls};
+pub use super::convert_container::{guest_devices, shared_mounts, with_pause_bundle};
 
 /// Most args or env entries a process may have; far above real workloads.
 pub const MAX_PROCESS_STRINGS: usize = 4096;
@@ -29,7 +28,7 @@ pub const MAX_HOSTNAME: usize = 64;
 /// PATH used when the spec gives none, so `sh` is found as in runc.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-fn cap<T>(field: &'static str, v: &[T], max: usize) -> Result<(), AgentError> {
+pub(super) fn cap<T>(field: &'static str, v: &[T], max: usize) -> Result<(), AgentError> {
     if v.len() > max {
         return Err(AgentError::invalid(
             field,
@@ -39,7 +38,7 @@ fn cap<T>(field: &'static str, v: &[T], max: usize) -> Result<(), AgentError> {
     Ok(())
 }
 
-fn check_strings(field: &'static str, v: &[String]) -> Result<(), AgentError> {
+pub(super) fn check_strings(field: &'static str, v: &[String]) -> Result<(), AgentError> {
     cap(field, v, MAX_PROCESS_STRINGS)?;
     match v.iter().find(|s| s.len() > MAX_STRING_LEN || s.contains('\0')) {
         Some(s) => Err(AgentError::invalid(
@@ -290,154 +289,6 @@ pub fn container(spec: Option<&oci::Spec>) -> Result<ContainerSpec, AgentError> 
     })
 }
 
-/// The sandbox container of remote-hypervisor mode (an `image_guest_pull`
-/// storage of `pause`, annotated as the sandbox) runs, as with the Kata
-/// agent, from the pod VM's pause bundle when there is one: its rootfs and
-/// its process replace the request's. `None`: the request's spec stands
-/// (and without a rootfs, bosun's built-in pause runs).
-pub fn with_pause_bundle(
-    req: &crate::protocols::agent::CreateContainerRequest,
-    bundle: &std::path::Path,
-) -> Result<Option<oci::Spec>, AgentError> {
-    let pulls_pause = req
-        .storages
-        .iter()
-        .any(|s| s.driver == "image_guest_pull" && s.source == "pause");
-    let Some(spec) = req.OCI.as_ref().filter(|_| pulls_pause) else {
-        return Ok(None);
-    };
-    let sandbox = ["io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType"]
-        .iter()
-        .any(|k| spec.Annotations.get(*k).map(String::as_str) == Some("sandbox"));
-    if !sandbox || !bundle.join("config.json").is_file() || !bundle.join("rootfs").is_dir() {
-        return Ok(None);
-    }
-    let b = crate::client::bundle::load(bundle).map_err(|e| AgentError::invalid("pause bundle", e))?;
-    let mut s = spec.clone();
-    s.Process = b.Process;
-    let mut root = oci::Root::new();
-    (root.Path, root.Readonly) = (bundle.join("rootfs").display().to_string(), true);
-    s.Root = Some(root).into();
-    Ok(Some(s))
-}
-
-/// CreateContainer `devices`.
-pub fn guest_devices(v: &[crate::protocols::agent::Device]) -> Result<Vec<crate::device::ContainerDevice>, AgentError> {
-    cap("devices", v, MAX_ITEMS)?;
-    v.iter()
-        .map(|d| {
-            let path = check_guest_path("devices.container_path", &d.container_path)?;
-            crate::device::ContainerDevice::parse(&d.type_, &d.id, &d.vm_path, path)
-                .map_err(|e| AgentError::invalid("devices", e.to_string()))
-        })
-        .collect()
-}
-
-/// CreateContainer `shared_mounts`.
-pub fn shared_mounts(
-    v: &[crate::protocols::agent::SharedMount],
-) -> Result<Vec<crate::container::shared_mount::SharedMount>, AgentError> {
-    cap("shared_mounts", v, MAX_ITEMS)?;
-    v.iter()
-        .map(|m| {
-            if m.src_ctr.is_empty() {
-                return Err(AgentError::invalid(
-                    "shared_mounts.src_ctr",
-                    format!("{:?}: empty", m.name),
-                ));
-            }
-            Ok(crate::container::shared_mount::SharedMount {
-                name: m.name.clone(),
-                src_ctr: m.src_ctr.clone(),
-                src_path: check_guest_path("shared_mounts.src_path", &m.src_path)?,
-                dst_path: check_guest_path("shared_mounts.dst_path", &m.dst_path)?,
-            })
-        })
-        .collect()
-}
-
-fn devices(v: &[oci::LinuxDevice]) -> Result<Vec<crate::container::init_config::DeviceSpec>, AgentError> {
-    cap("OCI.Linux.Devices", v, MAX_ITEMS)?;
-    v.iter()
-        .map(|d| {
-            let bad = |why: String| AgentError::invalid("OCI.Linux.Devices", format!("{:?}: {why}", d.Path));
-            let path = check_guest_path("OCI.Linux.Devices.Path", &d.Path)?;
-            let kind = match d.Type.as_str() {
-                "c" | "u" | "b" | "p" => d.Type.chars().next().unwrap_or('c'),
-                t => return Err(bad(format!("type {t:?} is not c, u, b or p"))),
-            };
-            let num = |n: i64, what: &str| u64::try_from(n).map_err(|_| bad(format!("{what} {n} is negative")));
-            // Only permission bits: a Go os.FileMode may carry its own
-            // type bits (ModeDevice, ModeCharDevice), as the Kata agent
-            // also ignores.
-            let perm = d.FileMode & 0o7777;
-            Ok(crate::container::init_config::DeviceSpec {
-                path,
-                kind,
-                major: num(d.Major, "major")?,
-                minor: num(d.Minor, "minor")?,
-                mode: if perm == 0 { 0o666 } else { perm },
-                uid: d.UID,
-                gid: d.GID,
-            })
-        })
-        .collect()
-}
-
-/// Sysctls a container may set: those the kernel keeps per namespace and
-/// the container has its own of (or shares with its pod), as runc allows.
-/// Anything else would change the whole guest.
-const NAMESPACED_SYSCTLS: &[&str] = &[
-    "kernel.msgmax",
-    "kernel.msgmnb",
-    "kernel.msgmni",
-    "kernel.sem",
-    "kernel.shmall",
-    "kernel.shmmax",
-    "kernel.shmmni",
-    "kernel.shm_rmid_forced",
-];
-/// Prefixes of namespaced sysctl families (IPC message queues; the
-/// network namespace, which in a pod VM is the pod's).
-const NAMESPACED_SYSCTL_PREFIXES: &[&str] = &["fs.mqueue.", "net."];
-
-fn sysctls(m: Option<&std::collections::HashMap<String, String>>) -> Result<Vec<(PathBuf, String)>, AgentError> {
-    let Some(m) = m else { return Ok(Vec::new()) };
-    cap("OCI.Linux.Sysctl", &m.keys().collect::<Vec<_>>(), MAX_ITEMS)?;
-    let mut out = Vec::new();
-    for (name, value) in m {
-        // Kubernetes allows '/' as the separator, then dots are literal
-        // (net/ipv4/conf/eth0.100/forwarding).
-        let parts: Vec<&str> = if name.contains('/') {
-            name.split('/').collect()
-        } else {
-            name.split('.').collect()
-        };
-        let dotted = parts.join(".");
-        let ok_part = |p: &&str| {
-            !p.is_empty()
-                && *p != "."
-                && *p != ".."
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-        };
-        if !parts.iter().all(ok_part) {
-            return Err(AgentError::invalid("OCI.Linux.Sysctl", format!("bad name {name:?}")));
-        }
-        let namespaced = NAMESPACED_SYSCTLS.contains(&dotted.as_str())
-            || NAMESPACED_SYSCTL_PREFIXES.iter().any(|p| dotted.starts_with(p));
-        if !namespaced {
-            return Err(AgentError::invalid(
-                "OCI.Linux.Sysctl",
-                format!("{name:?} is not namespaced: setting it would change the whole guest, not the container"),
-            ));
-        }
-        check_strings("OCI.Linux.Sysctl", std::slice::from_ref(value))?;
-        out.push((parts.iter().collect::<PathBuf>(), value.clone()));
-    }
-    out.sort();
-    Ok(out)
-}
-
 fn guest_paths(field: &'static str, v: &[String]) -> Result<Vec<PathBuf>, AgentError> {
     cap(field, v, MAX_ITEMS)?;
     v.iter().map(|p| check_guest_path(field, p)).collect()
@@ -480,83 +331,6 @@ pub fn resources(r: Option<&oci::LinuxResources>) -> Result<Resources, AgentErro
         out.pids_limit = (p.Limit != 0).then_some(p.Limit);
     }
     Ok(out)
-}
-
-/// GetVolumeStats's answer.
-pub fn volume_stats(u: &crate::guestops::volume::Usage) -> crate::protocols::agent::VolumeStatsResponse {
-    use crate::protocols::agent::{volume_usage, VolumeCondition, VolumeStatsResponse, VolumeUsage};
-    let usage = |(total, used, available): (u64, u64, u64), unit| {
-        let mut v = VolumeUsage::new();
-        (v.total, v.used, v.available, v.unit) = (total, used, available, unit);
-        v
-    };
-    let mut r = VolumeStatsResponse::new();
-    r.usage = vec![
-        usage(u.bytes, volume_usage::Unit::BYTES.into()),
-        usage(u.inodes, volume_usage::Unit::INODES.into()),
-    ];
-    let mut cond = VolumeCondition::new();
-    (cond.abnormal, cond.message) = (false, "OK".into());
-    r.volume_condition = Some(cond).into();
-    r
-}
-
-/// StatsContainer's answer from the cgroup and network statistics.
-pub fn stats_response(s: &Stats, net: &[NetStats]) -> StatsContainerResponse {
-    let mut cpu = CpuUsage::new();
-    cpu.total_usage = s.cpu_total_ns;
-    cpu.percpu_usage = s.cpu_percpu_ns.clone();
-    cpu.usage_in_kernelmode = s.cpu_kernel_ns;
-    cpu.usage_in_usermode = s.cpu_user_ns;
-    let mut cpu_stats = CpuStats::new();
-    cpu_stats.cpu_usage = Some(cpu).into();
-    let mut usage = MemoryData::new();
-    usage.usage = s.memory_usage;
-    usage.max_usage = s.memory_max_usage;
-    usage.failcnt = s.memory_failcnt;
-    usage.limit = s.memory_limit;
-    let mut mem = MemoryStats::new();
-    mem.cache = s
-        .memory_stat
-        .get("cache")
-        .or_else(|| s.memory_stat.get("file"))
-        .copied()
-        .unwrap_or(0);
-    mem.usage = Some(usage).into();
-    mem.stats = s.memory_stat.iter().map(|(k, v)| (k.clone(), *v)).collect();
-    let mut pids = PidsStats::new();
-    pids.current = s.pids_current;
-    pids.limit = s.pids_limit;
-    let mut blkio = BlkioStats::new();
-    blkio.io_service_bytes_recursive = s
-        .io_bytes
-        .iter()
-        .map(|(major, minor, op, value)| {
-            let mut e = BlkioStatsEntry::new();
-            (e.major, e.minor, e.op, e.value) = (*major, *minor, op.clone(), *value);
-            e
-        })
-        .collect();
-    let mut cg = CgroupStats::new();
-    cg.blkio_stats = Some(blkio).into();
-    cg.cpu_stats = Some(cpu_stats).into();
-    cg.memory_stats = Some(mem).into();
-    cg.pids_stats = Some(pids).into();
-    let mut r = StatsContainerResponse::new();
-    r.cgroup_stats = Some(cg).into();
-    r.network_stats = net
-        .iter()
-        .map(|n| {
-            let mut x = NetworkStats::new();
-            x.name = n.name.clone();
-            (x.rx_bytes, x.rx_packets, x.rx_errors, x.rx_dropped) =
-                (n.rx_bytes, n.rx_packets, n.rx_errors, n.rx_dropped);
-            (x.tx_bytes, x.tx_packets, x.tx_errors, x.tx_dropped) =
-                (n.tx_bytes, n.tx_packets, n.tx_errors, n.tx_dropped);
-            x
-        })
-        .collect();
-    r
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 
 mod agent;
 mod convert;
+mod convert_answer;
+mod convert_container;
 mod convert_net;
 mod guest;
 mod health;

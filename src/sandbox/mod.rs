@@ -2,6 +2,7 @@
 //! id, and the mount ledger; every pod operation goes through it.
 
 mod cgroups;
+mod container_extras;
 mod containers;
 pub mod copy_file;
 pub mod hooks;
