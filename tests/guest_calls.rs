@@ -268,3 +268,44 @@ fn kernel_modules_present_and_missing() {
     pod.send_create_sandbox(&r).unwrap();
     pod.destroy().unwrap();
 }
+
+/// A hook that leaves a daemon holding its stdout open does not hang
+/// StartContainer: bosun waits for the hook, not for its pipes.
+#[test]
+#[ignore = "needs root"]
+fn a_hook_that_leaves_a_daemon_does_not_hang_the_start() {
+    assert!(common::is_root(), "needs root");
+    let pod = Pod::start();
+    let hooks = pod.dir().join("hooks");
+    std::fs::create_dir_all(hooks.join("poststart")).unwrap();
+    let pidfile = pod.dir().join("daemon.pid");
+    let f = hooks.join("poststart/10-daemon");
+    std::fs::write(
+        &f,
+        format!("#!/bin/sh\nsleep 30 &\necho $! > {}\nexit 0\n", pidfile.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut r = CreateSandboxRequest::new();
+    r.guest_hook_path = hooks.to_str().unwrap().into();
+    pod.send_create_sandbox(&r).unwrap();
+    let rootfs = common::busybox_rootfs(pod.dir());
+    pod.create("app", spec(Some(&rootfs), &["true"])).unwrap();
+    let t = std::time::Instant::now();
+    pod.start_c("app").unwrap();
+    // 30 s is the daemon's life; bosun answered long before it.
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "StartContainer took {:?}",
+        t.elapsed()
+    );
+    if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+        // Our own test's daemon: end it by pid.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid.trim().parse().unwrap()),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    pod.destroy().unwrap();
+}

@@ -128,9 +128,21 @@ impl Reaper {
             }
         };
         self.forget(pid);
-        let _ = feed.await;
-        let out = out.await.unwrap_or_default();
-        let err = err.await.unwrap_or_default();
+        // A daemon the command left behind may hold its pipes open: once
+        // the command has exited, its output gets a short grace, no more
+        // (the blocked reader threads end when the pipes close).
+        let grace = std::time::Duration::from_millis(500);
+        let _ = tokio::time::timeout(grace, feed).await;
+        let out = tokio::time::timeout(grace, out)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let err = tokio::time::timeout(grace, err)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         Ok((status, out, err))
     }
 
