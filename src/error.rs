@@ -140,6 +140,17 @@ impl AgentError {
     }
 }
 
+impl From<crate::device::DeviceError> for AgentError {
+    /// A malformed address is the request's fault; a device that never
+    /// came is not there yet.
+    fn from(e: crate::device::DeviceError) -> Self {
+        match e {
+            crate::device::DeviceError::BadAddress { .. } => AgentError::invalid("device", e.to_string()),
+            crate::device::DeviceError::NotFound { .. } => AgentError::Unavailable(e.to_string()),
+        }
+    }
+}
+
 impl From<AgentError> for ttrpc::Error {
     fn from(e: AgentError) -> Self {
         ttrpc::Error::RpcStatus(ttrpc::get_status(e.code(), e.to_string()))

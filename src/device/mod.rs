@@ -204,6 +204,11 @@ pub async fn resolve(addr: &DeviceAddr, roots: &Roots, timeout: Duration) -> Res
     }
 }
 
+/// `resolve` in this guest's /sys and /dev, bounded by `DEVICE_TIMEOUT`.
+pub async fn wait_for(addr: &DeviceAddr) -> Result<PathBuf, DeviceError> {
+    resolve(addr, &Roots::default(), DEVICE_TIMEOUT).await
+}
+
 fn not_found(addr: &DeviceAddr, timeout: Duration, detail: String) -> DeviceError {
     DeviceError::NotFound {
         addr: addr.to_string(),

@@ -30,17 +30,17 @@ fn find(name: &str) -> Result<std::path::PathBuf, AgentError> {
 /// The rules, as `iptables-save` prints them.
 pub async fn get(reaper: &Reaper, v6: bool) -> Result<Vec<u8>, AgentError> {
     let name = tool(v6, "save");
-    let (status, out, err) = reaper
+    let out = reaper
         .output(Command::new(find(&name)?), b"", TOOL_TIMEOUT)
         .await
         .map_err(|e| AgentError::Internal(format!("{name}: {e}")))?;
-    if status != 0 {
+    if out.status != 0 {
         return Err(AgentError::Internal(format!(
             "{name}: {}",
-            String::from_utf8_lossy(&err).trim()
+            String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok(out)
+    Ok(out.stdout)
 }
 
 /// Replaces the rules with `data` (`iptables-restore` input); returns what
@@ -53,15 +53,18 @@ pub async fn set(reaper: &Reaper, v6: bool, data: &[u8]) -> Result<Vec<u8>, Agen
         ));
     }
     let name = tool(v6, "restore");
-    let (status, out, err) = reaper
+    let out = reaper
         .output(Command::new(find(&name)?), data, TOOL_TIMEOUT)
         .await
         .map_err(|e| AgentError::Internal(format!("{name}: {e}")))?;
-    if status != 0 {
+    if out.status != 0 {
         return Err(AgentError::invalid(
             "data",
-            format!("{name} refused the rules: {}", String::from_utf8_lossy(&err).trim()),
+            format!(
+                "{name} refused the rules: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         ));
     }
-    Ok(out)
+    Ok(out.stdout)
 }

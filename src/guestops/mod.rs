@@ -10,7 +10,7 @@ pub mod volume;
 
 use std::path::{Path, PathBuf};
 
-use crate::device::{pci::PciPath, DeviceAddr, Roots, DEVICE_TIMEOUT};
+use crate::device::{pci::PciPath, DeviceAddr};
 use crate::error::AgentError;
 use crate::sys::guest as sys_guest;
 
@@ -44,9 +44,7 @@ pub async fn add_swap(slots: &[u32]) -> Result<PathBuf, AgentError> {
     let text: Vec<String> = slots.iter().map(|s| format!("{s:02x}")).collect();
     let path = PciPath::parse(&text.join("/")).map_err(|e| AgentError::invalid("PCIPath", e))?;
     guest_only("enabling swap")?;
-    let node = crate::device::resolve(&DeviceAddr::PciBlock(path), &Roots::default(), DEVICE_TIMEOUT)
-        .await
-        .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+    let node = crate::device::wait_for(&DeviceAddr::PciBlock(path)).await?;
     swapon(&node)?;
     Ok(node)
 }

@@ -14,6 +14,19 @@ use crate::sys::process::{self as sysproc, Exit};
 /// orphans). Bounded so that a pod that forks a lot cannot grow the agent.
 const REMEMBERED_EXITS: usize = 4096;
 
+/// What `Reaper::output` saw of a command.
+#[derive(Debug)]
+pub struct Output {
+    /// Exit code, or 128 + signal.
+    pub status: i32,
+    /// Its stdout.
+    pub stdout: Vec<u8>,
+    /// Its stderr.
+    pub stderr: Vec<u8>,
+    /// It outlived the timeout and was killed.
+    pub timed_out: bool,
+}
+
 /// Collects child exits.
 #[derive(Default)]
 pub struct Reaper {
@@ -85,13 +98,13 @@ impl Reaper {
     /// Runs `cmd` to its end: `stdin` written to it, stdout and stderr
     /// collected, the status taken from this reaper (which collects every
     /// child, so a plain `wait` would find none). A command still running
-    /// after `timeout` is killed. Returns (status, stdout, stderr).
+    /// after `timeout` is killed (and says so).
     pub async fn output(
         &self,
         mut cmd: std::process::Command,
         stdin: &[u8],
         timeout: std::time::Duration,
-    ) -> std::io::Result<(i32, Vec<u8>, Vec<u8>)> {
+    ) -> std::io::Result<Output> {
         use std::io::{Read, Write};
         use std::process::Stdio;
         let mut child = cmd
@@ -120,11 +133,11 @@ impl Reaper {
         };
         let out = read(o.take().map(|x| Box::new(x) as Box<dyn Read + Send>));
         let err = read(e.take().map(|x| Box::new(x) as Box<dyn Read + Send>));
-        let status = match tokio::time::timeout(timeout, self.wait(pid)).await {
-            Ok(s) => s,
+        let (status, timed_out) = match tokio::time::timeout(timeout, self.wait(pid)).await {
+            Ok(s) => (s, false),
             Err(_) => {
                 let _ = sysproc::kill(pid, nix::sys::signal::Signal::SIGKILL as i32);
-                self.wait(pid).await
+                (self.wait(pid).await, true)
             }
         };
         self.forget(pid);
@@ -143,7 +156,12 @@ impl Reaper {
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
-        Ok((status, out, err))
+        Ok(Output {
+            status,
+            stdout: out,
+            stderr: err,
+            timed_out,
+        })
     }
 
     /// Forgets `pid`'s status once nobody will ask again.

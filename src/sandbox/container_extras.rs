@@ -19,9 +19,7 @@ impl Sandbox {
     /// agent corrects them), or a new node when the spec has none there.
     pub(super) async fn with_guest_devices(&self, mut spec: ContainerSpec) -> Result<ContainerSpec, AgentError> {
         for d in std::mem::take(&mut spec.guest_devices) {
-            let node = crate::device::resolve(&d.addr, &crate::device::Roots::default(), crate::device::DEVICE_TIMEOUT)
-                .await
-                .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+            let node = crate::device::wait_for(&d.addr).await?;
             let (major, minor) = crate::device::block_numbers(&node).ok_or_else(|| {
                 AgentError::invalid(
                     "devices",
@@ -63,13 +61,16 @@ impl Sandbox {
             };
             let src_pid = src.init.pid;
             let deadline = tokio::time::Instant::now() + shared_mount::READY_TIMEOUT;
-            while !shared_mount::is_mounted_in(src_pid, &m.src_path) {
+            let ready = loop {
+                if shared_mount::is_mounted_in(src_pid, &m.src_path) {
+                    break true;
+                }
                 if tokio::time::Instant::now() >= deadline {
-                    break;
+                    break false;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            if !shared_mount::is_mounted_in(src_pid, &m.src_path) {
+            };
+            if !ready {
                 warn!(self.log, "shared mount skipped: nothing mounted at the source"; "target" => &m.name, "cid" => &m.src_ctr);
                 continue;
             }
@@ -81,13 +82,13 @@ impl Sandbox {
                 .arg(pid.to_string())
                 .arg(&m.dst_path)
                 .env_clear();
-            let (status, _, err) = self
+            let out = self
                 .reaper
                 .output(cmd, b"", shared_mount::READY_TIMEOUT)
                 .await
                 .map_err(|e| format!("shared mount {:?}: start helper: {e}", m.name))?;
-            if status != 0 {
-                let err = String::from_utf8_lossy(&err);
+            if out.status != 0 {
+                let err = String::from_utf8_lossy(&out.stderr);
                 return Err(format!(
                     "shared mount {:?} from {:?}: {}",
                     m.name,

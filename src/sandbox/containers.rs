@@ -67,7 +67,8 @@ impl Sandbox {
         let storages = self.resolve_devices(&storages).await?;
         self.prepare_watches(&storages)?;
         let spec = self.with_guest_devices(spec).await?;
-        let planned_cgroup = self.plan_cgroup(&id, &spec)?;
+        let cgroup_rel = spec.cgroups_path.clone().unwrap_or_else(|| PathBuf::from(id.as_str()));
+        let planned_cgroup = self.plan_cgroup(&cgroup_rel)?;
         if spec.has_seccomp {
             // As with Kata's default (disable_guest_seccomp), the profile is
             // not applied inside the guest: the VM is the isolation boundary.
@@ -86,7 +87,7 @@ impl Sandbox {
         }
         super::state_journal::crash_point("create-after-storage");
         self.add_watches(&id, &storages);
-        let cgroup = match self.make_cgroup(&id, &spec).await {
+        let cgroup = match self.make_cgroup(&id, &spec, &cgroup_rel).await {
             Ok(cg) => cg,
             Err(e) => {
                 self.rollback(&id, &dir, None, planned_cgroup.clone()).await;
@@ -226,9 +227,9 @@ impl Sandbox {
         &self,
         id: &ContainerId,
         spec: &ContainerSpec,
+        rel: &Path,
     ) -> Result<Option<crate::cgroup::Cgroup>, AgentError> {
-        let rel = spec.cgroups_path.clone().unwrap_or_else(|| PathBuf::from(id.as_str()));
-        let cg = match self.cgroups.create(&rel) {
+        let cg = match self.cgroups.create(rel) {
             Ok(cg) => cg,
             Err(e) if spec.resources.is_empty() => {
                 warn!(self.log, "no cgroup for container; it runs unaccounted"; "cid" => %id, "error" => %e);
@@ -248,12 +249,11 @@ impl Sandbox {
         Ok(Some(cg))
     }
 
-    /// Where the container's cgroup goes: its `cgroupsPath` or its id,
+    /// The container's cgroup at `rel` (its `cgroupsPath` or its id)
     /// below the agent's parent. Two containers never share one, nor nest
     /// one inside the other: removing one would kill the other's tasks.
-    fn plan_cgroup(&self, id: &ContainerId, spec: &ContainerSpec) -> Result<crate::cgroup::Cgroup, AgentError> {
-        let rel = spec.cgroups_path.clone().unwrap_or_else(|| PathBuf::from(id.as_str()));
-        let planned = self.cgroups.child(&rel);
+    fn plan_cgroup(&self, rel: &Path) -> Result<crate::cgroup::Cgroup, AgentError> {
+        let planned = self.cgroups.child(rel);
         let mine = planned.dirs.first().map(|(_, d)| d.clone());
         for other in self.state().containers.values() {
             let theirs = other

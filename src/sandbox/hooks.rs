@@ -94,17 +94,16 @@ impl Sandbox {
             .unwrap_or_default();
         let mut cmd = Command::new(hook);
         cmd.arg0(&name).arg(kind.dir());
-        let start = std::time::Instant::now();
-        let (status, _, err) = self
+        let out = self
             .reaper
             .output(cmd, state.as_bytes(), HOOK_TIMEOUT)
             .await
             .map_err(|e| format!("start: {e}"))?;
-        if start.elapsed() >= HOOK_TIMEOUT {
+        if out.timed_out {
             return Err(format!("still running after {HOOK_TIMEOUT:?}: killed"));
         }
-        if status != 0 {
-            let err = String::from_utf8_lossy(&err);
+        if out.status != 0 {
+            let (status, err) = (out.status, String::from_utf8_lossy(&out.stderr));
             let tail: String = err
                 .chars()
                 .rev()

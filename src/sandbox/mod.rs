@@ -251,8 +251,6 @@ impl Sandbox {
         crate::sys::process::set_realtime(sec, usec).map_err(|e| AgentError::Internal(format!("clock_settime: {e}")))
     }
 
-    /// Refuses storages that would mount over, or bind from, the agent's
-    /// own files; checked for all before any is mounted.
     /// The storages with each block device's bus address (PCI path, SCSI
     /// address) replaced by its node, once the device is there.
     pub(crate) async fn resolve_devices(&self, v: &[StorageSpec]) -> Result<Vec<StorageSpec>, AgentError> {
@@ -260,15 +258,15 @@ impl Sandbox {
         for s in &mut out {
             let Some(addr) = s.device() else { continue };
             let addr = addr.map_err(|e| AgentError::invalid("storage.source", e.to_string()))?;
-            let node = crate::device::resolve(&addr, &crate::device::Roots::default(), crate::device::DEVICE_TIMEOUT)
-                .await
-                .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+            let node = crate::device::wait_for(&addr).await?;
             info!(self.log, "device resolved"; "target" => %addr, "node" => %node.display());
             s.source = node.display().to_string();
         }
         Ok(out)
     }
 
+    /// Refuses storages that would mount over, or bind from, the agent's
+    /// own files; checked for all before any is mounted.
     pub(crate) fn check_storages(&self, v: &[StorageSpec]) -> Result<(), AgentError> {
         for s in v {
             self.guard.check_mount_target(&s.mount_point)?;
