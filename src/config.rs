@@ -83,6 +83,34 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "the pod VM's pause bundle (config.json + rootfs/) for a sandbox container pulled as \"pause\"; without it, bosun's built-in pause",
     },
     OptionSpec {
+        flag: "image-dir",
+        env: &["BOSUN_IMAGE_DIR"],
+        cmdline: Some("agent.image_dir"),
+        default: None,
+        help: "the image store for image_guest_pull (layers, containers' writable parts); put it on a disk rather than RAM for big images [default: RUN_DIR/images]",
+    },
+    OptionSpec {
+        flag: "insecure-registries",
+        env: &["BOSUN_INSECURE_REGISTRIES"],
+        cmdline: Some("agent.insecure_registries"),
+        default: Some(""),
+        help: "registries (host[:port], comma list) pulled from in plain HTTP; every other one over HTTPS with the system's CA roots",
+    },
+    OptionSpec {
+        flag: "registry-auth-file",
+        env: &["BOSUN_REGISTRY_AUTH_FILE"],
+        cmdline: Some("agent.registry_auth_file"),
+        default: None,
+        help: "registry credentials, a docker config.json ({\"auths\": {HOST: {\"auth\": base64(user:password)}}}); read at start, never logged",
+    },
+    OptionSpec {
+        flag: "registry-timeout",
+        env: &["BOSUN_REGISTRY_TIMEOUT"],
+        cmdline: Some("agent.registry_timeout"),
+        default: Some("30"),
+        help: "seconds a registry may stay silent (connect, answer, mid-transfer) before the pull fails UNAVAILABLE",
+    },
+    OptionSpec {
         flag: "allow-uids",
         env: &["BOSUN_ALLOW_UIDS"],
         cmdline: Some("agent.allow_uids"),
@@ -136,6 +164,10 @@ pub struct Config {
     pub peers: crate::transport::listen::Peers,
     /// The pod VM's pause bundle.
     pub pause_bundle: PathBuf,
+    /// The image store's directory.
+    pub image_dir: PathBuf,
+    /// How registries are reached.
+    pub registry: crate::image::registry::RegistryConfig,
     /// Where each value came from, for the start-up log line.
     pub sources: Vec<(&'static str, String)>,
 }
@@ -327,7 +359,35 @@ impl Config {
         if !pause_bundle.is_absolute() || v.0.contains("..") {
             return Err(bad("pause-bundle", v, "expected an absolute path without '..'".into()));
         }
+        let image_dir = match pick("image-dir") {
+            None => run_dir.join("images"),
+            Some(v) if PathBuf::from(&v.0).is_absolute() && !v.0.contains("..") => PathBuf::from(&v.0),
+            Some(v) => return Err(bad("image-dir", v, "expected an absolute path without '..'".into())),
+        };
+        let v = pick("insecure-registries").expect("has default");
+        let insecure: Vec<String> = v.0.split(',').map(str::trim).filter(|h| !h.is_empty()).map(String::from).collect();
+        if insecure.iter().any(|h| !h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))) {
+            return Err(bad("insecure-registries", v, "expected host[:port] names, comma separated".into()));
+        }
+        let auths = match pick("registry-auth-file") {
+            None => Default::default(),
+            Some(v) => {
+                let text = std::fs::read_to_string(&v.0).map_err(|e| bad("registry-auth-file", v.clone(), e.to_string()))?;
+                crate::image::registry::parse_auth_file(&text).map_err(|e| bad("registry-auth-file", v.clone(), e))?
+            }
+        };
+        let v = pick("registry-timeout").expect("has default");
+        let stall: u64 = v.0.parse().ok().filter(|s| (1..=3600).contains(s)).ok_or_else(|| {
+            bad("registry-timeout", v.clone(), "expected whole seconds, 1 to 3600".into())
+        })?;
         Ok(Config {
+            image_dir,
+            registry: crate::image::registry::RegistryConfig {
+                insecure,
+                auths,
+                stall_timeout: Duration::from_secs(stall),
+                retries: 3,
+            },
             pause_bundle,
             peers: crate::transport::listen::Peers { uids, cids },
             server_addr,
@@ -470,6 +530,10 @@ mod tests {
             (&["--allow-uids", "root"], &[], "allow-uids"),
             (&["--allow-uids", ""], &[], "allow-uids"),
             (&[], &[("BOSUN_ALLOW_CIDS", "2,x")], "allow-cids"),
+            (&["--image-dir", "images"], &[], "image-dir"),
+            (&["--insecure-registries", "a/b"], &[], "insecure-registries"),
+            (&["--registry-auth-file", "/nonexistent/auth.json"], &[], "registry-auth-file"),
+            (&["--registry-timeout", "0"], &[], "registry-timeout"),
         ];
         for (i, (f, e, opt)) in cases.iter().enumerate() {
             match resolve(f, e, None) {

@@ -105,6 +105,12 @@ pub enum AgentError {
     /// The agent is shutting down or a resource it needs is not there yet.
     #[error("{0}")]
     Unavailable(String),
+    /// An image pull (`image_guest_pull`) failed.
+    #[error("image pull: {0}")]
+    Pull(#[from] crate::image::PullError),
+    /// The request's deadline came first; nothing half-done was kept.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// Something that should not happen; the message says what.
     #[error("internal error: {0}")]
     Internal(String),
@@ -127,6 +133,8 @@ impl AgentError {
             Self::Protected { .. } => Code::PERMISSION_DENIED,
             Self::Unimplemented(_) => Code::UNIMPLEMENTED,
             Self::Unavailable(_) => Code::UNAVAILABLE,
+            Self::Pull(p) => p.code(),
+            Self::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
             Self::Internal(_) | Self::Journal(_) => Code::INTERNAL,
         }
     }

@@ -10,6 +10,7 @@ pub mod container;
 pub mod device;
 pub mod error;
 pub mod guestops;
+pub mod image;
 pub mod ids;
 pub mod journal;
 pub mod kmod;

@@ -118,7 +118,13 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
         };
         let guard = bosun::protect::Guard::new(socket, &cfg.run_dir);
         let sandbox = std::sync::Arc::new(Sandbox::new(log, &cfg.run_dir, &cfg.cgroup_parent, guard, reaper));
+        let images = bosun::image::ImageStore::open(&cfg.image_dir, cfg.registry.clone(), log)
+            .map_err(|e| anyhow::anyhow!("image store: {e}"))?;
+        sandbox.set_image_store(images);
         sandbox.recover().await;
+        if let Err(e) = sandbox.collect_layers().await {
+            slog::warn!(log, "unused image layers not deleted"; "error" => e);
+        }
         sandbox.watch_oom();
         sandbox.watch_binds();
         let bound = transport::listen::bind(&cfg.server_addr, &cfg.peers.clone().with_agent_uid(nix::unistd::geteuid().as_raw()), log).context("listen")?;

@@ -57,6 +57,10 @@ pub struct Entry {
     /// ancestors), deepest first: removed, if empty, after the unmount.
     #[serde(default)]
     pub created_dirs: Vec<PathBuf>,
+    /// Image layers the mount reads (an image overlay): in use while the
+    /// entry exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<String>,
 }
 
 /// The ledger.
@@ -80,6 +84,7 @@ impl Ledger {
             fstype: fstype.to_string(),
             state: State::Intended,
             created_dirs: Vec::new(),
+            layers: Vec::new(),
         });
         seq
     }
@@ -89,6 +94,18 @@ impl Ledger {
         if let Some(e) = self.entries.iter_mut().find(|e| e.seq == seq) {
             e.created_dirs = dirs;
         }
+    }
+
+    /// Records the image layers an entry's mount reads.
+    pub fn set_layers(&mut self, seq: u64, layers: Vec<String>) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.seq == seq) {
+            e.layers = layers;
+        }
+    }
+
+    /// Every image layer some entry reads.
+    pub fn layers_in_use(&self) -> std::collections::HashSet<String> {
+        self.entries.iter().flat_map(|e| e.layers.iter().cloned()).collect()
     }
 
     /// Marks an entry as mounted.

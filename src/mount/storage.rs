@@ -11,7 +11,7 @@
 //! | `overlayfs` | overlay at `mount_point`; `options` carry lowerdir/upperdir/workdir |
 //! | `virtio-fs`, `9p` | mounts `source` with `fstype` (the host share) |
 //! | `watchable-bind` | `source` copied into the tmpfs at `mount_point` (under `watch::WATCH_ROOT`) and kept in step every 2 s; past 16 entries or 1 MiB, bind-mounted instead |
-//! | `image_guest_pull` | the sandbox container's `pause`: nothing to pull (the built-in pause runs); a workload image: not served yet |
+//! | `image_guest_pull` | the sandbox container's `pause`: nothing to pull (the pod VM's pause bundle or the built-in pause runs); a workload image: pulled into the image store and mounted as an overlay of its layers (see `crate::image`) |
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -92,6 +92,10 @@ pub struct StorageSpec {
     pub options: Vec<String>,
     /// Where it is mounted in the guest.
     pub mount_point: PathBuf,
+    /// Image layers an overlay reads (ids in the image store), recorded
+    /// in its ledger entry so that no layer in use is ever deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<String>,
 }
 
 impl StorageSpec {
@@ -180,6 +184,9 @@ pub fn mount_storage(
         .lock()
         .expect("ledger lock")
         .intend(owner.clone(), Kind::Mount, &source, &s.mount_point, &fstype);
+    if !s.layers.is_empty() {
+        ledger.lock().expect("ledger lock").set_layers(seq, s.layers.clone());
+    }
     let created = match make_dirs(&s.mount_point) {
         Ok(c) => c,
         Err(e) => {

@@ -32,6 +32,18 @@ pub struct Agent {
 
 type R<T> = ttrpc::Result<T>;
 
+/// When to give up on the slow part of a call (an image pull), ahead of
+/// the client's timeout: ttrpc drops the handler at that timeout, and
+/// bosun answers first, having kept nothing half-done.
+fn request_deadline(timeout_nano: i64) -> Option<tokio::time::Instant> {
+    if timeout_nano <= 0 {
+        return None;
+    }
+    let t = Duration::from_nanos(timeout_nano as u64);
+    let margin = (t / 10).max(Duration::from_millis(500)).min(t / 2);
+    Some(tokio::time::Instant::now() + t - margin)
+}
+
 #[async_trait::async_trait]
 impl agent_ttrpc::AgentService for Agent {
     async fn create_sandbox(&self, _: &TtrpcContext, req: CreateSandboxRequest) -> R<Empty> {
@@ -63,7 +75,8 @@ impl agent_ttrpc::AgentService for Agent {
         .await
     }
 
-    async fn create_container(&self, _: &TtrpcContext, req: CreateContainerRequest) -> R<Empty> {
+    async fn create_container(&self, ctx: &TtrpcContext, req: CreateContainerRequest) -> R<Empty> {
+        let deadline = request_deadline(ctx.timeout_nano);
         traced(&self.log, "CreateContainer", async {
             let id = ContainerId::parse(&req.container_id)?;
             let oci = convert::with_pause_bundle(&req, &self.pause_bundle)?;
@@ -72,7 +85,7 @@ impl agent_ttrpc::AgentService for Agent {
             spec.guest_devices = convert::guest_devices(&req.devices)?;
             let storages = convert::storages(&req.storages)?;
             self.sandbox
-                .create_container(id, spec, storages, req.sandbox_pidns)
+                .create_container(id, spec, storages, req.sandbox_pidns, deadline)
                 .await?;
             Ok(Empty::new())
         })
@@ -220,10 +233,17 @@ impl agent_ttrpc::AgentService for Agent {
                         ..Default::default()
                     })
                 }
+                "images" => {
+                    let inv = self.sandbox.image_store().map(|s| s.inventory());
+                    return Ok(GetDiagnosticDataResponse {
+                        data: serde_json::to_string(&inv).unwrap_or_default(),
+                        ..Default::default()
+                    });
+                }
                 other => {
                     return Err(AgentError::invalid(
                         "log_type",
-                        format!("{other:?}: bosun answers \"teardown\" (a report) and \"containers\" (a listing)"),
+                        format!("{other:?}: bosun answers \"teardown\" (a report), \"containers\" (a listing) and \"images\" (the image store)"),
                     ))
                 }
             }

@@ -78,6 +78,7 @@ pub fn storages(v: &[Storage]) -> Result<Vec<StorageSpec>, AgentError> {
                 fstype: s.fstype.clone(),
                 options: s.options.clone(),
                 mount_point: check_guest_path("storage.mount_point", &s.mount_point)?,
+                layers: Vec::new(),
             };
             if let Some(Err(e)) = spec.device() {
                 return Err(AgentError::invalid("storage.source", e.to_string()));

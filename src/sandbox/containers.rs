@@ -41,6 +41,7 @@ impl Sandbox {
         spec: ContainerSpec,
         storages: Vec<StorageSpec>,
         join_pidns: bool,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<(), AgentError> {
         let sb = self.sandbox_spec()?;
         let digest = digest(&spec, &storages, join_pidns);
@@ -63,7 +64,8 @@ impl Sandbox {
         }
         let is_pause = pause.is_none();
         self.check_storages(&storages)?;
-        let storages = guest_pull(storages, is_pause)?;
+        // `_pulled` pins the image's layers until the overlay's ledger entry names them.
+        let (storages, _pulled) = self.guest_pull(&id, storages, is_pause, deadline).await?;
         let storages = self.resolve_devices(&storages).await?;
         self.prepare_watches(&storages)?;
         let spec = self.with_guest_devices(spec).await?;
@@ -405,25 +407,4 @@ impl Sandbox {
 fn digest(spec: &ContainerSpec, storages: &[StorageSpec], join_pidns: bool) -> String {
     let v = serde_json::json!({ "spec": spec, "storages": storages, "join_pidns": join_pidns });
     format!("{:016x}", crate::journal::fnv64(v.to_string().as_bytes()))
-}
-
-/// The `image_guest_pull` storages of remote-hypervisor mode. The sandbox
-/// container's is the literal image `pause`: nothing is pulled (runtime-rs
-/// sends it so; the Kata agent takes the pod VM's pause bundle), and with
-/// no rootfs mounted bosun runs its built-in pause. A workload image would
-/// be pulled inside the guest: bosun does not do that yet.
-fn guest_pull(storages: Vec<StorageSpec>, is_pause: bool) -> Result<Vec<StorageSpec>, AgentError> {
-    let mut kept = Vec::with_capacity(storages.len());
-    for s in storages {
-        if s.driver != storage::Driver::GuestPull {
-            kept.push(s);
-        } else if !(is_pause && s.source == "pause") {
-            return Err(AgentError::Unimplemented(if is_pause {
-                "image_guest_pull of a sandbox image other than \"pause\""
-            } else {
-                "image_guest_pull (pulling a workload image inside the guest)"
-            }));
-        }
-    }
-    Ok(kept)
 }

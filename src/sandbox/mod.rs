@@ -4,6 +4,7 @@
 mod cgroups;
 mod container_extras;
 mod containers;
+mod guest_pull;
 pub mod copy_file;
 pub mod hooks;
 pub mod oom;
@@ -84,6 +85,8 @@ pub struct Sandbox {
     guard: crate::protect::Guard,
     journal: crate::journal::Journal,
     state: Mutex<State>,
+    /// Where `image_guest_pull` images go (set at start).
+    images: std::sync::OnceLock<Arc<crate::image::ImageStore>>,
 }
 
 impl Sandbox {
@@ -105,6 +108,7 @@ impl Sandbox {
             guard,
             journal: crate::journal::Journal::new(run_dir),
             state: Mutex::new(State::default()),
+            images: std::sync::OnceLock::new(),
         }
     }
 

@@ -204,7 +204,12 @@ impl Sandbox {
             p.stderr.abandon();
             p.close_stdin().await;
         }
-        report.run("umount", self.unmount_owned_async(Owner::Container(c.id.clone())).await);
+        let owner = Owner::Container(c.id.clone());
+        let had_layers = self.ledger.lock().expect("ledger lock").owned_by(&owner).iter().any(|e| !e.layers.is_empty());
+        report.run("umount", self.unmount_owned_async(owner).await);
+        if had_layers {
+            report.run("image layers", self.collect_layers().await);
+        }
         let cg = c
             .cgroup
             .clone()
@@ -332,6 +337,9 @@ impl Sandbox {
         }
         let mut report = self.teardown_sandbox_storages().await;
         report.run("copied files", self.remove_copied());
+        if self.image_store().is_some() {
+            report.run("image layers", self.collect_layers().await);
+        }
         report.run(
             "rmdir",
             remove_dir_same_fs(&self.sandbox_dir())

@@ -46,6 +46,7 @@ impl Sandbox {
                 fstype: "tmpfs".into(),
                 options: vec!["mode=0755".into()],
                 mount_point: WATCH_ROOT.into(),
+                layers: Vec::new(),
             };
             storage::mount_storage(&self.ledger, &Owner::Sandbox, &root, &|| {
                 let _ = self.persist();

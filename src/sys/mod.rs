@@ -3,6 +3,7 @@
 #![allow(unsafe_code)]
 
 pub mod fd;
+pub mod fsnode;
 pub mod guest;
 pub mod identity;
 pub mod mount;

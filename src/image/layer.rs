@@ -1,0 +1,235 @@
+//! One layer: download, verify (size and digest of the blob, digest of
+//! the uncompressed tar against the config's diff_id) while streaming,
+//! and unpack into a temporary directory that becomes the layer only
+//! when everything checked out.
+
+use std::io::{self, Read};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+use slog::{info, Logger};
+
+use super::manifest::{Compression, Descriptor};
+use super::reference::Reference;
+use super::registry::Registry;
+use super::unpack::{self, Limits, Stats};
+use super::PullError;
+
+/// Chunks in flight between the network and the unpacker.
+const CHANNEL_CHUNKS: usize = 32;
+/// Entries a layer may hold.
+const MAX_ENTRIES: u64 = 1 << 20;
+/// Kept free on the image store's filesystem.
+const RESERVE: u64 = 1 << 20;
+
+/// Reads the chunks the network side sends; an `Err` ends the stream.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
+    cur: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(io::Error::new(io::ErrorKind::ConnectionAborted, e)),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur = self.cur.slice(n..);
+        Ok(n)
+    }
+}
+
+/// Hashes and counts what passes through; refuses more than `cap` bytes.
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+    n: u64,
+    cap: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        if self.n > self.cap {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("more than the {} bytes announced", self.cap),
+            ));
+        }
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn hex(h: Sha256) -> String {
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Drains `r` to its end (the tar's trailing blocks and padding count
+/// towards both digests).
+fn drain(r: &mut dyn Read) -> io::Result<()> {
+    io::copy(r, &mut io::sink()).map(|_| ())
+}
+
+/// What the blocking side found.
+struct Unpacked {
+    stats: Stats,
+    blob_digest: String,
+    blob_size: u64,
+    diff_digest: String,
+}
+
+/// The blocking side: hash the blob, decompress, hash the tar, unpack.
+fn unpack_counted(
+    rx: ChannelReader,
+    size: u64,
+    comp: Compression,
+    dest: &Path,
+    limits: Limits,
+) -> Result<Unpacked, PullError> {
+    let blob = Hashing {
+        inner: rx,
+        hash: Sha256::new(),
+        n: 0,
+        cap: size,
+    };
+    match comp {
+        Compression::None => run(blob, |b| Ok(b), dest, limits),
+        Compression::Gzip => run(
+            flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(64 << 10, blob)),
+            |d| Ok(d.into_inner().into_inner()),
+            dest,
+            limits,
+        ),
+        Compression::Zstd => run(
+            zstd::stream::read::Decoder::new(blob).map_err(|e| PullError::Stream(e.to_string()))?,
+            |d| Ok(d.finish().into_inner()),
+            dest,
+            limits,
+        ),
+    }
+}
+
+fn run<D: Read>(
+    decoder: D,
+    into_blob: impl FnOnce(D) -> io::Result<Hashing<ChannelReader>>,
+    dest: &Path,
+    limits: Limits,
+) -> Result<Unpacked, PullError> {
+    let stream = |e: io::Error| PullError::Stream(e.to_string());
+    let tar = Hashing {
+        inner: decoder,
+        hash: Sha256::new(),
+        n: 0,
+        cap: u64::MAX,
+    };
+    let (stats, mut tar) = unpack::unpack(tar, dest, limits).map_err(|e| match e {
+        unpack::UnpackError::Stream(s) => PullError::Stream(s),
+        unpack::UnpackError::TooLarge { what, limit } => {
+            PullError::TooLarge(format!("layer has more {what} than the {limit} left for it"))
+        }
+        other => PullError::Hostile(other.to_string()),
+    })?;
+    // The tar's trailing blocks, and anything after the compressed
+    // stream, count towards the digests too.
+    drain(&mut tar).map_err(stream)?;
+    let diff_digest = hex(tar.hash);
+    let mut blob = into_blob(tar.inner).map_err(stream)?;
+    drain(&mut blob).map_err(stream)?;
+    Ok(Unpacked {
+        stats,
+        blob_size: blob.n,
+        blob_digest: hex(blob.hash),
+        diff_digest,
+    })
+}
+
+/// Downloads and unpacks `desc` (whose tar must hash to `diff_id`) into
+/// `tmp`; the caller renames it into place.
+pub async fn fetch(
+    registry: &Registry,
+    log: &Logger,
+    r: &Reference,
+    desc: &Descriptor,
+    diff_id: &str,
+    tmp: &Path,
+) -> Result<Stats, PullError> {
+    let comp = super::manifest::layer_compression(&desc.media_type).map_err(PullError::BadContent)?;
+    let available = crate::sys::fsnode::bytes_available(tmp)
+        .map_err(|e| PullError::Internal(format!("statvfs {}: {e}", tmp.display())))?
+        .saturating_sub(RESERVE);
+    if desc.size > available {
+        return Err(PullError::TooLarge(format!(
+            "layer {} is {} bytes compressed; the image store has {available} left",
+            desc.digest, desc.size
+        )));
+    }
+    let limits = Limits {
+        max_bytes: available,
+        max_entries: MAX_ENTRIES,
+    };
+    let resp = registry.blob(r, &desc.digest).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
+    let reader = ChannelReader { rx, cur: Bytes::new() };
+    let (dest, size) = (tmp.to_path_buf(), desc.size);
+    let worker = tokio::task::spawn_blocking(move || unpack_counted(reader, size, comp, &dest, limits));
+    let mut body = resp.into_body();
+    let (start, mut last_log, mut sent) = (Instant::now(), Instant::now(), 0u64);
+    let short = &desc.digest[7..19];
+    let net = loop {
+        match registry.next_chunk(r, &mut body).await {
+            Ok(Some(chunk)) => {
+                sent += chunk.len() as u64;
+                if tx.send(Ok(chunk)).await.is_err() {
+                    break Ok(()); // the unpacker stopped; its error says why
+                }
+                if last_log.elapsed() >= Duration::from_secs(1) {
+                    last_log = Instant::now();
+                    info!(log, "pulling layer"; "image" => %r, "layer" => short, "bytes" => sent, "total" => desc.size,
+                        "mb_per_s" => format!("{:.1}", sent as f64 / 1e6 / start.elapsed().as_secs_f64()));
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string())).await;
+                break Err(e);
+            }
+        }
+    };
+    drop(tx);
+    let unpacked = worker
+        .await
+        .map_err(|e| PullError::Internal(format!("unpack task: {e}")))?;
+    net?;
+    let u = unpacked?;
+    if u.blob_size != desc.size {
+        return Err(PullError::Digest(format!(
+            "layer {} is {} bytes, the manifest says {}",
+            desc.digest, u.blob_size, desc.size
+        )));
+    }
+    if format!("sha256:{}", u.blob_digest) != desc.digest {
+        return Err(PullError::Digest(format!(
+            "layer blob hashes to sha256:{}, the manifest says {}",
+            u.blob_digest, desc.digest
+        )));
+    }
+    if format!("sha256:{}", u.diff_digest) != diff_id {
+        return Err(PullError::Digest(format!(
+            "layer {} unpacks to sha256:{}, the image config says {diff_id}",
+            desc.digest, u.diff_digest
+        )));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    info!(log, "layer pulled"; "image" => %r, "layer" => short, "bytes" => u.blob_size, "files" => u.stats.entries,
+        "unpacked_bytes" => u.stats.bytes, "ms" => (secs * 1000.0) as u64, "mb_per_s" => format!("{:.1}", u.blob_size as f64 / 1e6 / secs));
+    Ok(u.stats)
+}
