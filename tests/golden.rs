@@ -15,32 +15,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use bosun::protocols::agent::{CopyFileRequest, CreateContainerRequest, CreateSandboxRequest, Storage};
+use common::fixtures::{fixture, fixture_list};
 use common::pod::Pod;
-
-fn fixture_text(name: &str, subst: &[(&str, &str)]) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    for (k, v) in subst {
-        text = text.replace(k, v);
-    }
-    text
-}
-
-/// A request message from its protobuf JSON fixture (strict: an unknown
-/// field is an error, so a fixture cannot drift from the protocol).
-fn fixture<M: protobuf::MessageFull>(name: &str, subst: &[(&str, &str)]) -> M {
-    protobuf_json_mapping::parse_from_str(&fixture_text(name, subst)).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-/// A JSON array of request messages.
-fn fixture_list<M: protobuf::MessageFull>(name: &str) -> Vec<M> {
-    let v: serde_json::Value = serde_json::from_str(&fixture_text(name, &[])).unwrap();
-    v.as_array()
-        .unwrap_or_else(|| panic!("{name}: an array"))
-        .iter()
-        .map(|m| protobuf_json_mapping::parse_from_str(&m.to_string()).unwrap_or_else(|e| panic!("{name}: {e}")))
-        .collect()
-}
 
 fn mask(names: &[String]) -> u64 {
     use std::str::FromStr;
@@ -348,15 +324,7 @@ fn runtime_rs_remote_pause_from_the_pod_vm_bundle() {
     let pause: CreateContainerRequest = fixture("runtime-rs-remote-CreateContainer-pause.json", &[]);
     pod.send_create_container(&pause).unwrap();
     pod.start_c(&pause.container_id).unwrap();
-    let listing = pod
-        .rt
-        .block_on(pod.c.agent.get_diagnostic_data(pod.c.ctx(), &{
-            let mut r = bosun::protocols::agent::GetDiagnosticDataRequest::new();
-            r.log_type = "containers".into();
-            r
-        }))
-        .unwrap()
-        .data;
+    let listing = pod.diagnostic("containers").unwrap();
     let v: serde_json::Value = serde_json::from_str(&listing).unwrap();
     let pid = v[0]["pid"].as_i64().unwrap();
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();

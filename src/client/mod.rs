@@ -5,6 +5,8 @@
 pub mod bundle;
 pub mod call;
 pub mod golden;
+pub mod local_registry;
+pub mod oci_layout;
 pub mod spec;
 
 use std::time::Duration;

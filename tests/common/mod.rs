@@ -15,6 +15,8 @@ pub struct Agent {
     pub dir: tempfile::TempDir,
     args: Vec<String>,
     isolated: bool,
+    /// A network namespace to run in (`/proc/PID/ns/net`) instead of a new one.
+    net: Option<PathBuf>,
 }
 
 /// The shell step of an isolated agent: a fresh tmpfs on /run in its own
@@ -25,13 +27,21 @@ const ISOLATED_RUN: &str = "mount -t tmpfs -o mode=0755,size=256m bosun-test-run
 /// Spawns bosun with `args`, its stderr appended to DIR/bosun.log. An
 /// isolated one runs in its own mount, UTS, IPC and network namespaces
 /// with its own /run (the pid stays bosun's: unshare and sh exec it).
-fn spawn(args: &[String], dir: &Path, env: &[(&str, &str)], isolated: bool) -> Child {
+fn spawn(args: &[String], dir: &Path, env: &[(&str, &str)], isolated: bool, net: Option<&Path>) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("bosun.log"))
         .expect("log file");
-    let mut cmd = if isolated {
+    let mut cmd = if let (true, Some(ns)) = (isolated, net) {
+        // Into the given network namespace (the test registry's), and
+        // new mount, UTS and IPC ones of its own.
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", ns.display()));
+        c.args(["--", "unshare", "--mount", "--uts", "--ipc", "--propagation", "private", "--", "sh", "-c", ISOLATED_RUN]);
+        c.arg(env!("CARGO_BIN_EXE_bosun"));
+        c
+    } else if isolated {
         let mut c = Command::new("unshare");
         c.args([
             "--mount",
@@ -73,6 +83,11 @@ impl Agent {
 
     /// Starts bosun at `addr`, isolated (see `spawn`) when asked.
     pub fn start_with(addr: Address, dir: tempfile::TempDir, extra: &[&str], isolated: bool) -> Self {
+        Self::start_in(addr, dir, extra, isolated, None)
+    }
+
+    /// As `start_with`, isolated but in the network namespace `net`.
+    pub fn start_in(addr: Address, dir: tempfile::TempDir, extra: &[&str], isolated: bool, net: Option<PathBuf>) -> Self {
         // Every agent gets its own run dir (never the machine's /run/bosun).
         let mut args: Vec<String> = vec![
             "--server-addr".into(),
@@ -89,13 +104,14 @@ impl Agent {
             ]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = spawn(&args, dir.path(), &[], isolated);
+        let child = spawn(&args, dir.path(), &[], isolated, net.as_deref());
         let a = Agent {
             child,
             addr,
             dir,
             args,
             isolated,
+            net,
         };
         a.wait_ready();
         a
@@ -110,7 +126,7 @@ impl Agent {
     /// Starts bosun again with the same flags (after `kill9` or a crash),
     /// with `env` added; does not wait for it to serve.
     pub fn respawn(&mut self, env: &[(&str, &str)]) {
-        self.child = spawn(&self.args, self.dir.path(), env, self.isolated);
+        self.child = spawn(&self.args, self.dir.path(), env, self.isolated, self.net.as_deref());
     }
 
     /// Polls Check until it answers (5 s bound).
@@ -214,7 +230,9 @@ pub fn abstract_name(tag: &str) -> String {
     format!("bosun-test-{}-{tag}", std::process::id())
 }
 
+pub mod fixtures;
 pub mod pod;
+pub mod registry;
 
 /// True when running as root.
 pub fn is_root() -> bool {

@@ -81,6 +81,16 @@ impl Pod {
 
     /// Starts bosun isolated or not, with `extra` flags.
     pub fn start_with(isolated: bool, extra: &[&str]) -> Self {
+        Self::start_in(isolated, None, extra)
+    }
+
+    /// Starts bosun isolated in the network namespace `net` (a test
+    /// registry's), with `extra` flags.
+    pub fn start_in_net(net: std::path::PathBuf, extra: &[&str]) -> Self {
+        Self::start_in(true, Some(net), extra)
+    }
+
+    fn start_in(isolated: bool, net: Option<std::path::PathBuf>, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
         let addr = bosun::transport::Address::Unix(dir.path().join("bosun.sock"));
@@ -93,7 +103,7 @@ impl Pod {
         );
         let mut flags = vec!["--run-dir", run.to_str().unwrap(), "--cgroup-parent", &cg];
         flags.extend_from_slice(extra);
-        let agent = Agent::start_with(addr, dir, &flags, isolated);
+        let agent = Agent::start_in(addr, dir, &flags, isolated, net);
         let rt = rt();
         let c = rt
             .block_on(Client::connect(&agent.addr, Duration::from_secs(30)))
@@ -313,6 +323,16 @@ impl Pod {
         self.rt
             .block_on(self.c.agent.remove_container(self.c.ctx(), &r))
             .map(|_| ())
+            .map_err(failure)
+    }
+
+    /// GetDiagnosticData of `log_type`: its data.
+    pub fn diagnostic(&self, log_type: &str) -> Result<String, Failure> {
+        let mut r = bosun::protocols::agent::GetDiagnosticDataRequest::new();
+        r.log_type = log_type.into();
+        self.rt
+            .block_on(self.c.agent.get_diagnostic_data(self.c.ctx(), &r))
+            .map(|d| d.data)
             .map_err(failure)
     }
 
