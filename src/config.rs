@@ -365,20 +365,37 @@ impl Config {
             Some(v) => return Err(bad("image-dir", v, "expected an absolute path without '..'".into())),
         };
         let v = pick("insecure-registries").expect("has default");
-        let insecure: Vec<String> = v.0.split(',').map(str::trim).filter(|h| !h.is_empty()).map(String::from).collect();
-        if insecure.iter().any(|h| !h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))) {
-            return Err(bad("insecure-registries", v, "expected host[:port] names, comma separated".into()));
+        let insecure: Vec<String> =
+            v.0.split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(String::from)
+                .collect();
+        if insecure
+            .iter()
+            .any(|h| !h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)))
+        {
+            return Err(bad(
+                "insecure-registries",
+                v,
+                "expected host[:port] names, comma separated".into(),
+            ));
         }
         let auths = match pick("registry-auth-file") {
             None => Default::default(),
             Some(v) => {
-                let text = std::fs::read_to_string(&v.0).map_err(|e| bad("registry-auth-file", v.clone(), e.to_string()))?;
+                let text =
+                    std::fs::read_to_string(&v.0).map_err(|e| bad("registry-auth-file", v.clone(), e.to_string()))?;
                 crate::image::registry::parse_auth_file(&text).map_err(|e| bad("registry-auth-file", v.clone(), e))?
             }
         };
         let v = pick("registry-timeout").expect("has default");
         let stall: u64 = v.0.parse().ok().filter(|s| (1..=3600).contains(s)).ok_or_else(|| {
-            bad("registry-timeout", v.clone(), "expected whole seconds, 1 to 3600".into())
+            bad(
+                "registry-timeout",
+                v.clone(),
+                "expected whole seconds, 1 to 3600".into(),
+            )
         })?;
         Ok(Config {
             image_dir,
@@ -532,7 +549,11 @@ mod tests {
             (&[], &[("BOSUN_ALLOW_CIDS", "2,x")], "allow-cids"),
             (&["--image-dir", "images"], &[], "image-dir"),
             (&["--insecure-registries", "a/b"], &[], "insecure-registries"),
-            (&["--registry-auth-file", "/nonexistent/auth.json"], &[], "registry-auth-file"),
+            (
+                &["--registry-auth-file", "/nonexistent/auth.json"],
+                &[],
+                "registry-auth-file",
+            ),
             (&["--registry-timeout", "0"], &[], "registry-timeout"),
         ];
         for (i, (f, e, opt)) in cases.iter().enumerate() {

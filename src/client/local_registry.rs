@@ -178,7 +178,13 @@ impl Registry {
     /// `creds` (`user:password`) when the registry wants them.
     pub fn push(&self, ns: &NetNs, layout: &Path, tag: &str, name: &str, creds: Option<&str>) -> io::Result<String> {
         let mut c = ns.command("skopeo");
-        c.args(["copy", "--insecure-policy", "--quiet", "--preserve-digests", "--dest-tls-verify=false"]);
+        c.args([
+            "copy",
+            "--insecure-policy",
+            "--quiet",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+        ]);
         if let Some(cr) = creds {
             c.args(["--dest-creds", cr]);
         }

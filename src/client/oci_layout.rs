@@ -138,7 +138,11 @@ pub fn layer_tar(entries: &[Entry]) -> std::io::Result<Vec<u8>> {
             Entry::Whiteout(n) => {
                 let p = Path::new(n);
                 let name = match p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    Some(d) => format!("{}/.wh.{}", d.display(), p.file_name().unwrap_or_default().to_string_lossy()),
+                    Some(d) => format!(
+                        "{}/.wh.{}",
+                        d.display(),
+                        p.file_name().unwrap_or_default().to_string_lossy()
+                    ),
                     None => format!(".wh.{n}"),
                 };
                 let mut h = header(T::Regular, 0o644, 0);
@@ -198,12 +202,7 @@ fn put_blob(dir: &Path, data: &[u8]) -> std::io::Result<String> {
 /// Writes an image of `layers` (bottom first) as the OCI layout `dir`,
 /// tagged `tag`. `config_pad` adds that many bytes to the config (for the
 /// size cap); `wrong_diff_id` puts a false diff_id in the config.
-pub fn write_layout(
-    dir: &Path,
-    tag: &str,
-    layers: &[(Vec<Entry>, Comp)],
-    config_pad: usize,
-) -> std::io::Result<Built> {
+pub fn write_layout(dir: &Path, tag: &str, layers: &[(Vec<Entry>, Comp)], config_pad: usize) -> std::io::Result<Built> {
     let mut descs = Vec::new();
     let (mut digests, mut diff_ids, mut blob_bytes) = (Vec::new(), Vec::new(), 0u64);
     for (entries, comp) in layers {
@@ -269,6 +268,10 @@ pub fn busybox_layer(busybox: &Path, applets: &[&str]) -> std::io::Result<Vec<En
             v.push(Entry::Symlink(format!("bin/{a}"), "busybox".into()));
         }
     }
-    v.push(Entry::File("etc/passwd".into(), b"root:x:0:0:root:/:/bin/sh\n".to_vec(), 0o644));
+    v.push(Entry::File(
+        "etc/passwd".into(),
+        b"root:x:0:0:root:/:/bin/sh\n".to_vec(),
+        0o644,
+    ));
     Ok(v)
 }

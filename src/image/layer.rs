@@ -90,6 +90,7 @@ struct Unpacked {
 /// The blocking side: hash the blob, decompress, hash the tar, unpack.
 fn unpack_counted(
     rx: ChannelReader,
+    expected: &str,
     size: u64,
     comp: Compression,
     dest: &Path,
@@ -102,16 +103,18 @@ fn unpack_counted(
         cap: size,
     };
     match comp {
-        Compression::None => run(blob, |b| Ok(b), dest, limits),
+        Compression::None => run(blob, Ok, expected, dest, limits),
         Compression::Gzip => run(
             flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(64 << 10, blob)),
             |d| Ok(d.into_inner().into_inner()),
+            expected,
             dest,
             limits,
         ),
         Compression::Zstd => run(
             zstd::stream::read::Decoder::new(blob).map_err(|e| PullError::Stream(e.to_string()))?,
             |d| Ok(d.finish().into_inner()),
+            expected,
             dest,
             limits,
         ),
@@ -121,6 +124,7 @@ fn unpack_counted(
 fn run<D: Read>(
     decoder: D,
     into_blob: impl FnOnce(D) -> io::Result<Hashing<ChannelReader>>,
+    expected: &str,
     dest: &Path,
     limits: Limits,
 ) -> Result<Unpacked, PullError> {
@@ -131,23 +135,36 @@ fn run<D: Read>(
         n: 0,
         cap: u64::MAX,
     };
-    let (stats, mut tar) = unpack::unpack(tar, dest, limits).map_err(|e| match e {
+    let mut tar = tar;
+    let unpacked = unpack::unpack(&mut tar, dest, limits);
+    // The tar's trailing blocks, and anything after the compressed
+    // stream, count towards the digests too. After a failure the rest of
+    // the blob is still read (it is bounded by its announced size): a blob
+    // that does not hash to its digest is reported as that, whatever it
+    // did to the tar reader.
+    let tar_drained = if unpacked.is_ok() { drain(&mut tar) } else { Ok(()) };
+    let diff_digest = hex(tar.hash);
+    let mut blob = into_blob(tar.inner).map_err(stream)?;
+    let blob_drained = drain(&mut blob);
+    let blob_digest = format!("sha256:{}", hex(blob.hash));
+    if blob_drained.is_ok() && blob_digest != expected {
+        return Err(PullError::Digest(format!(
+            "layer blob hashes to {blob_digest}, the manifest says {expected}"
+        )));
+    }
+    let stats = unpacked.map_err(|e| match e {
         unpack::UnpackError::Stream(s) => PullError::Stream(s),
         unpack::UnpackError::TooLarge { what, limit } => {
             PullError::TooLarge(format!("layer has more {what} than the {limit} left for it"))
         }
         other => PullError::Hostile(other.to_string()),
     })?;
-    // The tar's trailing blocks, and anything after the compressed
-    // stream, count towards the digests too.
-    drain(&mut tar).map_err(stream)?;
-    let diff_digest = hex(tar.hash);
-    let mut blob = into_blob(tar.inner).map_err(stream)?;
-    drain(&mut blob).map_err(stream)?;
+    tar_drained.map_err(stream)?;
+    blob_drained.map_err(stream)?;
     Ok(Unpacked {
         stats,
         blob_size: blob.n,
-        blob_digest: hex(blob.hash),
+        blob_digest,
         diff_digest,
     })
 }
@@ -179,8 +196,8 @@ pub async fn fetch(
     let resp = registry.blob(r, &desc.digest).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
     let reader = ChannelReader { rx, cur: Bytes::new() };
-    let (dest, size) = (tmp.to_path_buf(), desc.size);
-    let worker = tokio::task::spawn_blocking(move || unpack_counted(reader, size, comp, &dest, limits));
+    let (dest, size, expected) = (tmp.to_path_buf(), desc.size, desc.digest.clone());
+    let worker = tokio::task::spawn_blocking(move || unpack_counted(reader, &expected, size, comp, &dest, limits));
     let mut body = resp.into_body();
     let (start, mut last_log, mut sent) = (Instant::now(), Instant::now(), 0u64);
     let short = &desc.digest[7..19];
@@ -216,9 +233,9 @@ pub async fn fetch(
             desc.digest, u.blob_size, desc.size
         )));
     }
-    if format!("sha256:{}", u.blob_digest) != desc.digest {
+    if u.blob_digest != desc.digest {
         return Err(PullError::Digest(format!(
-            "layer blob hashes to sha256:{}, the manifest says {}",
+            "layer blob hashes to {}, the manifest says {}",
             u.blob_digest, desc.digest
         )));
     }

@@ -94,7 +94,9 @@ pub fn parse(body: &[u8], content_type: &str) -> Result<Fetched, String> {
             }
             Ok(Fetched::Image { config, layers })
         }
-        _ => Err(format!("manifest of media type {mt:?} is neither an index nor an image manifest")),
+        _ => Err(format!(
+            "manifest of media type {mt:?} is neither an index nor an image manifest"
+        )),
     }
 }
 
@@ -114,9 +116,11 @@ pub fn this_platform() -> (&'static str, &'static str) {
 /// The index entry for `os`/`arch` (attestation manifests, which carry
 /// platform `unknown/unknown`, never match).
 pub fn pick<'a>(entries: &'a [Descriptor], os: &str, arch: &str) -> Option<&'a Descriptor> {
-    entries
-        .iter()
-        .find(|d| d.platform.as_ref().is_some_and(|p| p.os == os && p.architecture == arch))
+    entries.iter().find(|d| {
+        d.platform
+            .as_ref()
+            .is_some_and(|p| p.os == os && p.architecture == arch)
+    })
 }
 
 /// How a layer blob is compressed.
@@ -140,10 +144,13 @@ pub fn layer_compression(media_type: &str) -> Result<Compression, String> {
         | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
         | "application/vnd.docker.image.rootfs.diff.tar.gzip"
         | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Compression::Gzip,
-        "application/vnd.oci.image.layer.v1.tar+zstd" | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
-            Compression::Zstd
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Compression::Zstd,
+        other => {
+            return Err(format!(
+                "layer media type {other:?} is not a tar, tar+gzip or tar+zstd layer"
+            ))
         }
-        other => return Err(format!("layer media type {other:?} is not a tar, tar+gzip or tar+zstd layer")),
     })
 }
 
@@ -183,7 +190,8 @@ mod tests {
         assert!(pick(&e, "linux", "s390x").is_none());
         let m = br#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"sha256:c","size":5},
             "layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"sha256:l","size":9}]}"#;
-        let Fetched::Image { layers, .. } = parse(m, "application/vnd.docker.distribution.manifest.v2+json").unwrap() else {
+        let Fetched::Image { layers, .. } = parse(m, "application/vnd.docker.distribution.manifest.v2+json").unwrap()
+        else {
             panic!("not an image")
         };
         assert_eq!(layer_compression(&layers[0].media_type), Ok(Compression::Gzip));

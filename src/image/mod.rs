@@ -71,9 +71,10 @@ impl PullError {
             Self::Registry(RegistryError::Unavailable { .. }) => Code::UNAVAILABLE,
             Self::Registry(RegistryError::NotFound { .. }) => Code::NOT_FOUND,
             Self::Registry(RegistryError::Denied { .. }) => Code::PERMISSION_DENIED,
-            Self::Registry(RegistryError::BadContent { .. }) | Self::BadContent(_) | Self::Hostile(_) | Self::Stream(_) => {
-                Code::FAILED_PRECONDITION
-            }
+            Self::Registry(RegistryError::BadContent { .. })
+            | Self::BadContent(_)
+            | Self::Hostile(_)
+            | Self::Stream(_) => Code::FAILED_PRECONDITION,
             Self::Digest(_) => Code::DATA_LOSS,
             Self::TooLarge(_) => Code::RESOURCE_EXHAUSTED,
             Self::Internal(_) => Code::INTERNAL,
@@ -160,7 +161,9 @@ impl ImageStore {
             for e in rd.flatten() {
                 match crate::mount::fsutil::remove_dir_same_fs(&e.path()) {
                     Ok(()) => info!(log, "discarded a layer left half-unpacked"; "path" => %e.path().display()),
-                    Err(err) => warn!(log, "could not discard a half-unpacked layer"; "path" => %e.path().display(), "error" => %err),
+                    Err(err) => {
+                        warn!(log, "could not discard a half-unpacked layer"; "path" => %e.path().display(), "error" => %err)
+                    }
                 }
             }
         }
@@ -239,13 +242,12 @@ impl ImageStore {
             manifest_digest: manifest_digest.clone(),
             layers: ids.clone(),
         };
-        let snapshot = {
+        {
             let mut images = self.images.lock().expect("images lock");
             images.insert(r.to_string(), rec);
-            serde_json::to_vec_pretty(&*images).unwrap_or_default()
-        };
-        write_atomic(&self.dir.join("images.json"), &snapshot)
-            .map_err(|e| PullError::Internal(format!("write images.json: {e}")))?;
+            self.write_index(&images)
+        }
+        .map_err(|e| PullError::Internal(format!("write images.json: {e}")))?;
         Ok(Pulled {
             reference: r.to_string(),
             manifest_digest,
@@ -260,7 +262,9 @@ impl ImageStore {
         let digest = sha256_digest(&body);
         if let Some(want) = &r.digest {
             if &digest != want {
-                return Err(PullError::Digest(format!("manifest hashes to {digest}, the reference pins {want}")));
+                return Err(PullError::Digest(format!(
+                    "manifest hashes to {digest}, the reference pins {want}"
+                )));
             }
         }
         match manifest::parse(&body, &ct).map_err(PullError::BadContent)? {
@@ -302,7 +306,13 @@ impl ImageStore {
         if let Some(j) = inflight.get(id) {
             return j.clone();
         }
-        let (store, r, desc, diff_id, id2) = (self.clone(), r.clone(), desc.clone(), diff_id.to_string(), id.to_string());
+        let (store, r, desc, diff_id, id2) = (
+            self.clone(),
+            r.clone(),
+            desc.clone(),
+            diff_id.to_string(),
+            id.to_string(),
+        );
         let task = tokio::spawn(async move {
             let res = store.fetch_layer(&r, &desc, &diff_id, &id2).await;
             store.inflight.lock().expect("inflight lock").remove(&id2);
@@ -347,7 +357,8 @@ impl ImageStore {
                         warn!(self.log, "could not remove a failed layer"; "path" => %tmp.display(), "error" => %err);
                     }
                     // A transfer cut mid-blob is tried again; bad content is not.
-                    let retry = matches!(e, PullError::Registry(RegistryError::Unavailable { .. })) && attempt < retries;
+                    let retry =
+                        matches!(e, PullError::Registry(RegistryError::Unavailable { .. })) && attempt < retries;
                     if !retry {
                         return Err(e);
                     }
@@ -390,9 +401,9 @@ impl ImageStore {
         if removed > 0 {
             let mut images = self.images.lock().expect("images lock");
             images.retain(|_, rec| rec.layers.iter().all(|l| self.layer_dir(l).is_dir()));
-            let snapshot = serde_json::to_vec_pretty(&*images).unwrap_or_default();
-            drop(images);
-            let _ = write_atomic(&self.dir.join("images.json"), &snapshot);
+            if let Err(e) = self.write_index(&images) {
+                errors.push(format!("write images.json: {e}"));
+            }
             info!(self.log, "unused layers deleted"; "count" => removed);
         }
         if errors.is_empty() {
@@ -400,6 +411,21 @@ impl ImageStore {
         } else {
             Err(errors.join("; "))
         }
+    }
+
+    /// Writes `images.json` (removed when empty: an unused store holds
+    /// nothing).
+    fn write_index(&self, images: &BTreeMap<String, ImageRecord>) -> std::io::Result<()> {
+        let path = self.dir.join("images.json");
+        if images.is_empty() {
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(images).unwrap_or_default())?;
+        std::fs::rename(&tmp, path)
     }
 
     /// What the store holds.
@@ -435,12 +461,6 @@ fn check_blob(body: &[u8], d: &Descriptor, what: &str) -> Result<(), PullError> 
         )));
     }
     Ok(())
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Bytes held by the files under `p` (not following links).

@@ -63,7 +63,9 @@ impl Reference {
             }
         }
         let (registry, path) = match name.split_once('/') {
-            Some((first, p)) if first.contains(['.', ':']) || first == "localhost" => (first.to_string(), p.to_string()),
+            Some((first, p)) if first.contains(['.', ':']) || first == "localhost" => {
+                (first.to_string(), p.to_string())
+            }
             _ => (DOCKER_HUB.to_string(), name.to_string()),
         };
         let path = if registry == DOCKER_HUB && !path.contains('/') {
@@ -79,7 +81,9 @@ impl Reference {
                     && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
             });
         if !path_ok {
-            return Err(bad("repository must be lower-case components of [a-z0-9._-] separated by /"));
+            return Err(bad(
+                "repository must be lower-case components of [a-z0-9._-] separated by /",
+            ));
         }
         let host_ok = registry
             .chars()
@@ -135,7 +139,9 @@ impl fmt::Display for Reference {
 pub fn check_digest(d: &str) -> Result<&str, String> {
     match d.strip_prefix("sha256:") {
         Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => Ok(h),
-        _ => Err(format!("{d:?} is not a sha256 digest (sha256: and 64 lower-case hex digits)")),
+        _ => Err(format!(
+            "{d:?} is not a sha256 digest (sha256: and 64 lower-case hex digits)"
+        )),
     }
 }
 
@@ -143,9 +149,12 @@ pub fn check_digest(d: &str) -> Result<&str, String> {
 mod tests {
     use super::*;
 
+    /// (reference, registry, repository, tag, digest)
+    type Case<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Option<&'a str>);
+
     #[test]
     fn normalizes_like_docker() {
-        let cases: &[(&str, &str, &str, Option<&str>, Option<&str>)] = &[
+        let cases: &[Case] = &[
             ("busybox", "docker.io", "library/busybox", Some("latest"), None),
             ("busybox:1.36", "docker.io", "library/busybox", Some("1.36"), None),
             ("user/app", "docker.io", "user/app", Some("latest"), None),
@@ -167,7 +176,10 @@ mod tests {
             assert_eq!(r.digest.as_deref(), *dig, "{s}");
         }
         assert_eq!(Reference::parse("busybox").unwrap().api_host(), "registry-1.docker.io");
-        assert_eq!(Reference::parse("busybox").unwrap().to_string(), "docker.io/library/busybox:latest");
+        assert_eq!(
+            Reference::parse("busybox").unwrap().to_string(),
+            "docker.io/library/busybox:latest"
+        );
     }
 
     #[test]

@@ -331,7 +331,9 @@ impl Registry {
         match scheme.to_ascii_lowercase().as_str() {
             "basic" => {
                 if self.credentials(r).is_none() {
-                    return Err(denied("it asks for basic credentials and none are configured for it".into()));
+                    return Err(denied(
+                        "it asks for basic credentials and none are configured for it".into(),
+                    ));
                 }
                 Ok(())
             }
@@ -356,7 +358,9 @@ impl Registry {
                 if let Some(c) = self.credentials(r) {
                     req = req.header(header::AUTHORIZATION, basic(c));
                 }
-                let req = req.body(Empty::new()).map_err(|e| denied(format!("token request: {e}")))?;
+                let req = req
+                    .body(Empty::new())
+                    .map_err(|e| denied(format!("token request: {e}")))?;
                 let resp = tokio::time::timeout(self.cfg.stall_timeout, self.http.request(req))
                     .await
                     .map_err(|_| self.unavailable(r, format!("token service {realm} did not answer")))?
@@ -379,10 +383,7 @@ impl Registry {
                     .or(t.access_token)
                     .filter(|t| !t.is_empty())
                     .ok_or_else(|| denied(format!("token service {realm} gave no token")))?;
-                self.tokens
-                    .lock()
-                    .expect("token lock")
-                    .insert(scope_key.to_string(), t);
+                self.tokens.lock().expect("token lock").insert(scope_key.to_string(), t);
                 Ok(())
             }
             _ => Err(denied(format!("401 with an unknown challenge {challenge:?}"))),
@@ -421,7 +422,11 @@ fn resolve_location(base: &str, loc: &str) -> String {
         .find("://")
         .and_then(|i| base[i + 3..].find('/').map(|j| i + 3 + j))
         .unwrap_or(base.len());
-    format!("{}{}{loc}", &base[..origin_end], if loc.starts_with('/') { "" } else { "/" })
+    format!(
+        "{}{}{loc}",
+        &base[..origin_end],
+        if loc.starts_with('/') { "" } else { "/" }
+    )
 }
 
 /// `Bearer realm="…",service="…",scope="a:b:pull,push"` → scheme and params

@@ -105,7 +105,7 @@ fn symlink_stays_inside(at: &Path, to: &Path) -> bool {
 /// Unpacks the tar read from `r` into `dest` (an existing empty
 /// directory). On error `dest` holds a partial tree for the caller to
 /// delete.
-pub fn unpack<R: Read>(r: R, dest: &Path, limits: Limits) -> Result<(Stats, R), UnpackError> {
+pub fn unpack<R: Read>(r: &mut R, dest: &Path, limits: Limits) -> Result<Stats, UnpackError> {
     let mut ar = tar::Archive::new(r);
     let mut stats = Stats::default();
     let mut dir_times: Vec<(PathBuf, i64)> = Vec::new();
@@ -119,7 +119,10 @@ pub fn unpack<R: Read>(r: R, dest: &Path, limits: Limits) -> Result<(Stats, R), 
                 limit: limits.max_entries,
             });
         }
-        let raw = entry.path().map_err(|e| UnpackError::Stream(e.to_string()))?.into_owned();
+        let raw = entry
+            .path()
+            .map_err(|e| UnpackError::Stream(e.to_string()))?
+            .into_owned();
         let shown = raw.display().to_string();
         let hostile = |reason: String| UnpackError::Hostile {
             entry: shown.clone(),
@@ -157,10 +160,7 @@ pub fn unpack<R: Read>(r: R, dest: &Path, limits: Limits) -> Result<(Stats, R), 
         let header = entry.header().clone();
         let kind = header.entry_type();
         let mode = header.mode().unwrap_or(0o644) & 0o7777;
-        let (mut uid, mut gid) = (
-            header.uid().unwrap_or(0) as u32,
-            header.gid().unwrap_or(0) as u32,
-        );
+        let (mut uid, mut gid) = (header.uid().unwrap_or(0) as u32, header.gid().unwrap_or(0) as u32);
         let mut xattrs: Vec<(String, Vec<u8>)> = Vec::new();
         if let Ok(Some(pax)) = entry.pax_extensions() {
             for ext in pax.flatten() {
@@ -233,14 +233,18 @@ pub fn unpack<R: Read>(r: R, dest: &Path, limits: Limits) -> Result<(Stats, R), 
                     .map_err(|e| UnpackError::Stream(e.to_string()))?
                     .ok_or_else(|| hostile("a hard link without a target".into()))?;
                 let to = clean_name(&to).map_err(|r| hostile(format!("hard link target: {r}")))?;
-                check_no_symlink_parents(dest, &to).map_err(|p| {
-                    hostile(format!("hard link target goes through the symlink {}", p.display()))
-                })?;
+                check_no_symlink_parents(dest, &to)
+                    .map_err(|p| hostile(format!("hard link target goes through the symlink {}", p.display())))?;
                 let src = dest.join(&to);
                 match fs::symlink_metadata(&src) {
                     Ok(m) if m.is_dir() => return Err(hostile("a hard link to a directory".into())),
                     Ok(_) => {}
-                    Err(_) => return Err(hostile(format!("hard link to {} which the layer does not hold", to.display()))),
+                    Err(_) => {
+                        return Err(hostile(format!(
+                            "hard link to {} which the layer does not hold",
+                            to.display()
+                        )))
+                    }
                 }
                 if src != path {
                     remove_existing(&path, true).map_err(write_err)?;
@@ -282,7 +286,7 @@ pub fn unpack<R: Read>(r: R, dest: &Path, limits: Limits) -> Result<(Stats, R), 
     for (p, t) in dir_times.iter().rev() {
         let _ = fsnode::set_mtime_nofollow(p, *t);
     }
-    Ok((stats, ar.into_inner()))
+    Ok(stats)
 }
 
 enum Parent {

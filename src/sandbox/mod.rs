@@ -4,8 +4,8 @@
 mod cgroups;
 mod container_extras;
 mod containers;
-mod guest_pull;
 pub mod copy_file;
+mod guest_pull;
 pub mod hooks;
 pub mod oom;
 pub mod processes;

@@ -21,13 +21,7 @@ pub fn lchown(path: &Path, uid: u32, gid: u32) -> Result<(), Errno> {
 /// Sets atime and mtime (seconds) of `path` itself, not of a link's target.
 pub fn set_mtime_nofollow(path: &Path, secs: i64) -> Result<(), Errno> {
     let t = nix::sys::time::TimeSpec::new(secs, 0);
-    nix::sys::stat::utimensat(
-        None,
-        path,
-        &t,
-        &t,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )
+    nix::sys::stat::utimensat(None, path, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
 }
 
 /// lsetxattr(2).

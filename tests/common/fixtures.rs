@@ -32,4 +32,3 @@ pub fn fixture_list_with<M: protobuf::MessageFull>(name: &str, subst: &[(&str, &
         .map(|m| protobuf_json_mapping::parse_from_str(&m.to_string()).unwrap_or_else(|e| panic!("{name}: {e}")))
         .collect()
 }
-

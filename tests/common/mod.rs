@@ -38,7 +38,19 @@ fn spawn(args: &[String], dir: &Path, env: &[(&str, &str)], isolated: bool, net:
         // new mount, UTS and IPC ones of its own.
         let mut c = Command::new("nsenter");
         c.arg(format!("--net={}", ns.display()));
-        c.args(["--", "unshare", "--mount", "--uts", "--ipc", "--propagation", "private", "--", "sh", "-c", ISOLATED_RUN]);
+        c.args([
+            "--",
+            "unshare",
+            "--mount",
+            "--uts",
+            "--ipc",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            ISOLATED_RUN,
+        ]);
         c.arg(env!("CARGO_BIN_EXE_bosun"));
         c
     } else if isolated {
@@ -87,7 +99,13 @@ impl Agent {
     }
 
     /// As `start_with`, isolated but in the network namespace `net`.
-    pub fn start_in(addr: Address, dir: tempfile::TempDir, extra: &[&str], isolated: bool, net: Option<PathBuf>) -> Self {
+    pub fn start_in(
+        addr: Address,
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        isolated: bool,
+        net: Option<PathBuf>,
+    ) -> Self {
         // Every agent gets its own run dir (never the machine's /run/bosun).
         let mut args: Vec<String> = vec![
             "--server-addr".into(),

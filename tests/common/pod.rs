@@ -171,6 +171,29 @@ impl Pod {
             .map_err(failure)
     }
 
+    /// CreateContainer as given, with a ttrpc timeout of `t` (the
+    /// runtime's create_container_timeout).
+    pub fn send_create_container_within(&self, r: &CreateContainerRequest, t: Duration) -> Result<(), Failure> {
+        self.rt
+            .block_on(
+                self.c
+                    .agent
+                    .create_container(ttrpc::context::with_timeout(t.as_nanos() as i64), r),
+            )
+            .map(|_| ())
+            .map_err(failure)
+    }
+
+    /// CreateContainer of every request at once; each one's answer.
+    pub fn send_create_containers_at_once(&self, rs: &[CreateContainerRequest]) -> Vec<Result<(), Failure>> {
+        let calls = rs.iter().map(|r| self.c.agent.create_container(self.c.ctx(), r));
+        self.rt
+            .block_on(futures::future::join_all(calls))
+            .into_iter()
+            .map(|r| r.map(|_| ()).map_err(failure))
+            .collect()
+    }
+
     /// CopyFile exactly as given.
     pub fn copy_file(&self, r: &CopyFileRequest) -> Result<(), Failure> {
         self.rt

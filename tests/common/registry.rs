@@ -130,14 +130,28 @@ impl TokenServer {
     fn start(ns: &NetNs, dir: &Path) -> Arc<Self> {
         let (key, cert) = (dir.join("token.key"), dir.join("token.crt"));
         let st = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=bosun-test-token"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=bosun-test-token",
+            ])
             .arg("-keyout")
             .arg(&key)
             .arg("-out")
             .arg(&cert)
             .output()
             .expect("openssl");
-        assert!(st.status.success(), "openssl req: {}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "openssl req: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
         let der = Command::new("openssl")
             .args(["x509", "-outform", "DER", "-in"])
             .arg(&cert)
@@ -211,7 +225,11 @@ impl TokenServer {
             "exp": now + 600, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", rand_u64()),
             "access": [{"type": typ, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}],
         });
-        let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+        let input = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(claims.to_string().as_bytes())
+        );
         let mut child = Command::new("openssl")
             .args(["dgst", "-sha256", "-sign"])
             .arg(&self.key)
@@ -280,7 +298,9 @@ impl Proxy {
 
     fn relay(self: Arc<Self>, client: TcpStream) {
         self.connections.fetch_add(1, Ordering::Relaxed);
-        let Ok(server) = TcpStream::connect(("127.0.0.1", PORT)) else { return };
+        let Ok(server) = TcpStream::connect(("127.0.0.1", PORT)) else {
+            return;
+        };
         let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
         let p = self.clone();
         // Requests: client → registry, lines recorded.
@@ -329,4 +349,97 @@ impl Proxy {
         let _ = c_write.shutdown(std::net::Shutdown::Both);
         let _ = up.join();
     }
+}
+
+/// One HTTP/1.1 request to the registry (inside its namespace); returns
+/// (status, Location header, body).
+fn http(reg: &TestRegistry, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> (u16, String, Vec<u8>) {
+    let (m, p, ct, addr) = (
+        method.to_string(),
+        path.to_string(),
+        content_type.to_string(),
+        reg.reg.addr.clone(),
+    );
+    reg.ns
+        .run(move || {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            let head = format!(
+                "{m} {p} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(&body).unwrap();
+            let mut resp = Vec::new();
+            s.read_to_end(&mut resp).unwrap();
+            let split = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(resp.len());
+            let head = String::from_utf8_lossy(&resp[..split]).to_string();
+            let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let location = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Location: ").or_else(|| l.strip_prefix("location: ")))
+                .unwrap_or("")
+                .to_string();
+            (status, location, resp[(split + 4).min(resp.len())..].to_vec())
+        })
+        .unwrap()
+}
+
+fn digest_of(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!(
+        "sha256:{}",
+        sha2::Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    )
+}
+
+/// Uploads a blob by the registry API (monolithic: POST, then PUT).
+pub fn raw_blob(reg: &TestRegistry, name: &str, data: &[u8]) -> String {
+    let d = digest_of(data);
+    let (st, loc, _) = http(
+        reg,
+        "POST",
+        &format!("/v2/{name}/blobs/uploads/"),
+        "application/octet-stream",
+        Vec::new(),
+    );
+    assert_eq!(st, 202, "start upload");
+    let path = loc
+        .split_once("://")
+        .map(|(_, r)| &r[r.find('/').unwrap_or(0)..])
+        .unwrap_or(&loc)
+        .to_string();
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let (st, _, body) = http(
+        reg,
+        "PUT",
+        &format!("{path}{sep}digest={d}"),
+        "application/octet-stream",
+        data.to_vec(),
+    );
+    assert_eq!(st, 201, "finish upload: {}", String::from_utf8_lossy(&body));
+    d
+}
+
+/// An image whose config is `config` (any bytes: for the size cap), one
+/// small layer, pushed by the registry API as `name:tag`.
+pub fn raw_push(reg: &TestRegistry, name: &str, tag: &str, config: &[u8]) {
+    let tar = oci_layout::layer_tar(&[Entry::File("f".into(), b"x".to_vec(), 0o644)]).unwrap();
+    let layer = raw_blob(reg, name, &tar);
+    let cfg = raw_blob(reg, name, config);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": tar.len()}],
+    });
+    let (st, _, body) = http(
+        reg,
+        "PUT",
+        &format!("/v2/{name}/manifests/{tag}"),
+        "application/vnd.oci.image.manifest.v1+json",
+        manifest.to_string().into_bytes(),
+    );
+    assert_eq!(st, 201, "put manifest: {}", String::from_utf8_lossy(&body));
 }
