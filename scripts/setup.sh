@@ -2,20 +2,24 @@
 # Installs what a target needs on a Debian/Ubuntu machine, once: checks each
 # package with dpkg and installs only the missing ones (saying which). Not
 # root: prints the missing packages and the command, and fails.
-#   scripts/setup.sh run|test|vm-test|ci
+#   scripts/setup.sh run|test|vm-test|bench|ci
 set -euo pipefail
-what=${1:?usage: setup.sh run|test|vm-test|ci}
+what=${1:?usage: setup.sh run|test|vm-test|bench|ci}
 
 # util-linux: unshare, losetup; iproute2: ip (network tests); gcc, make:
 # the build; busybox-static: every container's rootfs; e2fsprogs:
 # mkfs.ext4 (block storage tests); qemu-system-x86, cpio, bc: the guest
-# image and the VM test; kmod: depmod, for the guest's modules.dep.
+# image and the VM test; kmod: depmod, for the guest's modules.dep;
+# docker-registry, skopeo, openssl: the image-pull tests' registry, its
+# pushes and its token signing (tests/image_pull.rs, the VM test, the bench).
 base="util-linux iproute2 gcc make busybox-static"
+registry="docker-registry skopeo openssl"
 case "$what" in
   run) pkgs="$base" ;;
-  test) pkgs="$base e2fsprogs" ;;
-  vm-test) pkgs="$base e2fsprogs qemu-system-x86 cpio bc kmod" ;;
-  ci) pkgs="$base e2fsprogs qemu-system-x86 cpio bc kmod" ;;
+  test) pkgs="$base e2fsprogs $registry" ;;
+  vm-test) pkgs="$base e2fsprogs qemu-system-x86 cpio bc kmod $registry" ;;
+  bench) pkgs="$base $registry" ;;
+  ci) pkgs="$base e2fsprogs qemu-system-x86 cpio bc kmod $registry" ;;
   *) echo "setup.sh: unknown target $what" >&2; exit 2 ;;
 esac
 

@@ -676,3 +676,74 @@ fn restart_mid_pull_discards_the_half_layer() {
     pod.remove("cut").unwrap();
     pod.destroy().unwrap();
 }
+
+/// bosunctl's `create --image` builds the request runtime-rs sends: the
+/// same storage (driver, source, fstype, mount point = OCI root, the
+/// metadata driver option), checked against the golden fixture.
+#[test]
+fn bosunctl_image_request_has_runtime_rs_shape() {
+    let golden = workload_fixture();
+    let built = bosun::client::spec::guest_pull_request(
+        FIXTURE_CID,
+        FIXTURE_IMAGE,
+        bosun::client::spec::container(None, &["sh".to_string()]),
+        false,
+    );
+    let (g, b) = (&golden.storages[0], &built.storages[0]);
+    assert_eq!(
+        (&b.driver, &b.source, &b.fstype, &b.mount_point),
+        (&g.driver, &g.source, &g.fstype, &g.mount_point)
+    );
+    assert_eq!(built.OCI.Root.Path, golden.OCI.Root.Path);
+    let meta = |s: &bosun::protocols::agent::Storage| -> serde_json::Value {
+        let j = s.driver_options[0]
+            .strip_prefix("image_guest_pull=")
+            .expect("image_guest_pull= option");
+        serde_json::from_str::<serde_json::Value>(j).unwrap()["metadata"].clone()
+    };
+    for key in ["io.kubernetes.cri.container-type", "io.kubernetes.cri.image-name"] {
+        assert_eq!(meta(b)[key], meta(g)[key], "{key}");
+    }
+}
+
+fn workload_fixture() -> CreateContainerRequest {
+    fixture(WORKLOAD, &[])
+}
+
+/// bosunctl end to end: `create --image`, `images`, `rm`.
+#[test]
+#[ignore = "needs root"]
+fn bosunctl_create_image_and_images() {
+    assert!(common::is_root(), "needs root");
+    let reg = TestRegistry::anonymous();
+    reg.push("ctl", "v1", &[(busybox_layer(), Comp::Gzip)], None);
+    let pod = remote_pod(&reg, &[]);
+    let addr = pod.agent.addr.to_string();
+    let ctl = |args: &[&str]| {
+        let mut v = vec!["--addr", addr.as_str(), "--timeout", "30"];
+        v.extend_from_slice(args);
+        common::bosunctl(&v)
+    };
+    let image = reg.image("ctl", "v1");
+    let (code, out, err) = ctl(&[
+        "create",
+        "ctl1",
+        "--image",
+        &image,
+        "--",
+        "sh",
+        "-c",
+        "echo pulled-and-running; sleep 60",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = ctl(&["images"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&image) && out.contains("1 layer(s)"), "{out}");
+    assert_eq!(ctl(&["start", "ctl1"]).0, 0);
+    assert!(pod.read_until("ctl1", "ctl1", "pulled-and-running").is_ok());
+    let (code, out, err) = ctl(&["rm", "ctl1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = ctl(&["images"]);
+    assert!(out.contains("0 layer(s)"), "{out}");
+    pod.destroy().unwrap();
+}

@@ -170,3 +170,46 @@ pub fn busybox_rootfs(dir: &Path, applets: &[&str]) -> std::io::Result<std::path
     }
     Ok(root)
 }
+
+/// Where runtime-rs has the guest mount a pulled image (virtual_volume.rs:
+/// `/run/kata-containers/<cid>/rootfs`).
+pub fn guest_pull_mount_point(cid: &str) -> String {
+    format!("/run/kata-containers/{cid}/rootfs")
+}
+
+/// A CreateContainer with an image pulled in the guest, as runtime-rs
+/// sends it in remote-hypervisor mode (resource/src/rootfs/
+/// virtual_volume.rs): one `image_guest_pull` storage whose source is the
+/// image (`pause` for the sandbox container), whose driver option carries
+/// the container's annotations as `{"metadata": …}`, fstype overlay, at
+/// the mount point that is also the OCI root.
+pub fn guest_pull_request(
+    cid: &str,
+    image: &str,
+    mut s: oci::Spec,
+    sandbox: bool,
+) -> crate::protocols::agent::CreateContainerRequest {
+    let mp = guest_pull_mount_point(cid);
+    let kind = if sandbox { "sandbox" } else { "container" };
+    s.Annotations
+        .insert(crate::container::CONTAINER_TYPE_ANNOTATION.into(), kind.into());
+    s.Annotations
+        .insert("io.kubernetes.cri.image-name".into(), image.into());
+    s.Root.mut_or_insert_default().Path = mp.clone();
+    let metadata: std::collections::BTreeMap<&String, &String> = s.Annotations.iter().collect();
+    let mut st = crate::protocols::agent::Storage::new();
+    st.driver = "image_guest_pull".into();
+    st.source = if sandbox { "pause".into() } else { image.into() };
+    st.driver_options = vec![format!(
+        "image_guest_pull={}",
+        serde_json::json!({ "metadata": metadata })
+    )];
+    st.fstype = "overlay".into();
+    st.mount_point = mp;
+    let mut r = crate::protocols::agent::CreateContainerRequest::new();
+    r.container_id = cid.into();
+    r.exec_id = cid.into();
+    r.OCI = Some(s).into();
+    r.storages = vec![st];
+    r
+}

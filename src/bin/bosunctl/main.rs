@@ -24,10 +24,13 @@ COMMANDS:
     version                                 Health.Version
     sandbox create [--id ID] [--hostname H] [--pidns] [--dns LINE]... [--kernel-module NAME[,KEY=VALUE...]]... [--hook-path DIR]
     sandbox destroy [--verbose]             tear the whole pod down
-    create ID [--rootfs DIR | --bundle DIR] [--pause] [--annotation K=V]... [-- CMD...]
+    create ID [--rootfs DIR | --bundle DIR | --image REF] [--pause] [--annotation K=V]... [-- CMD...]
                                             --bundle: an OCI bundle (config.json)
                                             --pause: the pause container (no
                                             rootfs: bosun's built-in pause)
+                                            --image: pulled by the guest, sent
+                                            as runtime-rs does (image_guest_pull;
+                                            --image pause --pause: the sandbox's)
     start ID
     exec ID EXEC_ID [-i] [-t] -- CMD...     run CMD in the container, print
                                             its output; -i forwards stdin,
@@ -42,6 +45,7 @@ COMMANDS:
     logs ID [EXEC_ID]                       stdout and stderr until EOF
     run ID --rootfs DIR -- CMD...           create, start, output, wait, rm
     ps                                      containers, states, pids, exec ids
+    images                                  what the image store holds
     stats ID                                cpu, memory, pids, network (JSON)
     call METHOD [JSON]                      any Kata method by name, its request as protobuf
                                             JSON (default {}); prints the answer as JSON
@@ -59,7 +63,7 @@ EXIT CODES: 0 ok, 1 call failed, 2 usage; run, exec, wait: the process's status
 
 const COMMANDS: &[&str] = &[
     "check", "version", "sandbox", "create", "start", "exec", "wait", "kill", "rm", "logs", "run", "ps", "stats",
-    "call",
+    "call", "images",
 ];
 
 struct Opts {
@@ -228,6 +232,7 @@ async fn run(o: &mut Opts) -> Result<Out, Failure> {
         "logs" => pod::logs(&c, a).await,
         "run" => pod::run(&c, a).await,
         "ps" => pod::ps(&c, a, o.json).await,
+        "images" => pod::images(&c, a, o.json).await,
         "stats" => pod::stats(&c, a).await,
         "call" => {
             let method = a.positional("method")?;

@@ -57,8 +57,31 @@ pub async fn create(c: &Client, a: &mut Args) -> Result<Out, Failure> {
     let rootfs = a.option("--rootfs")?.map(PathBuf::from);
     let bundle = a.option("--bundle")?.map(PathBuf::from);
     let pause = a.flag("--pause");
+    let image = a.option("--image")?;
     let annotations = a.options("--annotation")?;
     let cmd = a.rest();
+    if let Some(image) = image {
+        // As runtime-rs in remote-hypervisor mode: the guest pulls it.
+        if rootfs.is_some() || bundle.is_some() {
+            return Err("--image and --rootfs/--bundle exclude each other".into());
+        }
+        let mut s = if pause {
+            spec::pause(None)
+        } else if cmd.is_empty() {
+            return Err("create --image needs a command after -- (or --pause with --image pause)".into());
+        } else {
+            spec::container(None, &cmd)
+        };
+        for kv in annotations {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or(format!("--annotation {kv:?}: expected KEY=VALUE"))?;
+            s.Annotations.insert(k.into(), v.into());
+        }
+        let r = spec::guest_pull_request(&id, &image, s, pause);
+        c.agent.create_container(c.ctx(), &r).await.map_err(describe)?;
+        return Ok(Out::Ok);
+    }
     let mut s = match (&bundle, pause, cmd.is_empty()) {
         (Some(b), _, _) => spec::bundle_spec(b, &cmd).map_err(Failure::Usage)?,
         (None, true, _) => spec::pause(rootfs.as_deref()),
@@ -77,6 +100,40 @@ pub async fn create(c: &Client, a: &mut Args) -> Result<Out, Failure> {
     r.OCI = Some(s).into();
     c.agent.create_container(c.ctx(), &r).await.map_err(describe)?;
     Ok(Out::Ok)
+}
+
+/// What the image store holds (GetDiagnosticData "images", a bosun
+/// extension).
+pub async fn images(c: &Client, a: &mut Args, json: bool) -> Result<Out, Failure> {
+    a.done()?;
+    let mut q = GetDiagnosticDataRequest::new();
+    q.log_type = "images".into();
+    let data = c.agent.get_diagnostic_data(c.ctx(), &q).await.map_err(describe)?.data;
+    if json {
+        return Ok(Out::Text(data));
+    }
+    let v: serde_json::Value = serde_json::from_str(&data).map_err(|e| Failure::Call(format!("bad inventory: {e}")))?;
+    if v.is_null() {
+        return Ok(Out::Text("no image store".into()));
+    }
+    let mut out = format!("{:<60} {:<20} LAYERS", "IMAGE", "MANIFEST");
+    for (r, rec) in v["images"].as_object().into_iter().flatten() {
+        let d = rec["manifest_digest"].as_str().unwrap_or("");
+        let n = rec["layers"].as_array().map(|l| l.len()).unwrap_or(0);
+        out += &format!("\n{r:<60} {:<20} {n}", &d[..d.len().min(19)]);
+    }
+    let layers = v["layers"].as_object().cloned().unwrap_or_default();
+    let bytes: u64 = layers.values().filter_map(|b| b.as_u64()).sum();
+    out += &format!(
+        "\n{} layer(s), {:.1} MiB in {}",
+        layers.len(),
+        bytes as f64 / 1048576.0,
+        v["dir"].as_str().unwrap_or("")
+    );
+    if let Some(p) = v["pulling"].as_array().filter(|p| !p.is_empty()) {
+        out += &format!("; {} being pulled", p.len());
+    }
+    Ok(Out::Text(out))
 }
 
 /// Containers and their state (GetDiagnosticData "containers", a bosun
