@@ -30,16 +30,27 @@ fn every_scenario_passes_against_bosun() {
         "this test needs root: run it with `make test` as root"
     );
     // Isolated (its own /run): the golden scenarios use the runtimes'
-    // fixed paths under /run/kata-containers.
-    let pod = common::pod::Pod::start_isolated();
-    let (code, rows) = suite(&pod.agent.addr.to_string(), &["--local"]);
+    // fixed paths under /run/kata-containers. In the network namespace of
+    // a registry of the test's, for guest_pull.
+    let reg = common::registry::TestRegistry::anonymous();
+    reg.push(
+        "bosun-conformance/busybox",
+        "latest",
+        &[(common::registry::busybox_layer(), bosun::client::oci_layout::Comp::Gzip)],
+        None,
+    );
+    let pod = common::pod::Pod::start_in_net(reg.ns.path(), &["--insecure-registries", "127.0.0.1:5000"]);
+    let (code, rows) = suite(
+        &pod.agent.addr.to_string(),
+        &["--local", "--registry", "127.0.0.1:5000"],
+    );
     // hotplugged_disks needs a VM's disks (make vm-test runs it).
     let not_pass: Vec<_> = rows
         .iter()
         .filter(|r| r["verdict"] != "PASS" && !(r["scenario"] == "hotplugged_disks" && r["verdict"] == "SKIP"))
         .collect();
     assert!(not_pass.is_empty(), "{not_pass:#?}");
-    assert_eq!(rows.len(), 16, "13 scenarios and 3 golden ones");
+    assert_eq!(rows.len(), 17, "14 scenarios and 3 golden ones");
     assert_eq!(code, 0);
 }
 
@@ -94,8 +105,8 @@ fn serve(
 #[test]
 fn an_agent_without_the_calls_skips_every_scenario() {
     let (_rt, _server, _dir, addr) = serve(Arc::new(Nothing));
-    let (code, rows) = suite(&addr, &["--rootfs", "/nonexistent"]);
-    assert_eq!(rows.len(), 16);
+    let (code, rows) = suite(&addr, &["--rootfs", "/nonexistent", "--registry", "127.0.0.1:1"]);
+    assert_eq!(rows.len(), 17);
     assert!(rows.iter().all(|r| r["verdict"] == "SKIP"), "{rows:#?}");
     assert_eq!(code, 0, "SKIP is not a failure");
 }

@@ -17,7 +17,7 @@ use crate::calls::Fail;
 use crate::scenarios::{check, ok, Ctx, Outcome, Verdict};
 
 /// Bound on reading a line a container prints (its process runs on).
-const READ_BOUND: Duration = Duration::from_secs(30);
+pub const READ_BOUND: Duration = Duration::from_secs(30);
 
 /// The golden scenarios, by name, with what each proves.
 pub const ALL: &[(&str, &str)] = &[

@@ -25,18 +25,21 @@ struct Opts {
     json: bool,
     only: Option<String>,
     disks: Option<scenarios::Disks>,
+    image: Option<String>,
 }
 
 const USAGE: &str = "usage: bosun-conformance --addr ADDR [--rootfs DIR] [--local] [--only SCENARIO] [--json]
-                         [--blk-pci-path PATH --scsi-addr T:L]
+                         [--blk-pci-path PATH --scsi-addr T:L] [--registry HOST[:PORT] | --image REF]
   --rootfs DIR  a busybox rootfs as the agent sees it (with --local, one is made if omitted)
   --local       the agent runs on this machine: also check mountinfo and processes
   --blk-pci-path, --scsi-addr  where the VM has a virtio-blk disk (an ext4 busybox rootfs) and a
-                virtio-scsi disk (ext4 with /hello); without them hotplugged_disks SKIPs";
+                virtio-scsi disk (ext4 with /hello); without them hotplugged_disks SKIPs
+  --registry    a registry the agent reaches, holding bosun-conformance/busybox:latest (busybox with sh,
+                echo, sleep); --image: any such image by reference. Without them guest_pull SKIPs";
 
 fn parse() -> Result<Opts, String> {
     let (mut addr, mut rootfs, mut local, mut json, mut only) = (None, None, false, false, None);
-    let (mut blk, mut scsi) = (None, None);
+    let (mut blk, mut scsi, mut image) = (None, None, None);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = |n: &str| it.next().ok_or(format!("{n} needs a value"));
@@ -46,6 +49,8 @@ fn parse() -> Result<Opts, String> {
             "--only" => only = Some(val("--only")?),
             "--blk-pci-path" => blk = Some(val("--blk-pci-path")?),
             "--scsi-addr" => scsi = Some(val("--scsi-addr")?),
+            "--registry" => image = Some(format!("{}/bosun-conformance/busybox:latest", val("--registry")?)),
+            "--image" => image = Some(val("--image")?),
             "--local" => local = true,
             "--json" => json = true,
             _ => return Err(USAGE.into()),
@@ -70,6 +75,7 @@ fn parse() -> Result<Opts, String> {
         json,
         only,
         disks,
+        image,
     })
 }
 
@@ -145,6 +151,7 @@ fn main() {
         never_mounted,
         mnt: mnt.clone(),
         disks: o.disks.clone(),
+        image: o.image.clone(),
     };
     let mut rows = Vec::new();
     let all = ALL.iter().chain(golden::ALL.iter());

@@ -36,6 +36,8 @@ pub struct Ctx<'a> {
     pub mnt: PathBuf,
     /// The VM's disks, when it has them.
     pub disks: Option<Disks>,
+    /// An image the agent can pull (busybox: sh, echo, sleep).
+    pub image: Option<String>,
 }
 
 /// Disks a VM was started with, by the addresses a runtime would send.
@@ -150,6 +152,10 @@ pub const ALL: &[(&str, &str)] = &[
     (
         "hotplugged_disks",
         "a rootfs on a virtio-blk disk named by PCI path, a volume on a virtio-scsi disk named by SCSI address, the disk as a device in the container",
+    ),
+    (
+        "guest_pull",
+        "remote-hypervisor mode as runtime-rs sends it: the sandbox container pulled as \"pause\", a workload image pulled by the agent from a registry, run, exec, remove, destroy",
     ),
 ];
 
@@ -324,6 +330,46 @@ pub async fn run(name: &str, c: &Ctx<'_>) -> Outcome {
                 matches!(st, Ok(Ok(0))),
                 "an empty WriteStdin did not close stdin (cat kept running)",
             )?;
+            ok(k.destroy().await, "DestroySandbox")
+        }
+        "guest_pull" => {
+            let Some(image) = &c.image else {
+                return Err(Verdict::Skip("no registry (--registry or --image)".into()));
+            };
+            use bosun::client::spec;
+            ok(k.sandbox("conf-pull").await, "CreateSandbox")?;
+            let pause = spec::guest_pull_request("conf-pull-pause", "pause", spec::pause(None), true);
+            ok(
+                k.send_container(&pause).await,
+                "CreateContainer (pause, image_guest_pull \"pause\")",
+            )?;
+            ok(k.start("conf-pull-pause").await, "StartContainer (pause)")?;
+            let args = [
+                "sh".to_string(),
+                "-c".into(),
+                format!("echo pulled-ok; exec sleep {MARK}"),
+            ];
+            let wl = spec::guest_pull_request("conf-pull-wl", image, spec::container(None, &args), false);
+            ok(
+                k.send_container(&wl).await,
+                &format!("CreateContainer (image_guest_pull {image})"),
+            )?;
+            ok(k.start("conf-pull-wl").await, "StartContainer")?;
+            ok(
+                k.read_until("conf-pull-wl", "conf-pull-wl", "pulled-ok", crate::golden::READ_BOUND)
+                    .await,
+                "ReadStdout",
+            )?;
+            ok(
+                k.exec("conf-pull-wl", "conf-pull-e", &["echo", "exec-ok"]).await,
+                "ExecProcess",
+            )?;
+            let out = ok(k.read_all("conf-pull-wl", "conf-pull-e").await, "ReadStdout (exec)")?;
+            check(
+                out == b"exec-ok\n",
+                format!("exec printed {:?}", String::from_utf8_lossy(&out)),
+            )?;
+            ok(k.remove("conf-pull-wl").await, "RemoveContainer")?;
             ok(k.destroy().await, "DestroySandbox")
         }
         "hotplugged_disks" => {
