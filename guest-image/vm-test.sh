@@ -5,16 +5,27 @@
 # hvsock: the conformance suite, then a pod. bosun is the guest's init; the
 # pod's DestroySandbox powers the VM off (agent.poweroff_on_destroy=vm-pod),
 # and QEMU must then exit by itself.
+# The guest also pulls a workload image for real, from a registry on the
+# loopback of a network namespace of this script's own (the whole test runs
+# in it, so nothing listens on this machine's network): QEMU user networking
+# with restrict=on (the guest reaches nothing else) and a guestfwd rule that
+# maps 10.0.2.100:5000 in the guest to that registry.
 #   guest-image/vm-test.sh IMAGE_DIR BIN_DIR
 set -euo pipefail
+if [ -z "${BOSUN_VM_TEST_NETNS:-}" ]; then
+  BOSUN_VM_TEST_NETNS=1 exec unshare --net -- "$0" "$@"
+fi
+ip link set lo up
 img=$(realpath "${1:?usage: vm-test.sh IMAGE_DIR BIN_DIR}")
 bin=$(realpath "${2:?usage: vm-test.sh IMAGE_DIR BIN_DIR}")
 work=$(mktemp -d)
 console="$work/console.log"
 vhost_pid=""
 qemu_pid=""
+registry_pid=""
 cleanup() {
   [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null || true
+  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null || true
   [ -n "$vhost_pid" ] && kill "$vhost_pid" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$work"
@@ -49,6 +60,27 @@ mkfs.ext4 -q -F -d "$work/disk-vol" "$work/pmem.img" 32M
 truncate -s 16M "$work/swap.img"
 mkswap -q "$work/swap.img" >/dev/null
 
+# The registry (Debian's docker-registry) and the image the guest pulls:
+# a busybox rootfs as one layer (skopeo's tarball transport).
+mkdir -p "$work/registry"
+printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:5000\n' \
+  "$work/registry/data" > "$work/registry/config.yml"
+docker-registry serve "$work/registry/config.yml" >"$work/registry.log" 2>&1 &
+registry_pid=$!
+for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/5000) 2>/dev/null && break; sleep 0.05; done
+image_root="$work/image-root"
+mkdir -p "$image_root"/{bin,proc,dev,sys,etc,tmp}
+cp "$(command -v busybox)" "$image_root/bin/busybox"
+for a in sh echo cat ls sleep hostname wc; do ln -s busybox "$image_root/bin/$a"; done
+echo "pulled image" > "$image_root/etc/motd"
+tar -C "$image_root" -cf "$work/image.tar" .
+skopeo copy --quiet --insecure-policy --dest-tls-verify=false "tarball:$work/image.tar" \
+  docker://127.0.0.1:5000/bosun-conformance/busybox:latest || fail "push the test image"
+# One relay per guest connection (guestfwd's cmd: form), with bash's /dev/tcp.
+printf '#!/bin/bash\nexec 3<>/dev/tcp/127.0.0.1/5000 || exit 1\ncat <&3 &\ncat >&3\n' > "$work/relay.sh"
+chmod +x "$work/relay.sh"
+registry_in_guest=10.0.2.100:5000
+
 vhost-device-vsock --vm "guest-cid=3,socket=$work/vhost.sock,uds-path=$work/vm.vsock" >"$work/vhost.log" 2>&1 &
 vhost_pid=$!
 for _ in $(seq 1 100); do [ -S "$work/vhost.sock" ] && break; sleep 0.05; done
@@ -64,14 +96,16 @@ qemu-system-x86_64 -M q35,memory-backend=mem,nvdimm=on -accel "$accel" -m 512M,s
   -qmp "unix:$work/qmp.sock,server=on,wait=off" \
   -nographic -nodefaults -serial "file:$console" -no-reboot \
   -kernel "$img/vmlinuz" -initrd "$img/initrd.gz" \
-  -append "console=ttyS0 panic=-1 quiet agent.server_addr=vsock://-1:1024 agent.log=info agent.log_format=text agent.poweroff_on_destroy=vm-pod" \
+  -append "console=ttyS0 panic=-1 quiet agent.server_addr=vsock://-1:1024 agent.log=info agent.log_format=text agent.poweroff_on_destroy=vm-pod agent.insecure_registries=$registry_in_guest" \
   -chardev "socket,id=c,path=$work/vhost.sock" -device vhost-user-vsock-pci,chardev=c \
   -device pcie-root-port,id=rp1,bus=pcie.0,addr=0x2,chassis=1 \
   -drive "file=$work/blk.img,if=none,id=blk0,format=raw" -device virtio-blk-pci,drive=blk0,bus=rp1,addr=0x0 \
   -device virtio-scsi-pci,id=scsi0,bus=pcie.0,addr=0x3 \
   -drive "file=$work/scsi.img,if=none,id=sd0,format=raw" -device scsi-hd,drive=sd0,bus=scsi0.0,channel=0,scsi-id=0,lun=0 \
   -drive "file=$work/swap.img,if=none,id=swap0,format=raw" -device virtio-blk-pci,drive=swap0,bus=pcie.0,addr=0x4 \
-  -object "memory-backend-file,id=nv0,share=on,mem-path=$work/pmem.img,size=32M" -device nvdimm,id=nvdimm0,memdev=nv0 &
+  -object "memory-backend-file,id=nv0,share=on,mem-path=$work/pmem.img,size=32M" -device nvdimm,id=nvdimm0,memdev=nv0 \
+  -netdev "user,id=n0,restrict=on,guestfwd=tcp:$registry_in_guest-cmd:$work/relay.sh" \
+  -device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,bus=pcie.0,addr=0x5 &
 qemu_pid=$!
 
 addr="hvsock://$work/vm.vsock:1024"
@@ -87,8 +121,12 @@ boot=$(echo "$(date +%s.%N) - $start" | bc)
 echo "== boot to ready (QEMU launch to first Check, $accel): ${boot} s"
 
 echo "== $(ctl version)"
+# The pod's network, as a runtime sets it: the interface (by MAC) and a
+# default route, through bosun's own UpdateInterface and UpdateRoutes.
+ctl call UpdateInterface '{"interface":{"name":"eth0","hwAddr":"52:54:00:12:34:56","mtu":1500,"IPAddresses":[{"address":"10.0.2.15","mask":"24"}]}}' >/dev/null || fail "UpdateInterface"
+ctl call UpdateRoutes '{"routes":{"Routes":[{"dest":"","gateway":"10.0.2.2","device":"eth0"}]}}' >/dev/null || fail "UpdateRoutes"
 echo "== conformance suite in the guest"
-"$bin/bosun-conformance" --addr "$addr" --rootfs /rootfs --blk-pci-path 02/00 --scsi-addr 0:0 || fail "conformance suite"
+"$bin/bosun-conformance" --addr "$addr" --rootfs /rootfs --blk-pci-path 02/00 --scsi-addr 0:0 --registry "$registry_in_guest" || fail "conformance suite"
 
 t0=$(date +%s.%N)
 # CreateSandbox kernel_modules: vsock_loopback is loaded for real (its
@@ -107,6 +145,17 @@ ctl create app --rootfs /rootfs -- sleep 300 || fail "create app"
 ctl start app || fail "start app"
 ex=$(ctl exec app e1 -- sh -c 'echo exec ok') || fail "exec"
 [ "$ex" = "exec ok" ] || fail "exec output: $ex"
+# A workload pulled by the guest from the registry, as runtime-rs asks.
+pull0=$(date +%s.%N)
+ctl create pulled --image "$registry_in_guest/bosun-conformance/busybox:latest" -- sh -c 'cat /etc/motd; exec sleep 300' || fail "create a pulled workload"
+pull=$(echo "$(date +%s.%N) - $pull0" | bc)
+ctl start pulled || fail "start the pulled workload"
+motd=$(ctl exec pulled m1 -- cat /etc/motd) || fail "exec in the pulled workload"
+[ "$motd" = "pulled image" ] || fail "the pulled workload's rootfs: $motd"
+echo "== pulled $registry_in_guest/bosun-conformance/busybox:latest in the guest (CreateContainer ${pull} s), exec read: $motd"
+ctl images
+ctl rm pulled || fail "remove the pulled workload"
+ctl images | grep -q "^0 layer(s)" || fail "layers left after the pulled workload went: $(ctl images)"
 grep -q "kernel module.*vsock_loopback" "$console" || fail "the agent did not report loading vsock_loopback"
 echo "== kernel module from CreateSandbox: $(grep -o "kernel module.*vsock_loopback.*" "$console" | head -n1)"
 # Over vsock loopback (CID 1, there only because the module loaded), the

@@ -579,6 +579,31 @@ mod tests {
     }
 
     #[test]
+    fn image_store_and_registries() {
+        let c = resolve(&["--run-dir", "/r"], &[], None).unwrap();
+        assert_eq!(c.image_dir, PathBuf::from("/r/images"), "under the run dir by default");
+        assert!(c.registry.insecure.is_empty() && c.registry.auths.is_empty());
+        assert_eq!(c.registry.stall_timeout, Duration::from_secs(30));
+        let c = resolve(
+            &["--image-dir", "/disk/images"],
+            &[],
+            Some("agent.insecure_registries=10.0.2.100:5000,r.local agent.registry_timeout=5"),
+        )
+        .unwrap();
+        assert_eq!(c.image_dir, PathBuf::from("/disk/images"));
+        assert_eq!(
+            c.registry.insecure,
+            vec!["10.0.2.100:5000".to_string(), "r.local".into()]
+        );
+        assert_eq!(c.registry.stall_timeout, Duration::from_secs(5));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("auth.json");
+        std::fs::write(&f, r#"{"auths":{"r.local":{"username":"u","password":"p"}}}"#).unwrap();
+        let c = resolve(&[], &[("BOSUN_REGISTRY_AUTH_FILE", f.to_str().unwrap())], None).unwrap();
+        assert_eq!(c.registry.auths["r.local"].user, "u");
+    }
+
+    #[test]
     fn cmdline_only_when_pid1_or_asked() {
         let none = |_: &str| None;
         let empty = HashMap::new();

@@ -586,6 +586,12 @@ fn pull_past_the_timeout_leaves_no_container_and_the_retry_reuses_layers() {
     for l in &built.layers {
         assert_eq!(proxy.blob_gets(l), 1, "layer {l}: the retry used what was fetched");
     }
+    let log = pod.agent.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("pulling layer") && l.contains("mb_per_s")),
+        "progress is logged every second of a pull"
+    );
     pod.start_c("slowpoke").unwrap();
     pod.remove("slowpoke").unwrap();
     pod.destroy().unwrap();
@@ -674,6 +680,7 @@ fn restart_mid_pull_discards_the_half_layer() {
         "the layer whole"
     );
     pod.remove("cut").unwrap();
+    assert!(layers(&pod).is_empty(), "the layers went with their container");
     pod.destroy().unwrap();
 }
 

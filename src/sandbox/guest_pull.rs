@@ -74,7 +74,7 @@ impl Sandbox {
                 Err(_) => {
                     warn!(self.log, "image pull outlasted the request"; "image" => image, "ms" => start.elapsed().as_millis() as u64);
                     return Err(AgentError::DeadlineExceeded(format!(
-                        "image pull of {image:?} still running after {} ms, the request's timeout; its layers keep downloading, and a CreateContainer sent again uses them",
+                        "image pull of {image:?} still running after {} ms, the request's timeout; the layers it fetches are kept for a CreateContainer sent again",
                         start.elapsed().as_millis()
                     )));
                 }

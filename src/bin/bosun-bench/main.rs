@@ -6,8 +6,10 @@
 
 mod floor;
 mod pods;
+mod pull;
 mod stats;
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -87,7 +89,9 @@ impl Drop for OwnAgent {
     }
 }
 
-fn start_own() -> Result<(OwnAgent, Address), String> {
+/// Starts the bench's own bosun in private mount, UTS and IPC namespaces,
+/// and a private network namespace: `net` (the bench registry's) or a new one.
+fn start_own(net: Option<&Path>) -> Result<(OwnAgent, Address), String> {
     let exe = std::env::current_exe()
         .map_err(|e| e.to_string())?
         .with_file_name("bosun");
@@ -98,14 +102,40 @@ fn start_own() -> Result<(OwnAgent, Address), String> {
         .or_else(|_| tempfile::tempdir())
         .map_err(|e| e.to_string())?;
     let addr = Address::Unix(dir.path().join("bosun.sock"));
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--uts", "--ipc", "--net", "--propagation", "private", "--"])
-        .arg(&exe);
+    let mut cmd = match net {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={}", ns.display())).args([
+                "--",
+                "unshare",
+                "--mount",
+                "--uts",
+                "--ipc",
+                "--propagation",
+                "private",
+                "--",
+            ]);
+            c
+        }
+        None => {
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--uts", "--ipc", "--net", "--propagation", "private", "--"]);
+            c
+        }
+    };
+    cmd.arg(&exe);
     cmd.arg("--server-addr")
         .arg(addr.to_string())
         .arg("--run-dir")
         .arg(dir.path().join("run"))
-        .args(["--cgroup-parent", "bosun-bench", "--log-level", "warn"]);
+        .args([
+            "--cgroup-parent",
+            "bosun-bench",
+            "--log-level",
+            "warn",
+            "--insecure-registries",
+            "127.0.0.1:5000",
+        ]);
     let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -246,9 +276,15 @@ fn main() {
         }
     };
     let root = nix::unistd::Uid::effective().is_root();
+    // The pull rows' registry, when the bench runs its own bosun as root.
+    let registry = match (root, &o.addr) {
+        (true, None) => Some(pull::setup()),
+        _ => None,
+    };
+    let net = registry.as_ref().and_then(|r| r.as_ref().ok()).map(|r| r.ns.path());
     let (_own, addr) = match &o.addr {
         Some(a) => (None, a.clone()),
-        None => match start_own() {
+        None => match start_own(net.as_deref()) {
             Ok((a, addr)) => (Some(a), addr),
             Err(e) => {
                 eprintln!("bosun-bench: {e}");
@@ -344,6 +380,25 @@ fn main() {
         pods::run(&rt, &c, vs.as_mut(), &rootfs, o.pods, pid, warm, &mut rows);
     } else {
         rows.push(Row::new("pod lifecycle", "SKIP (needs root)".into()));
+    }
+    match &registry {
+        Some(Ok(reg)) => {
+            let mut r = pull::rows(&rt, &c, reg, pid);
+            if o.vs.is_some() {
+                // The Kata agent pulls through a Confidential Data Hub process
+                // (image-rs), which the bench does not run, and its namespace
+                // does not reach the bench's registry.
+                for row in r.iter_mut().skip(1).take(2) {
+                    row.vs = Some("not measured (needs CDH)".into());
+                }
+            }
+            rows.extend(r);
+        }
+        Some(Err(e)) => rows.push(Row::new("image pull", format!("FAILED: registry set-up: {e}"))),
+        None => rows.push(Row::new(
+            "image pull",
+            "SKIP (needs root and the bench's own bosun: it runs in the bench registry's namespace)".into(),
+        )),
     }
     if let Some(i) = idle {
         rows.push(
