@@ -118,7 +118,8 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
         };
         let guard = bosun::protect::Guard::new(socket, &cfg.run_dir);
         let sandbox = std::sync::Arc::new(Sandbox::new(log, &cfg.run_dir, &cfg.cgroup_parent, guard, reaper));
-        let images = bosun::image::ImageStore::open(&cfg.image_dir, cfg.registry.clone(), log)
+        let owns_dir = cfg.image_dir.starts_with(&cfg.run_dir);
+        let images = bosun::image::ImageStore::open(&cfg.image_dir, owns_dir, cfg.registry.clone(), log)
             .map_err(|e| anyhow::anyhow!("image store: {e}"))?;
         sandbox.set_image_store(images);
         sandbox.recover().await;

@@ -179,7 +179,7 @@ pub fn compress(tar: &[u8], comp: Comp) -> std::io::Result<Vec<u8>> {
             e.write_all(tar)?;
             e.finish()?
         }
-        Comp::Zstd => zstd::stream::encode_all(tar, 3)?,
+        Comp::Zstd => ruzstd::encoding::compress_to_vec(tar, ruzstd::encoding::CompressionLevel::Fastest),
     })
 }
 

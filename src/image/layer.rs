@@ -112,8 +112,8 @@ fn unpack_counted(
             limits,
         ),
         Compression::Zstd => run(
-            zstd::stream::read::Decoder::new(blob).map_err(|e| PullError::Stream(e.to_string()))?,
-            |d| Ok(d.finish().into_inner()),
+            super::zstd_frames::ZstdFrames::new(io::BufReader::with_capacity(64 << 10, blob)),
+            |d| Ok(d.into_inner().into_inner()),
             expected,
             dest,
             limits,

@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod reference;
 pub mod registry;
 pub mod unpack;
+pub mod zstd_frames;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -134,7 +135,11 @@ pub struct ImageStore {
     pins: Mutex<HashMap<String, usize>>,
     images: Mutex<BTreeMap<String, ImageRecord>>,
     slots: Arc<tokio::sync::Semaphore>,
+    owns_dir: bool,
 }
+
+/// The store's directories (see the module's doc).
+const SUBDIRS: [&str; 3] = ["layers", "tmp", "containers"];
 
 /// What GetDiagnosticData and `bosunctl images` show.
 #[derive(Debug, serde::Serialize)]
@@ -151,9 +156,12 @@ pub struct Inventory {
 
 impl ImageStore {
     /// Opens (creating) the store at `dir`; discards half-unpacked layers.
-    pub fn open(dir: &Path, cfg: RegistryConfig, log: &Logger) -> Result<Arc<Self>, String> {
-        for d in ["layers", "tmp", "containers"] {
-            std::fs::create_dir_all(dir.join(d)).map_err(|e| format!("create {}: {e}", dir.join(d).display()))?;
+    /// Nothing is created until the first pull; `owns_dir`: the directory
+    /// itself is bosun's (the default, under the run dir) and goes when
+    /// the store is empty, rather than only what bosun made inside it.
+    pub fn open(dir: &Path, owns_dir: bool, cfg: RegistryConfig, log: &Logger) -> Result<Arc<Self>, String> {
+        if !dir.is_absolute() {
+            return Err(format!("{} is not an absolute path", dir.display()));
         }
         let log = log.new(o!("subsystem" => "image"));
         let tmp = dir.join("tmp");
@@ -179,7 +187,31 @@ impl ImageStore {
             pins: Mutex::new(HashMap::new()),
             images: Mutex::new(images),
             slots: Arc::new(tokio::sync::Semaphore::new(PARALLEL_LAYERS)),
+            owns_dir,
         }))
+    }
+
+    /// Creates the store's directories (at each pull: cheap once they exist).
+    fn prepare(&self) -> Result<(), PullError> {
+        for d in SUBDIRS {
+            let p = self.dir.join(d);
+            std::fs::create_dir_all(&p).map_err(|e| PullError::Internal(format!("create {}: {e}", p.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the store's empty directories (DestroySandbox, after the
+    /// layers went): the pod leaves nothing. Anything still inside stays.
+    pub fn tidy(&self) {
+        if !self.inflight.lock().expect("inflight lock").is_empty() {
+            return;
+        }
+        for d in SUBDIRS {
+            let _ = std::fs::remove_dir(self.dir.join(d));
+        }
+        if self.owns_dir {
+            let _ = std::fs::remove_dir(&self.dir);
+        }
     }
 
     /// The store's directory.
@@ -203,6 +235,7 @@ impl ImageStore {
     /// leaves them to finish, so that a retry finds them done.
     pub async fn pull(self: &Arc<Self>, reference: &str) -> Result<Pulled, PullError> {
         let r = Reference::parse(reference)?;
+        self.prepare()?;
         let (manifest_digest, config, layers) = self.resolve(&r).await?;
         if config.size > manifest::MAX_CONFIG {
             return Err(PullError::TooLarge(format!(
@@ -375,7 +408,11 @@ impl ImageStore {
     pub fn collect(&self, in_use: &HashSet<String>) -> Result<usize, String> {
         let mut removed = 0;
         let mut errors = Vec::new();
-        let rd = std::fs::read_dir(self.dir.join("layers")).map_err(|e| e.to_string())?;
+        let rd = match std::fs::read_dir(self.dir.join("layers")) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e.to_string()),
+        };
         for e in rd.flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
             if in_use.contains(&id) {

@@ -343,8 +343,9 @@ impl Sandbox {
         }
         let mut report = self.teardown_sandbox_storages().await;
         report.run("copied files", self.remove_copied());
-        if self.image_store().is_some() {
+        if let Some(store) = self.image_store().cloned() {
             report.run("image layers", self.collect_layers().await);
+            store.tidy();
         }
         report.run(
             "rmdir",
