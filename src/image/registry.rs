@@ -87,7 +87,9 @@ type Http = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// The client; one per agent, shared by every pull.
 pub struct Registry {
-    http: Http,
+    /// Made at the first pull: the CA roots are read then, so that an agent
+    /// that never pulls never holds them (about 1 MiB of resident memory).
+    http: std::sync::OnceLock<Http>,
     cfg: RegistryConfig,
     /// Bearer tokens by `host/repository`.
     tokens: Mutex<HashMap<String, String>>,
@@ -97,9 +99,23 @@ const MAX_REDIRECTS: usize = 5;
 const MAX_TOKEN_BODY: u64 = 1 << 20;
 
 impl Registry {
-    /// A client with the system's CA roots (none found: every HTTPS
-    /// registry fails verification, and says so).
+    /// A client for `cfg`; nothing is set up until the first request.
     pub fn new(cfg: RegistryConfig) -> Self {
+        Self {
+            http: std::sync::OnceLock::new(),
+            cfg,
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The HTTP client, with the system's CA roots (none found: every
+    /// HTTPS registry fails verification, and says so).
+    fn http(&self) -> &Http {
+        self.http.get_or_init(|| self.build_http())
+    }
+
+    fn build_http(&self) -> Http {
+        let cfg = &self.cfg;
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let builder = match builder.with_native_roots() {
             Ok(b) => b,
@@ -114,14 +130,9 @@ impl Registry {
         http.set_connect_timeout(Some(cfg.stall_timeout));
         http.set_nodelay(true);
         let conn = builder.https_or_http().enable_http1().wrap_connector(http);
-        let http = Client::builder(TokioExecutor::new())
+        Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(conn);
-        Self {
-            http,
-            cfg,
-            tokens: Mutex::new(HashMap::new()),
-        }
+            .build(conn)
     }
 
     /// The stall bound.
@@ -252,7 +263,7 @@ impl Registry {
             let req = req
                 .body(Empty::new())
                 .map_err(|e| self.unavailable(r, format!("request: {e}")))?;
-            let sent = tokio::time::timeout(self.cfg.stall_timeout, self.http.request(req)).await;
+            let sent = tokio::time::timeout(self.cfg.stall_timeout, self.http().request(req)).await;
             let failure = match sent {
                 Err(_) => format!("no answer within {:?}", self.cfg.stall_timeout),
                 Ok(Err(e)) => format!("{}: {}", what, error_chain(&e)),
@@ -361,7 +372,7 @@ impl Registry {
                 let req = req
                     .body(Empty::new())
                     .map_err(|e| denied(format!("token request: {e}")))?;
-                let resp = tokio::time::timeout(self.cfg.stall_timeout, self.http.request(req))
+                let resp = tokio::time::timeout(self.cfg.stall_timeout, self.http().request(req))
                     .await
                     .map_err(|_| self.unavailable(r, format!("token service {realm} did not answer")))?
                     .map_err(|e| self.unavailable(r, format!("token service {realm}: {}", error_chain(&e))))?;

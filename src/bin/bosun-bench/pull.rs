@@ -16,7 +16,7 @@ use bosun::protocols::agent::*;
 use crate::stats::{ms, Row};
 
 const LAYERS: usize = 5;
-const FILES_PER_LAYER: usize = 160;
+const FILES_PER_LAYER: usize = 200;
 const FILE_BYTES: usize = 128 << 10;
 const IMAGE: &str = "bench/image";
 
