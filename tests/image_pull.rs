@@ -234,6 +234,17 @@ fn incompressible(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+/// busybox, and a layer with one file `/r` of `mib` MiB that does not compress.
+fn busybox_and_big(mib: usize, seed: u64, comp: Comp) -> Vec<(Vec<Entry>, Comp)> {
+    vec![
+        (busybox_layer(), Comp::Gzip),
+        (
+            vec![Entry::File("r".into(), incompressible(mib << 20, seed), 0o644)],
+            comp,
+        ),
+    ]
+}
+
 /// A tmpfs of `mib` MiB at a new temp dir, unmounted when dropped (the
 /// test's own mount, in its own mount namespace under `make test`).
 struct SmallFs(tempfile::TempDir);
@@ -399,18 +410,7 @@ fn stalled_registry_is_unavailable_and_leaves_nothing() {
     assert!(common::is_root(), "needs root");
     let reg = TestRegistry::anonymous();
     let proxy = common::registry::Proxy::start(&reg.ns);
-    reg.push(
-        "big",
-        "v1",
-        &[
-            (busybox_layer(), Comp::Gzip),
-            (
-                vec![Entry::File("r".into(), incompressible(4 << 20, 7), 0o644)],
-                Comp::Gzip,
-            ),
-        ],
-        None,
-    );
+    reg.push("big", "v1", &busybox_and_big(4, 7, Comp::Gzip), None);
     let pod = remote_pod(&reg, &["--registry-timeout", "1"]);
     proxy.stall_after.store(1 << 20, std::sync::atomic::Ordering::Relaxed);
     let wl = workload(&pod, "127.0.0.1:5001/big:v1", "stalled");
@@ -436,6 +436,17 @@ fn creds_file(dir: &Path, host: &str) -> String {
     p.to_str().unwrap().to_string()
 }
 
+/// Starts and removes `cid`, destroys the pod; the password was never logged.
+fn run_remove_destroy_unlogged(pod: &Pod, cid: &str) {
+    pod.start_c(cid).unwrap();
+    pod.remove(cid).unwrap();
+    pod.destroy().unwrap();
+    assert!(
+        !pod.agent.log().contains(common::registry::PASSWORD),
+        "the password was logged"
+    );
+}
+
 /// Basic auth: refused without credentials (PERMISSION_DENIED), pulled
 /// with them; the password never reaches the log.
 #[test]
@@ -456,13 +467,7 @@ fn basic_auth_registry() {
     let pod = remote_pod(&reg, &["--registry-auth-file", &auth]);
     pod.send_create_container(&workload(&pod, &reg.image("private", "v1"), "authed"))
         .unwrap();
-    pod.start_c("authed").unwrap();
-    pod.remove("authed").unwrap();
-    pod.destroy().unwrap();
-    assert!(
-        !pod.agent.log().contains(common::registry::PASSWORD),
-        "the password was logged"
-    );
+    run_remove_destroy_unlogged(&pod, "authed");
 }
 
 /// The bearer-token flow: the registry's challenge names the token
@@ -484,13 +489,7 @@ fn token_auth_registry() {
         asked.iter().any(|s| s == "repository:tokened:pull"),
         "bosun's token requests: {asked:?}"
     );
-    pod.start_c("tok").unwrap();
-    pod.remove("tok").unwrap();
-    pod.destroy().unwrap();
-    assert!(
-        !pod.agent.log().contains(common::registry::PASSWORD),
-        "the password was logged"
-    );
+    run_remove_destroy_unlogged(&pod, "tok");
 }
 
 /// Two containers pulling one image at once: one download of each layer,
@@ -501,18 +500,7 @@ fn one_download_for_two_pulls_and_shared_layers() {
     assert!(common::is_root(), "needs root");
     let reg = TestRegistry::anonymous();
     let proxy = common::registry::Proxy::start(&reg.ns);
-    let built = reg.push(
-        "shared",
-        "v1",
-        &[
-            (busybox_layer(), Comp::Gzip),
-            (
-                vec![Entry::File("r".into(), incompressible(3 << 20, 9), 0o644)],
-                Comp::Gzip,
-            ),
-        ],
-        None,
-    );
+    let built = reg.push("shared", "v1", &busybox_and_big(3, 9, Comp::Gzip), None);
     let pod = remote_pod(&reg, &[]);
     // Slow enough that the two pulls overlap.
     proxy.rate.store(4 << 20, std::sync::atomic::Ordering::Relaxed);
@@ -547,18 +535,7 @@ fn pull_past_the_timeout_leaves_no_container_and_the_retry_reuses_layers() {
     assert!(common::is_root(), "needs root");
     let reg = TestRegistry::anonymous();
     let proxy = common::registry::Proxy::start(&reg.ns);
-    let built = reg.push(
-        "slow",
-        "v1",
-        &[
-            (busybox_layer(), Comp::Gzip),
-            (
-                vec![Entry::File("r".into(), incompressible(6 << 20, 3), 0o644)],
-                Comp::Gzip,
-            ),
-        ],
-        None,
-    );
+    let built = reg.push("slow", "v1", &busybox_and_big(6, 3, Comp::Gzip), None);
     let pod = remote_pod(&reg, &[]);
     proxy.rate.store(2 << 20, std::sync::atomic::Ordering::Relaxed);
     let wl = workload(&pod, "127.0.0.1:5001/slow:v1", "slowpoke");
@@ -608,18 +585,7 @@ fn restart_mid_pull_discards_the_half_layer() {
     assert!(common::is_root(), "needs root");
     let reg = TestRegistry::anonymous();
     let proxy = common::registry::Proxy::start(&reg.ns);
-    reg.push(
-        "cut",
-        "v1",
-        &[
-            (busybox_layer(), Comp::Gzip),
-            (
-                vec![Entry::File("r".into(), incompressible(4 << 20, 5), 0o644)],
-                Comp::None,
-            ),
-        ],
-        None,
-    );
+    reg.push("cut", "v1", &busybox_and_big(4, 5, Comp::None), None);
     let mut pod = remote_pod(&reg, &["--registry-timeout", "30"]);
     // Stalled after 2 MiB, in the middle of the big layer.
     proxy.stall_after.store(2 << 20, std::sync::atomic::Ordering::Relaxed);

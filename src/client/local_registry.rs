@@ -79,6 +79,27 @@ impl NetNs {
     }
 }
 
+/// A command (the program is added by the caller) in new mount, UTS and
+/// IPC namespaces (propagation private) and the network namespace `net`,
+/// or a new one: how the tests and the bench run bosun off this machine's
+/// mounts, hostname and network.
+pub fn isolated_command(net: Option<&Path>) -> Command {
+    let mut c = match net {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={}", ns.display())).args(["--", "unshare"]);
+            c
+        }
+        None => {
+            let mut c = Command::new("unshare");
+            c.arg("--net");
+            c
+        }
+    };
+    c.args(["--mount", "--uts", "--ipc", "--propagation", "private", "--"]);
+    c
+}
+
 /// Joins the network namespace at `path`, for the calling thread only.
 pub fn enter(path: &Path) -> io::Result<()> {
     let f = std::fs::File::open(path)?;

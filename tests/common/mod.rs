@@ -33,40 +33,11 @@ fn spawn(args: &[String], dir: &Path, env: &[(&str, &str)], isolated: bool, net:
         .append(true)
         .open(dir.join("bosun.log"))
         .expect("log file");
-    let mut cmd = if let (true, Some(ns)) = (isolated, net) {
-        // Into the given network namespace (the test registry's), and
-        // new mount, UTS and IPC ones of its own.
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", ns.display()));
-        c.args([
-            "--",
-            "unshare",
-            "--mount",
-            "--uts",
-            "--ipc",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            ISOLATED_RUN,
-        ]);
-        c.arg(env!("CARGO_BIN_EXE_bosun"));
-        c
-    } else if isolated {
-        let mut c = Command::new("unshare");
-        c.args([
-            "--mount",
-            "--uts",
-            "--ipc",
-            "--net",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            ISOLATED_RUN,
-        ]);
+    let mut cmd = if isolated {
+        // New mount, UTS and IPC namespaces; the network namespace `net`
+        // (a test registry's) or a new one.
+        let mut c = bosun::client::local_registry::isolated_command(net);
+        c.args(["sh", "-c", ISOLATED_RUN]);
         c.arg(env!("CARGO_BIN_EXE_bosun"));
         c
     } else {

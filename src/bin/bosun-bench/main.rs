@@ -10,7 +10,7 @@ mod pull;
 mod stats;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use bosun::client::Client;
@@ -102,27 +102,7 @@ fn start_own(net: Option<&Path>) -> Result<(OwnAgent, Address), String> {
         .or_else(|_| tempfile::tempdir())
         .map_err(|e| e.to_string())?;
     let addr = Address::Unix(dir.path().join("bosun.sock"));
-    let mut cmd = match net {
-        Some(ns) => {
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net={}", ns.display())).args([
-                "--",
-                "unshare",
-                "--mount",
-                "--uts",
-                "--ipc",
-                "--propagation",
-                "private",
-                "--",
-            ]);
-            c
-        }
-        None => {
-            let mut c = Command::new("unshare");
-            c.args(["--mount", "--uts", "--ipc", "--net", "--propagation", "private", "--"]);
-            c
-        }
-    };
+    let mut cmd = bosun::client::local_registry::isolated_command(net);
     cmd.arg(&exe);
     cmd.arg("--server-addr")
         .arg(addr.to_string())
@@ -169,10 +149,15 @@ fn agent_pid(addr: &Address) -> Option<i32> {
 
 /// VmRSS in MiB.
 fn rss_mib(pid: i32) -> Option<f64> {
+    status_mib(pid, "VmRSS:")
+}
+
+/// A kB field of /proc/PID/status (VmRSS:, VmHWM:) in MiB.
+pub fn status_mib(pid: i32, key: &str) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = s
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(key))?
         .split_whitespace()
         .next()?
         .parse()

@@ -203,23 +203,11 @@ pub fn rows(rt: &tokio::runtime::Runtime, c: &Client, s: &Setup, pid: Option<i32
         }
         Err(e) => rows.push(Row::new("image pull", format!("FAILED: {e}"))),
     }
-    if let Some(hwm) = pid.and_then(peak_rss_mib) {
+    if let Some(hwm) = pid.and_then(|p| crate::status_mib(p, "VmHWM:")) {
         rows.push(Row::new(
             "RSS peak of the agent (VmHWM) after the pulls",
             format!("{hwm:.1} MiB"),
         ));
     }
     rows
-}
-
-fn peak_rss_mib(pid: i32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
 }
