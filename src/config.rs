@@ -125,6 +125,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "on vsock, the peer CIDs served (2: the host): a comma list, or any; a container reaching the agent over vsock loopback is closed at accept",
     },
     OptionSpec {
+        flag: "worker-threads",
+        env: &["BOSUN_WORKER_THREADS"],
+        cmdline: Some("agent.worker_threads"),
+        default: Some("auto"),
+        help: "threads serving requests: a number (1 to 64), or auto (the guest's CPUs, at most 4)",
+    },
+    OptionSpec {
         flag: "cmdline-file",
         env: &["BOSUN_CMDLINE_FILE"],
         cmdline: None,
@@ -166,6 +173,8 @@ pub struct Config {
     pub pause_bundle: PathBuf,
     /// The image store's directory.
     pub image_dir: PathBuf,
+    /// Threads of the async runtime.
+    pub worker_threads: usize,
     /// How registries are reached.
     pub registry: crate::image::registry::RegistryConfig,
     /// Where each value came from, for the start-up log line.
@@ -397,7 +406,22 @@ impl Config {
                 "expected whole seconds, 1 to 3600".into(),
             )
         })?;
+        let v = pick("worker-threads").expect("has default");
+        let worker_threads = match v.0.as_str() {
+            "auto" => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(4),
+            n => n.parse().ok().filter(|n| (1..=64).contains(n)).ok_or_else(|| {
+                bad(
+                    "worker-threads",
+                    v.clone(),
+                    "expected auto or a number from 1 to 64".into(),
+                )
+            })?,
+        };
         Ok(Config {
+            worker_threads,
             image_dir,
             registry: crate::image::registry::RegistryConfig {
                 insecure,
@@ -555,6 +579,8 @@ mod tests {
                 "registry-auth-file",
             ),
             (&["--registry-timeout", "0"], &[], "registry-timeout"),
+            (&["--worker-threads", "0"], &[], "worker-threads"),
+            (&[], &[("BOSUN_WORKER_THREADS", "many")], "worker-threads"),
         ];
         for (i, (f, e, opt)) in cases.iter().enumerate() {
             match resolve(f, e, None) {
