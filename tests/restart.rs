@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bosun::protocols::agent::{CopyFileRequest, Storage};
+use bosun::protocols::agent::{CopyFileRequest, CreateContainerRequest, Storage};
 use common::pod::{spec, Pod};
 use common::{bosunctl, mounts_under};
 
@@ -275,4 +275,34 @@ fn copied_files_are_removed_by_a_destroy_after_a_restart() {
     pod.restart(&[], true);
     pod.destroy().unwrap();
     assert!(!file.exists() && !dir.exists(), "copied files outlived the sandbox");
+}
+
+/// Containers created and started at once (served on several threads):
+/// every one is in the journal, so a restart finds them all as they were.
+#[test]
+#[ignore = "needs root"]
+fn containers_created_at_once_all_survive_a_restart() {
+    let (mut pod, rootfs) = common::pod::started("parallel", true);
+    let ids: Vec<String> = (0..16).map(|i| format!("par{i}")).collect();
+    let reqs: Vec<CreateContainerRequest> = ids
+        .iter()
+        .map(|id| {
+            let mut r = CreateContainerRequest::new();
+            (r.container_id, r.exec_id) = (id.clone(), id.clone());
+            r.OCI = Some(spec(Some(&rootfs), &["sleep", "300"])).into();
+            r
+        })
+        .collect();
+    for (id, r) in ids.iter().zip(pod.send_create_containers_at_once(&reqs)) {
+        r.unwrap_or_else(|e| panic!("{id}: {e:?}"));
+    }
+    for id in &ids {
+        pod.start_c(id).unwrap();
+    }
+    let before = ps(&pod);
+    assert_eq!(before.len(), 17, "{before:?}");
+    assert!(before.iter().all(|(_, st)| st == "running"), "{before:?}");
+    pod.restart(&[], true);
+    assert_eq!(ps(&pod), before, "the journal held the newest state");
+    assert_clean(&pod);
 }

@@ -65,6 +65,10 @@ pub fn fnv64(data: &[u8]) -> u64 {
 /// The journal file of a run directory.
 pub struct Journal {
     path: PathBuf,
+    /// Held across taking a snapshot and writing it: with requests served
+    /// on several threads, two writers would share the temp file, and an
+    /// older snapshot could land after a newer one.
+    write: std::sync::Mutex<()>,
 }
 
 impl Journal {
@@ -72,7 +76,14 @@ impl Journal {
     pub fn new(run_dir: &Path) -> Self {
         Self {
             path: run_dir.join("state.json"),
+            write: std::sync::Mutex::new(()),
         }
+    }
+
+    /// The writers' lock: hold it from the snapshot to the end of `save`
+    /// or `remove`.
+    pub fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The file.

@@ -108,8 +108,47 @@ impl Process {
 /// boot), if it exists: with the pid, it names one process for good (a
 /// reused pid has another start time).
 pub fn start_time(pid: i32) -> Option<u64> {
+    stat(pid).map(|(_, t)| t)
+}
+
+/// Whether `pid`, started at `start_time`, still runs: gone, replaced by
+/// another process, or a zombie (it has exited; only its parent has not
+/// collected it: after a restart that parent is not bosun) all count as ended.
+pub fn still_runs(pid: i32, start_time: u64) -> bool {
+    matches!(stat(pid), Some((state, t)) if t == start_time && state != 'Z')
+}
+
+/// State (field 3) and start time (field 22) of /proc/PID/stat.
+fn stat(pid: i32) -> Option<(char, u64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces; fields resume after ')'.
     let rest = &s[s.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    let mut f = rest.split(' ');
+    let state = f.next()?.chars().next()?;
+    Some((state, f.nth(18)?.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zombie_or_a_reused_pid_has_ended() {
+        let me = std::process::id() as i32;
+        let t = start_time(me).expect("our own start time");
+        assert!(still_runs(me, t));
+        assert!(!still_runs(me, t + 1), "another start time: another process");
+        // A child that exited and is not reaped yet: a zombie.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let ct = start_time(pid).unwrap_or(0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while stat(pid).is_some_and(|(s, _)| s != 'Z') {
+            assert!(std::time::Instant::now() < deadline, "the child did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!still_runs(pid, ct), "a zombie has ended");
+        child.wait().unwrap();
+        assert!(!still_runs(pid, ct), "a reaped pid has ended");
+    }
 }

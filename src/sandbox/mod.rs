@@ -305,13 +305,12 @@ impl Sandbox {
     }
 
     /// The exit status of `p`, once it has exited. A process adopted after
-    /// a restart is not bosun's child: its end is seen (the pid is gone or
-    /// belongs to a process with another start time) but its status is
-    /// not, and reads as `ADOPTED_EXIT_UNKNOWN`.
+    /// a restart is not bosun's child: its end is seen (the pid is gone,
+    /// a zombie, or belongs to a process with another start time) but its
+    /// status is not, and reads as `ADOPTED_EXIT_UNKNOWN`.
     pub(crate) fn exit_of(&self, p: &Process) -> Option<i32> {
         if p.adopted {
-            (crate::process::start_time(p.pid) != Some(p.start_time))
-                .then(|| p.exit_status().unwrap_or(ADOPTED_EXIT_UNKNOWN))
+            (!crate::process::still_runs(p.pid, p.start_time)).then(|| p.exit_status().unwrap_or(ADOPTED_EXIT_UNKNOWN))
         } else {
             self.reaper.status(p.pid)
         }

@@ -158,6 +158,8 @@ impl Sandbox {
     /// Writes the journal (or removes it when bosun owns nothing). Called
     /// after every change, before the reply.
     pub(crate) fn persist(&self) -> Result<(), AgentError> {
+        // Snapshot and write in one: the file always holds the newest state.
+        let _writer = self.journal.write_lock();
         let s = self.snapshot();
         let r = if s.sandbox.is_none() && s.containers.is_empty() && s.ledger.all().is_empty() && s.copied.is_empty() {
             self.journal.remove().map_err(|source| JournalError::WriteStateFile {
