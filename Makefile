@@ -38,7 +38,7 @@ test: setup-test
 
 # BENCH_ARGS: --addr ADDR (another agent), --vs ADDR (a second one,
 # interleaved), --json, --checks N, --pods N.
-bench: build
+bench: setup-bench build
 	$(BIN)/bosun-bench $(BENCH_ARGS)
 
 # The guest: Debian's cloud kernel + an initramfs with bosun as /init.
