@@ -424,6 +424,49 @@ fn stalled_registry_is_unavailable_and_leaves_nothing() {
     pod.destroy().unwrap();
 }
 
+/// A registry answering 503 (overloaded, restarting): bosun retries with
+/// backoff and pulls; one that keeps failing is UNAVAILABLE after the
+/// bounded retries, with nothing left.
+#[test]
+#[ignore = "needs root"]
+fn registry_5xx_is_retried_then_unavailable() {
+    assert!(common::is_root(), "needs root");
+    let reg = TestRegistry::anonymous();
+    let proxy = common::registry::Proxy::start(&reg.ns);
+    reg.push("flaky", "v1", &[(busybox_layer(), Comp::Gzip)], None);
+    let pod = remote_pod(&reg, &[]);
+    proxy.fail_next.store(2, std::sync::atomic::Ordering::Relaxed);
+    pod.send_create_container(&workload(&pod, "127.0.0.1:5001/flaky:v1", "flaky1"))
+        .unwrap();
+    let failed = proxy
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("503 "))
+        .count();
+    assert_eq!(failed, 2, "the two 503s were met and retried past");
+    pod.start_c("flaky1").unwrap();
+    pod.remove("flaky1").unwrap();
+    pod.destroy().unwrap();
+    // A new agent (no pooled connection): every attempt meets a 503.
+    let pod = remote_pod(&reg, &[]);
+    proxy.fail_next.store(100, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::Instant::now();
+    let (code, msg) = pod
+        .send_create_container(&workload(&pod, "127.0.0.1:5001/flaky:v1", "flaky2"))
+        .unwrap_err();
+    assert_eq!(code, ttrpc::Code::UNAVAILABLE, "{msg}");
+    assert!(msg.contains("503") && msg.contains("4 attempts"), "{msg}");
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(1400),
+        "backoff 0.2 + 0.4 + 0.8 s between the attempts, took {:?}",
+        t.elapsed()
+    );
+    assert_nothing_left(&pod, "flaky2", "503s");
+    pod.destroy().unwrap();
+}
+
 fn creds_file(dir: &Path, host: &str) -> String {
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!(

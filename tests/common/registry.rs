@@ -258,6 +258,9 @@ pub struct Proxy {
     pub rate: AtomicU64,
     pub requests: Mutex<Vec<String>>,
     pub connections: AtomicUsize,
+    /// The next this many connections get `503 Service Unavailable` to
+    /// their first request, and are closed.
+    pub fail_next: AtomicUsize,
 }
 
 impl Proxy {
@@ -267,6 +270,7 @@ impl Proxy {
             rate: AtomicU64::new(0),
             requests: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
+            fail_next: AtomicUsize::new(0),
         });
         let listener = ns
             .run(|| TcpListener::bind(("127.0.0.1", PROXY_PORT)).expect("bind proxy port"))
@@ -296,8 +300,25 @@ impl Proxy {
             .count()
     }
 
-    fn relay(self: Arc<Self>, client: TcpStream) {
+    fn relay(self: Arc<Self>, mut client: TcpStream) {
         self.connections.fetch_add(1, Ordering::Relaxed);
+        let failing = self
+            .fail_next
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            let mut buf = [0u8; 4096];
+            let n = client.read(&mut buf).unwrap_or(0);
+            let line = String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            self.requests.lock().unwrap().push(format!("503 {line}"));
+            let _ =
+                client.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            return;
+        }
         let Ok(server) = TcpStream::connect(("127.0.0.1", PORT)) else {
             return;
         };
