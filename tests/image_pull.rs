@@ -220,26 +220,16 @@ fn assert_nothing_left(pod: &Pod, cid: &str, what: &str) {
     assert!(!listing.contains(cid), "{what}: a container was kept: {listing}");
 }
 
-/// `len` bytes no compressor shrinks (xorshift).
-fn incompressible(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
 /// busybox, and a layer with one file `/r` of `mib` MiB that does not compress.
 fn busybox_and_big(mib: usize, seed: u64, comp: Comp) -> Vec<(Vec<Entry>, Comp)> {
     vec![
         (busybox_layer(), Comp::Gzip),
         (
-            vec![Entry::File("r".into(), incompressible(mib << 20, seed), 0o644)],
+            vec![Entry::File(
+                "r".into(),
+                bosun::client::oci_layout::noise(mib << 20, seed),
+                0o644,
+            )],
             comp,
         ),
     ]
@@ -348,7 +338,11 @@ fn hostile_content_is_refused_and_leaves_nothing() {
         ),
         (
             "over-space-compressed",
-            one(vec![Entry::File("big".into(), incompressible(20 << 20, 42), 0o644)]),
+            one(vec![Entry::File(
+                "big".into(),
+                bosun::client::oci_layout::noise(20 << 20, 42),
+                0o644,
+            )]),
             0,
             ttrpc::Code::RESOURCE_EXHAUSTED,
             "left",
@@ -402,18 +396,38 @@ fn hostile_content_is_refused_and_leaves_nothing() {
     pod.destroy().unwrap();
 }
 
+/// A registry holding `name:v1`, the proxy in front of it (common::registry),
+/// and the image's reference through the proxy.
+struct Proxied {
+    reg: TestRegistry,
+    proxy: std::sync::Arc<common::registry::Proxy>,
+    built: bosun::client::oci_layout::Built,
+    image: String,
+}
+
+fn proxied(name: &str, layers: &[(Vec<Entry>, Comp)]) -> Proxied {
+    let reg = TestRegistry::anonymous();
+    let proxy = common::registry::Proxy::start(&reg.ns);
+    let built = reg.push(name, "v1", layers, None);
+    let image = format!("127.0.0.1:{}/{name}:v1", common::registry::PROXY_PORT);
+    Proxied {
+        reg,
+        proxy,
+        built,
+        image,
+    }
+}
+
 /// A registry that stops sending mid-blob: UNAVAILABLE after the stall
 /// bound (each of the tries), nothing left.
 #[test]
 #[ignore = "needs root"]
 fn stalled_registry_is_unavailable_and_leaves_nothing() {
     assert!(common::is_root(), "needs root");
-    let reg = TestRegistry::anonymous();
-    let proxy = common::registry::Proxy::start(&reg.ns);
-    reg.push("big", "v1", &busybox_and_big(4, 7, Comp::Gzip), None);
+    let Proxied { reg, proxy, image, .. } = proxied("big", &busybox_and_big(4, 7, Comp::Gzip));
     let pod = remote_pod(&reg, &["--registry-timeout", "1"]);
     proxy.stall_after.store(1 << 20, std::sync::atomic::Ordering::Relaxed);
-    let wl = workload(&pod, "127.0.0.1:5001/big:v1", "stalled");
+    let wl = workload(&pod, &image, "stalled");
     let (code, msg) = pod.send_create_container(&wl).unwrap_err();
     assert_eq!(code, ttrpc::Code::UNAVAILABLE, "{msg}");
     assert!(
@@ -431,13 +445,10 @@ fn stalled_registry_is_unavailable_and_leaves_nothing() {
 #[ignore = "needs root"]
 fn registry_5xx_is_retried_then_unavailable() {
     assert!(common::is_root(), "needs root");
-    let reg = TestRegistry::anonymous();
-    let proxy = common::registry::Proxy::start(&reg.ns);
-    reg.push("flaky", "v1", &[(busybox_layer(), Comp::Gzip)], None);
+    let Proxied { reg, proxy, image, .. } = proxied("flaky", &[(busybox_layer(), Comp::Gzip)]);
     let pod = remote_pod(&reg, &[]);
     proxy.fail_next.store(2, std::sync::atomic::Ordering::Relaxed);
-    pod.send_create_container(&workload(&pod, "127.0.0.1:5001/flaky:v1", "flaky1"))
-        .unwrap();
+    pod.send_create_container(&workload(&pod, &image, "flaky1")).unwrap();
     let failed = proxy
         .requests
         .lock()
@@ -454,7 +465,7 @@ fn registry_5xx_is_retried_then_unavailable() {
     proxy.fail_next.store(100, std::sync::atomic::Ordering::Relaxed);
     let t = std::time::Instant::now();
     let (code, msg) = pod
-        .send_create_container(&workload(&pod, "127.0.0.1:5001/flaky:v1", "flaky2"))
+        .send_create_container(&workload(&pod, &image, "flaky2"))
         .unwrap_err();
     assert_eq!(code, ttrpc::Code::UNAVAILABLE, "{msg}");
     assert!(msg.contains("503") && msg.contains("4 attempts"), "{msg}");
@@ -541,14 +552,16 @@ fn token_auth_registry() {
 #[ignore = "needs root"]
 fn one_download_for_two_pulls_and_shared_layers() {
     assert!(common::is_root(), "needs root");
-    let reg = TestRegistry::anonymous();
-    let proxy = common::registry::Proxy::start(&reg.ns);
-    let built = reg.push("shared", "v1", &busybox_and_big(3, 9, Comp::Gzip), None);
+    let Proxied {
+        reg,
+        proxy,
+        built,
+        image,
+    } = proxied("shared", &busybox_and_big(3, 9, Comp::Gzip));
     let pod = remote_pod(&reg, &[]);
     // Slow enough that the two pulls overlap.
     proxy.rate.store(4 << 20, std::sync::atomic::Ordering::Relaxed);
-    let image = "127.0.0.1:5001/shared:v1";
-    let (a, b) = (workload(&pod, image, "share-a"), workload(&pod, image, "share-b"));
+    let (a, b) = (workload(&pod, &image, "share-a"), workload(&pod, &image, "share-b"));
     for r in pod.send_create_containers_at_once(&[a, b]) {
         r.unwrap();
     }
@@ -576,12 +589,15 @@ fn one_download_for_two_pulls_and_shared_layers() {
 #[ignore = "needs root"]
 fn pull_past_the_timeout_leaves_no_container_and_the_retry_reuses_layers() {
     assert!(common::is_root(), "needs root");
-    let reg = TestRegistry::anonymous();
-    let proxy = common::registry::Proxy::start(&reg.ns);
-    let built = reg.push("slow", "v1", &busybox_and_big(6, 3, Comp::Gzip), None);
+    let Proxied {
+        reg,
+        proxy,
+        built,
+        image,
+    } = proxied("slow", &busybox_and_big(6, 3, Comp::Gzip));
     let pod = remote_pod(&reg, &[]);
     proxy.rate.store(2 << 20, std::sync::atomic::Ordering::Relaxed);
-    let wl = workload(&pod, "127.0.0.1:5001/slow:v1", "slowpoke");
+    let wl = workload(&pod, &image, "slowpoke");
     let t = std::time::Instant::now();
     let (code, msg) = pod
         .send_create_container_within(&wl, std::time::Duration::from_secs(2))
@@ -626,13 +642,11 @@ fn pull_past_the_timeout_leaves_no_container_and_the_retry_reuses_layers() {
 #[ignore = "needs root"]
 fn restart_mid_pull_discards_the_half_layer() {
     assert!(common::is_root(), "needs root");
-    let reg = TestRegistry::anonymous();
-    let proxy = common::registry::Proxy::start(&reg.ns);
-    reg.push("cut", "v1", &busybox_and_big(4, 5, Comp::None), None);
+    let Proxied { reg, proxy, image, .. } = proxied("cut", &busybox_and_big(4, 5, Comp::None));
     let mut pod = remote_pod(&reg, &["--registry-timeout", "30"]);
     // Stalled after 2 MiB, in the middle of the big layer.
     proxy.stall_after.store(2 << 20, std::sync::atomic::Ordering::Relaxed);
-    let wl = workload(&pod, "127.0.0.1:5001/cut:v1", "cut");
+    let wl = workload(&pod, &image, "cut");
     let addr = pod.agent.addr.clone();
     let wl2 = wl.clone();
     let caller = std::thread::spawn(move || {
@@ -677,7 +691,7 @@ fn restart_mid_pull_discards_the_half_layer() {
     // The isolated agent's /run and mounts were its own and went with
     // it (in a guest they stay): the pod's files are sent again, and the
     // sandbox's shm mount is left out of the workload.
-    let mut wl = workload(&pod, "127.0.0.1:5001/cut:v1", "cut");
+    let mut wl = workload(&pod, &image, "cut");
     wl.OCI
         .as_mut()
         .unwrap()

@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use sha2::{Digest as _, Sha256};
+use crate::image::sha256_digest;
 
 /// One tar entry.
 #[derive(Clone, Debug)]
@@ -60,13 +60,6 @@ pub struct Built {
     pub blob_bytes: u64,
 }
 
-fn digest(b: &[u8]) -> String {
-    format!(
-        "sha256:{}",
-        Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect::<String>()
-    )
-}
-
 fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
@@ -90,6 +83,21 @@ fn raw_link(h: &mut tar::Header, name: &str) {
     let field = &mut h.as_old_mut().linkname;
     field.fill(0);
     field[..name.len()].copy_from_slice(name.as_bytes());
+}
+
+/// `len` bytes that no compressor shrinks (xorshift from `seed`): layers
+/// of a known size on the wire.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
 }
 
 /// The tar of one layer.
@@ -192,7 +200,7 @@ fn media_type(c: Comp) -> &'static str {
 }
 
 fn put_blob(dir: &Path, data: &[u8]) -> std::io::Result<String> {
-    let d = digest(data);
+    let d = sha256_digest(data);
     let p = dir.join("blobs/sha256").join(&d[7..]);
     std::fs::create_dir_all(p.parent().expect("parent"))?;
     std::fs::write(p, data)?;
@@ -207,7 +215,7 @@ pub fn write_layout(dir: &Path, tag: &str, layers: &[(Vec<Entry>, Comp)], config
     let (mut digests, mut diff_ids, mut blob_bytes) = (Vec::new(), Vec::new(), 0u64);
     for (entries, comp) in layers {
         let tar = layer_tar(entries)?;
-        diff_ids.push(digest(&tar));
+        diff_ids.push(sha256_digest(&tar));
         let blob = compress(&tar, *comp)?;
         blob_bytes += blob.len() as u64;
         let d = put_blob(dir, &blob)?;
@@ -249,8 +257,8 @@ pub fn write_layout(dir: &Path, tag: &str, layers: &[(Vec<Entry>, Comp)], config
 
 /// The bottom layer of a runnable image: busybox (static) at /bin/busybox,
 /// applets as hard links and symlinks to it, /etc and /tmp.
-pub fn busybox_layer(busybox: &Path, applets: &[&str]) -> std::io::Result<Vec<Entry>> {
-    let bin = std::fs::read(busybox)?;
+pub fn busybox_layer(applets: &[&str]) -> std::io::Result<Vec<Entry>> {
+    let bin = std::fs::read(super::spec::busybox_binary()?)?;
     let mut v = vec![
         Entry::Dir("bin".into(), 0o755),
         Entry::Dir("etc".into(), 0o755),

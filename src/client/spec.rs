@@ -139,6 +139,20 @@ pub fn pause(rootfs: Option<&Path>) -> oci::Spec {
 /// `/pause` of the busybox rootfs (needs `sh` and `sleep` applets).
 pub const PAUSE_SCRIPT: &str = "#!/bin/sh\ntrap 'exit 0' TERM\nsleep 2147483647 & wait\n";
 
+/// The machine's static busybox, for test rootfs and images.
+pub fn busybox_binary() -> std::io::Result<&'static Path> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no static busybox (apt-get install busybox-static)",
+            )
+        })
+}
+
 /// Builds a minimal rootfs in `dir/rootfs`: the machine's static busybox and
 /// symlinks for `applets`. For the demo, the benchmark, the conformance
 /// suite and the tests.
@@ -147,17 +161,7 @@ pub fn busybox_rootfs(dir: &Path, applets: &[&str]) -> std::io::Result<std::path
     for d in ["bin", "proc", "dev", "etc", "tmp", "sys"] {
         std::fs::create_dir_all(root.join(d))?;
     }
-    let bb = ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no static busybox (apt-get install busybox-static)",
-            )
-        })?;
-    std::fs::copy(bb, root.join("bin/busybox"))?;
+    std::fs::copy(busybox_binary()?, root.join("bin/busybox"))?;
     // A pause image's /pause (runtimes' pause specs run it): sleeps, and
     // exits on SIGTERM as the real one does.
     std::fs::write(root.join("pause"), PAUSE_SCRIPT)?;

@@ -54,6 +54,17 @@ struct Hashing<R> {
     cap: u64,
 }
 
+impl<R> Hashing<R> {
+    fn new(inner: R, cap: u64) -> Self {
+        Self {
+            inner,
+            hash: Sha256::new(),
+            n: 0,
+            cap,
+        }
+    }
+}
+
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
@@ -69,20 +80,15 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-fn hex(h: Sha256) -> String {
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Drains `r` to its end (the tar's trailing blocks and padding count
 /// towards both digests).
 fn drain(r: &mut dyn Read) -> io::Result<()> {
     io::copy(r, &mut io::sink()).map(|_| ())
 }
 
-/// What the blocking side found.
+/// What the blocking side found (the blob's digest was checked there).
 struct Unpacked {
     stats: Stats,
-    blob_digest: String,
     blob_size: u64,
     diff_digest: String,
 }
@@ -96,12 +102,7 @@ fn unpack_counted(
     dest: &Path,
     limits: Limits,
 ) -> Result<Unpacked, PullError> {
-    let blob = Hashing {
-        inner: rx,
-        hash: Sha256::new(),
-        n: 0,
-        cap: size,
-    };
+    let blob = Hashing::new(rx, size);
     match comp {
         Compression::None => run(blob, Ok, expected, dest, limits),
         Compression::Gzip => run(
@@ -129,13 +130,7 @@ fn run<D: Read>(
     limits: Limits,
 ) -> Result<Unpacked, PullError> {
     let stream = |e: io::Error| PullError::Stream(e.to_string());
-    let tar = Hashing {
-        inner: decoder,
-        hash: Sha256::new(),
-        n: 0,
-        cap: u64::MAX,
-    };
-    let mut tar = tar;
+    let mut tar = Hashing::new(decoder, u64::MAX);
     let unpacked = unpack::unpack(&mut tar, dest, limits);
     // The tar's trailing blocks, and anything after the compressed
     // stream, count towards the digests too. After a failure the rest of
@@ -143,10 +138,10 @@ fn run<D: Read>(
     // that does not hash to its digest is reported as that, whatever it
     // did to the tar reader.
     let tar_drained = if unpacked.is_ok() { drain(&mut tar) } else { Ok(()) };
-    let diff_digest = hex(tar.hash);
+    let diff_digest = super::digest_string(&tar.hash.finalize());
     let mut blob = into_blob(tar.inner).map_err(stream)?;
     let blob_drained = drain(&mut blob);
-    let blob_digest = format!("sha256:{}", hex(blob.hash));
+    let blob_digest = super::digest_string(&blob.hash.finalize());
     if blob_drained.is_ok() && blob_digest != expected {
         return Err(PullError::Digest(format!(
             "layer blob hashes to {blob_digest}, the manifest says {expected}"
@@ -164,7 +159,6 @@ fn run<D: Read>(
     Ok(Unpacked {
         stats,
         blob_size: blob.n,
-        blob_digest,
         diff_digest,
     })
 }
@@ -178,7 +172,7 @@ pub async fn fetch(
     desc: &Descriptor,
     diff_id: &str,
     tmp: &Path,
-) -> Result<Stats, PullError> {
+) -> Result<(), PullError> {
     let comp = super::manifest::layer_compression(&desc.media_type).map_err(PullError::BadContent)?;
     let available = crate::sys::fsnode::bytes_available(tmp)
         .map_err(|e| PullError::Internal(format!("statvfs {}: {e}", tmp.display())))?
@@ -233,20 +227,14 @@ pub async fn fetch(
             desc.digest, u.blob_size, desc.size
         )));
     }
-    if u.blob_digest != desc.digest {
+    if u.diff_digest != diff_id {
         return Err(PullError::Digest(format!(
-            "layer blob hashes to {}, the manifest says {}",
-            u.blob_digest, desc.digest
-        )));
-    }
-    if format!("sha256:{}", u.diff_digest) != diff_id {
-        return Err(PullError::Digest(format!(
-            "layer {} unpacks to sha256:{}, the image config says {diff_id}",
+            "layer {} unpacks to {}, the image config says {diff_id}",
             desc.digest, u.diff_digest
         )));
     }
     let secs = start.elapsed().as_secs_f64();
     info!(log, "layer pulled"; "image" => %r, "layer" => short, "bytes" => u.blob_size, "files" => u.stats.entries,
         "unpacked_bytes" => u.stats.bytes, "ms" => (secs * 1000.0) as u64, "mb_per_s" => format!("{:.1}", u.blob_size as f64 / 1e6 / secs));
-    Ok(u.stats)
+    Ok(())
 }

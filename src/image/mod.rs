@@ -214,11 +214,6 @@ impl ImageStore {
         }
     }
 
-    /// The store's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Where layer `id` lives.
     pub fn layer_dir(&self, id: &str) -> PathBuf {
         self.dir.join("layers").join(id)
@@ -379,7 +374,7 @@ impl ImageStore {
             std::fs::create_dir(&tmp).map_err(|e| PullError::Internal(format!("create {}: {e}", tmp.display())))?;
             let res = layer::fetch(&self.registry, &self.log, r, desc, diff_id, &tmp).await;
             match res {
-                Ok(_) => {
+                Ok(()) => {
                     return std::fs::rename(&tmp, &dest).map_err(|e| {
                         let _ = crate::mount::fsutil::remove_dir_same_fs(&tmp);
                         PullError::Internal(format!("publish layer {id}: {e}"))
@@ -482,9 +477,15 @@ impl ImageStore {
     }
 }
 
-fn sha256_digest(b: &[u8]) -> String {
-    let h = Sha256::digest(b);
-    format!("sha256:{}", h.iter().map(|b| format!("{b:02x}")).collect::<String>())
+/// `sha256:<hex>` of a finished SHA-256 hash.
+pub fn digest_string(hash: &[u8]) -> String {
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// The `sha256:<hex>` digest of `b`.
+pub fn sha256_digest(b: &[u8]) -> String {
+    digest_string(&Sha256::digest(b))
 }
 
 fn check_blob(body: &[u8], d: &Descriptor, what: &str) -> Result<(), PullError> {

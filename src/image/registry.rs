@@ -135,11 +135,6 @@ impl Registry {
             .build(conn)
     }
 
-    /// The stall bound.
-    pub fn stall_timeout(&self) -> Duration {
-        self.cfg.stall_timeout
-    }
-
     fn base(&self, r: &Reference) -> String {
         let host = r.api_host();
         let scheme = if self.cfg.insecure.iter().any(|h| h == host || h == &r.registry) {
@@ -163,12 +158,7 @@ impl Registry {
         let url = format!("{}/manifests/{reference}", self.base(r));
         let what = format!("manifest {}:{reference}", r.repository);
         let resp = self.get(r, &url, Some(super::manifest::ACCEPT), &what).await?;
-        let ct = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let ct = header_str(&resp, header::CONTENT_TYPE).unwrap_or("").to_string();
         let body = self.read_capped(r, resp, super::manifest::MAX_MANIFEST, &what).await?;
         Ok((body, ct))
     }
@@ -273,10 +263,7 @@ impl Registry {
                         return Ok(resp);
                     }
                     if status.is_redirection() {
-                        let loc = resp
-                            .headers()
-                            .get(header::LOCATION)
-                            .and_then(|v| v.to_str().ok())
+                        let loc = header_str(&resp, header::LOCATION)
                             .ok_or_else(|| self.unavailable(r, format!("{status} without a Location")))?;
                         redirects += 1;
                         if redirects > MAX_REDIRECTS {
@@ -287,12 +274,7 @@ impl Registry {
                     }
                     if status == StatusCode::UNAUTHORIZED && !challenged {
                         challenged = true;
-                        let challenge = resp
-                            .headers()
-                            .get(header::WWW_AUTHENTICATE)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string();
+                        let challenge = header_str(&resp, header::WWW_AUTHENTICATE).unwrap_or("").to_string();
                         self.answer_challenge(r, &challenge, &scope_key).await?;
                         continue;
                     }
@@ -407,11 +389,12 @@ fn basic(c: &Credentials) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
+fn header_str(resp: &Response<Incoming>, name: header::HeaderName) -> Option<&str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
 fn content_length(resp: &Response<Incoming>) -> Option<u64> {
-    resp.headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
+    header_str(resp, header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

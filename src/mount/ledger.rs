@@ -103,6 +103,11 @@ impl Ledger {
         }
     }
 
+    /// Whether an entry of `owner` reads image layers.
+    pub fn reads_layers(&self, owner: &Owner) -> bool {
+        self.entries.iter().any(|e| &e.owner == owner && !e.layers.is_empty())
+    }
+
     /// Every image layer some entry reads.
     pub fn layers_in_use(&self) -> std::collections::HashSet<String> {
         self.entries.iter().flat_map(|e| e.layers.iter().cloned()).collect()

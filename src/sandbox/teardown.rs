@@ -205,13 +205,7 @@ impl Sandbox {
             p.close_stdin().await;
         }
         let owner = Owner::Container(c.id.clone());
-        let had_layers = self
-            .ledger
-            .lock()
-            .expect("ledger lock")
-            .owned_by(&owner)
-            .iter()
-            .any(|e| !e.layers.is_empty());
+        let had_layers = self.ledger.lock().expect("ledger lock").reads_layers(&owner);
         report.run("umount", self.unmount_owned_async(owner).await);
         if had_layers {
             report.run("image layers", self.collect_layers().await);

@@ -102,12 +102,7 @@ impl TestRegistry {
 
 /// The bottom layer of every test image: busybox and its applets.
 pub fn busybox_layer() -> Vec<Entry> {
-    let bb = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-        .expect("busybox-static installed (scripts/setup.sh test)");
-    oci_layout::busybox_layer(bb, APPLETS).expect("busybox layer")
+    oci_layout::busybox_layer(APPLETS).expect("busybox layer (busybox-static: scripts/setup.sh test)")
 }
 
 /// base64url without padding (JWT).
@@ -405,20 +400,9 @@ fn http(reg: &TestRegistry, method: &str, path: &str, content_type: &str, body: 
         .unwrap()
 }
 
-fn digest_of(b: &[u8]) -> String {
-    use sha2::Digest as _;
-    format!(
-        "sha256:{}",
-        sha2::Sha256::digest(b)
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<String>()
-    )
-}
-
 /// Uploads a blob by the registry API (monolithic: POST, then PUT).
 pub fn raw_blob(reg: &TestRegistry, name: &str, data: &[u8]) -> String {
-    let d = digest_of(data);
+    let d = bosun::image::sha256_digest(data);
     let (st, loc, _) = http(
         reg,
         "POST",

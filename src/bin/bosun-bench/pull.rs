@@ -5,7 +5,6 @@
 //! next to `skopeo copy` of the same image to a directory in the same run:
 //! the transfer every puller pays, without unpacking.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bosun::client::local_registry::{Auth, NetNs, Registry};
@@ -33,14 +32,7 @@ pub struct Setup {
 
 /// Half random, half text-like bytes: compresses about as a real image.
 fn content(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len / 2 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
+    let mut v = oci_layout::noise(len / 2, seed);
     let words = b"container image layer pull unpack overlay agent guest ";
     while v.len() < len {
         v.extend_from_slice(words);
@@ -55,13 +47,8 @@ pub fn setup() -> Result<Setup, String> {
     let ns = NetNs::new().map_err(|e| format!("network namespace: {e}"))?;
     let registry = Registry::start(&ns, &dir.path().join("registry"), 5000, &Auth::None)
         .map_err(|e| format!("docker-registry: {e}"))?;
-    let bb = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-        .ok_or("busybox-static is not installed")?;
     let mut layers = vec![(
-        oci_layout::busybox_layer(bb, &["sh", "true", "sleep"]).map_err(|e| e.to_string())?,
+        oci_layout::busybox_layer(&["sh", "true", "sleep"]).map_err(|e| e.to_string())?,
         Comp::Gzip,
     )];
     for l in 1..LAYERS {

@@ -58,7 +58,15 @@ pub async fn create(c: &Client, a: &mut Args) -> Result<Out, Failure> {
     let bundle = a.option("--bundle")?.map(PathBuf::from);
     let pause = a.flag("--pause");
     let image = a.option("--image")?;
-    let annotations = a.options("--annotation")?;
+    let annotations = a
+        .options("--annotation")?
+        .into_iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or(format!("--annotation {kv:?}: expected KEY=VALUE"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let cmd = a.rest();
     if let Some(image) = image {
         // As runtime-rs in remote-hypervisor mode: the guest pulls it.
@@ -72,12 +80,7 @@ pub async fn create(c: &Client, a: &mut Args) -> Result<Out, Failure> {
         } else {
             spec::container(None, &cmd)
         };
-        for kv in annotations {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or(format!("--annotation {kv:?}: expected KEY=VALUE"))?;
-            s.Annotations.insert(k.into(), v.into());
-        }
+        s.Annotations.extend(annotations);
         let r = spec::guest_pull_request(&id, &image, s, pause);
         c.agent.create_container(c.ctx(), &r).await.map_err(describe)?;
         return Ok(Out::Ok);
@@ -88,12 +91,7 @@ pub async fn create(c: &Client, a: &mut Args) -> Result<Out, Failure> {
         (None, false, false) => spec::container(rootfs.as_deref(), &cmd),
         (None, false, true) => return Err("create needs --bundle DIR, a command after --, or --pause".into()),
     };
-    for kv in annotations {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or(format!("--annotation {kv:?}: expected KEY=VALUE"))?;
-        s.Annotations.insert(k.into(), v.into());
-    }
+    s.Annotations.extend(annotations);
     let mut r = CreateContainerRequest::new();
     r.container_id = id.clone();
     r.exec_id = id;
@@ -102,13 +100,18 @@ pub async fn create(c: &Client, a: &mut Args) -> Result<Out, Failure> {
     Ok(Out::Ok)
 }
 
+/// GetDiagnosticData of `log_type`: its data.
+async fn diagnostic(c: &Client, log_type: &str) -> Result<String, Failure> {
+    let mut q = GetDiagnosticDataRequest::new();
+    q.log_type = log_type.into();
+    Ok(c.agent.get_diagnostic_data(c.ctx(), &q).await.map_err(describe)?.data)
+}
+
 /// What the image store holds (GetDiagnosticData "images", a bosun
 /// extension).
 pub async fn images(c: &Client, a: &mut Args, json: bool) -> Result<Out, Failure> {
     a.done()?;
-    let mut q = GetDiagnosticDataRequest::new();
-    q.log_type = "images".into();
-    let data = c.agent.get_diagnostic_data(c.ctx(), &q).await.map_err(describe)?.data;
+    let data = diagnostic(c, "images").await?;
     if json {
         return Ok(Out::Text(data));
     }
@@ -140,9 +143,7 @@ pub async fn images(c: &Client, a: &mut Args, json: bool) -> Result<Out, Failure
 /// extension: the Kata protocol has no list call).
 pub async fn ps(c: &Client, a: &mut Args, json: bool) -> Result<Out, Failure> {
     a.done()?;
-    let mut q = GetDiagnosticDataRequest::new();
-    q.log_type = "containers".into();
-    let data = c.agent.get_diagnostic_data(c.ctx(), &q).await.map_err(describe)?.data;
+    let data = diagnostic(c, "containers").await?;
     if json {
         return Ok(Out::Text(data));
     }
@@ -309,9 +310,7 @@ pub async fn wait(c: &Client, a: &mut Args) -> Result<Out, Failure> {
 /// ones are named on stderr: a bulk stop never silently spares, or hits,
 /// the pod's control containers.
 async fn bulk_targets(c: &Client) -> Result<Vec<String>, Failure> {
-    let mut q = GetDiagnosticDataRequest::new();
-    q.log_type = "containers".into();
-    let data = c.agent.get_diagnostic_data(c.ctx(), &q).await.map_err(describe)?.data;
+    let data = diagnostic(c, "containers").await?;
     let v: serde_json::Value = serde_json::from_str(&data).map_err(|e| Failure::Call(format!("bad listing: {e}")))?;
     let mut ids = Vec::new();
     for ctr in v.as_array().into_iter().flatten() {
