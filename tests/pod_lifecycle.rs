@@ -206,6 +206,13 @@ fn cgroup_limits_stats_freeze_and_cleanup() {
     pod.create("app", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
     pod.start_c("app").unwrap();
     assert!(!pod.cgroup_dirs().is_empty(), "no cgroup was made for the pod");
+    // The container's process, and an exec'd one, joined the container's
+    // cgroup in every hierarchy (on v1 each through its `tasks` file).
+    pod.exec("app", "s", &["sleep", "300"]).unwrap();
+    for d in pod.cgroup_dirs() {
+        let procs = std::fs::read_to_string(d.join("app/cgroup.procs")).unwrap();
+        assert_eq!(procs.lines().count(), 2, "{}: {procs:?}", d.display());
+    }
 
     pod.update_memory("app", 64 << 20).unwrap();
     let st = pod.stats("app").unwrap();

@@ -14,9 +14,9 @@
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::init_config::{InitConfig, NsKind, NsMode, Payload, ProcessSpec};
+use super::init_config::{CgroupJoin, InitConfig, NsKind, NsMode, Payload, ProcessSpec};
 use super::rootfs;
 use crate::sys::identity;
 use crate::sys::process::{self as sysproc, Forked, NsFlags};
@@ -37,14 +37,15 @@ pub fn main(config_path: &Path) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(&mut report, &format!("read init config: {e}")),
     };
-    if let Err(e) = join_cgroups(&cfg) {
-        return fail(&mut report, &e);
-    }
+    let v2_cgroup = match join_cgroup(&cfg.cgroup) {
+        Ok(d) => d,
+        Err(e) => return fail(&mut report, &e),
+    };
     if let Err(e) = enter_namespaces(&cfg) {
         return fail(&mut report, &e);
     }
-    match sysproc::fork() {
-        Err(e) => fail(&mut report, &format!("fork: {e}")),
+    match fork_child(v2_cgroup) {
+        Err(e) => fail(&mut report, &e),
         Ok(Forked::Parent(pid)) => {
             say(&mut report, &format!("pid {pid}"));
             0
@@ -69,14 +70,39 @@ fn fail(report: &mut File, msg: &str) -> i32 {
     1
 }
 
-/// Joins the container's cgroups first, while the agent's /sys/fs/cgroup is
-/// still in view; everything forked from here on is accounted there.
-fn join_cgroups(cfg: &InitConfig) -> Result<(), String> {
-    let me = std::process::id().to_string();
-    for f in &cfg.cgroup_procs {
-        fs::write(f, &me).map_err(|e| format!("join cgroup {}: {e}", f.display()))?;
+/// Joins a v1 cgroup at once, while the agent's /sys/fs/cgroup is still in
+/// view (see `Cgroup::join`); a v2 one is opened here and entered by the
+/// fork. Everything forked from here on is accounted there.
+fn join_cgroup(join: &CgroupJoin) -> Result<Option<(File, PathBuf)>, String> {
+    match join {
+        CgroupJoin::None => Ok(None),
+        CgroupJoin::V1Tasks(files) => {
+            for f in files {
+                fs::write(f, "0").map_err(|e| format!("join cgroup {}: {e}", f.display()))?;
+            }
+            Ok(None)
+        }
+        CgroupJoin::V2Dir(d) => {
+            let dir = File::open(d).map_err(|e| format!("open cgroup {}: {e}", d.display()))?;
+            Ok(Some((dir, d.clone())))
+        }
     }
-    Ok(())
+}
+
+/// Forks the container's process, into its v2 cgroup when there is one.
+/// A kernel without CLONE_INTO_CGROUP (before 5.7): the helper joins by
+/// writing cgroup.procs, and forks.
+fn fork_child(v2_cgroup: Option<(File, PathBuf)>) -> Result<Forked, String> {
+    if let Some((dir, path)) = v2_cgroup {
+        match sysproc::fork_into_cgroup(&dir) {
+            Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG) => {
+                let procs = path.join("cgroup.procs");
+                fs::write(&procs, "0").map_err(|e| format!("join cgroup {}: {e}", procs.display()))?;
+            }
+            r => return r.map_err(|e| format!("clone3 into cgroup {}: {e}", path.display())),
+        }
+    }
+    sysproc::fork().map_err(|e| format!("fork: {e}"))
 }
 
 fn flag(kind: NsKind) -> NsFlags {

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::cgroup::CgroupJoin;
+
 /// A namespace kind bosun manages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -173,9 +175,9 @@ pub struct InitConfig {
     /// container's namespaces are entered.
     #[serde(default)]
     pub sysctls: Vec<(PathBuf, String)>,
-    /// cgroup.procs files the process joins before anything else (its
-    /// children, the container process included, inherit them).
-    pub cgroup_procs: Vec<PathBuf>,
+    /// The container's cgroup, which the process is in before anything
+    /// else runs (its children, the container process included, inherit it).
+    pub cgroup: CgroupJoin,
     /// Wait for StartContainer before running the payload.
     pub wait_for_start: bool,
     /// What to run.

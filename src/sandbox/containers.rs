@@ -8,7 +8,7 @@ use slog::{info, warn};
 
 use super::hooks::HookKind;
 use super::{Sandbox, SandboxSpec};
-use crate::container::init_config::{InitConfig, MountSpec, NsKind, NsMode, Payload, ProcessSpec};
+use crate::container::init_config::{CgroupJoin, InitConfig, MountSpec, NsKind, NsMode, Payload, ProcessSpec};
 use crate::container::spawn::{self, SpawnError};
 use crate::container::spec::ContainerSpec;
 use crate::container::{
@@ -97,7 +97,7 @@ impl Sandbox {
             }
         };
         let (mut cfg, own_pid_ns) = self.init_config(&sb, &spec, pause.as_deref(), join_pidns);
-        cfg.cgroup_procs = cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default();
+        cfg.cgroup = cgroup.as_ref().map(|c| c.join()).unwrap_or_default();
         if !is_pause && cfg.rootfs.as_deref().is_none_or(|r| !r.is_dir()) {
             self.rollback(&id, &dir, None, planned_cgroup.clone()).await;
             return Err(AgentError::invalid(
@@ -202,7 +202,7 @@ impl Sandbox {
             });
         }
         let cfg = InitConfig {
-            cgroup_procs: Vec::new(),
+            cgroup: CgroupJoin::None,
             namespaces,
             rootfs: if builtin { None } else { spec.rootfs.clone() },
             readonly_rootfs: spec.readonly_rootfs,
@@ -365,7 +365,7 @@ impl Sandbox {
         let pid = c.init.pid;
         let kinds = [NsKind::Uts, NsKind::Ipc, NsKind::Net, NsKind::Pid, NsKind::Mnt];
         let cfg = InitConfig {
-            cgroup_procs: c.cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
+            cgroup: c.cgroup.as_ref().map(|c| c.join()).unwrap_or_default(),
             namespaces: kinds.iter().map(|k| (*k, ns_path(pid, *k))).collect(),
             rootfs: None,
             readonly_rootfs: false,
