@@ -1,10 +1,10 @@
 //! Starting bosun's own helper (`bosun init`) with fixed descriptors.
 
+use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use nix::fcntl::{fcntl, FcntlArg};
 
@@ -22,50 +22,134 @@ pub struct HelperFds {
     pub report: OwnedFd,
 }
 
-/// Lowest number the gate and report fds are moved to before the fork, so
-/// that the dup2 calls in the child can never overwrite one another.
+/// Starts `/proc/self/exe init CONFIG`; returns the helper's pid.
+///
+/// posix_spawn, not fork: glibc clones with CLONE_VM|CLONE_VFORK, so the
+/// multi-threaded agent's page tables are not copied, and its pages are not
+/// left copy-on-write behind a child that execs at once (std's Command
+/// forks whenever a `pre_exec` hook is set, which fds 3 and 4 needed).
+pub fn spawn_helper(config: &Path, fds: HelperFds) -> io::Result<u32> {
+    let exe = c"/proc/self/exe";
+    let config = CString::new(config.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let argv = [
+        c"bosun-init".as_ptr(),
+        c"init".as_ptr(),
+        config.as_ptr(),
+        std::ptr::null(),
+    ];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    // Every source is first copied to a number >= HIGH_FD, so that no dup2
+    // action overwrites the source of a later one (a pipe may have got a
+    // number from 0 to 4).
+    let mut moves = vec![(0, &fds.stdin), (1, &fds.stdout), (2, &fds.stderr), (4, &fds.report)];
+    if let Some(g) = &fds.gate {
+        moves.push((3, g));
+    }
+    let high: Vec<(i32, OwnedFd)> = moves
+        .into_iter()
+        .map(|(to, f)| Ok((to, f.try_clone_high()?)))
+        .collect::<io::Result<_>>()?;
+    let actions = FileActions::new()?;
+    for (to, f) in &high {
+        actions.dup2(f.as_raw_fd(), *to)?;
+    }
+    let attr = SpawnAttr::new()?;
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: every pointer is valid for the call: exe, argv and envp are
+    // NUL-terminated and outlive it, and actions/attr were initialised.
+    let rc = unsafe {
+        libc::posix_spawn(
+            &mut pid,
+            exe.as_ptr(),
+            &actions.0,
+            &attr.0,
+            argv.as_ptr() as *const *mut libc::c_char,
+            envp.as_ptr() as *const *mut libc::c_char,
+        )
+    };
+    drop(high);
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(pid as u32)
+}
+
+/// Lowest number the sources of the dup2 actions are moved to, so that no
+/// action can overwrite the source of a later one.
 const HIGH_FD: i32 = 10;
 
-/// Starts `/proc/self/exe init CONFIG`; returns the helper's pid.
-pub fn spawn_helper(config: &Path, fds: HelperFds) -> io::Result<u32> {
-    let report = fcntl(fds.report.as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(HIGH_FD))?;
-    let gate = match &fds.gate {
-        Some(g) => Some(fcntl(g.as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(HIGH_FD))?),
-        None => None,
-    };
-    let mut cmd = Command::new("/proc/self/exe");
-    // argv[0] "bosun-init" names the helper (and the built-in pause it may
-    // become) in `ps` inside the pod.
-    cmd.arg0("bosun-init")
-        .arg("init")
-        .arg(config)
-        .env_clear()
-        .stdin(Stdio::from(fds.stdin))
-        .stdout(Stdio::from(fds.stdout))
-        .stderr(Stdio::from(fds.stderr));
-    // SAFETY: the closure runs between fork and exec and calls only dup2,
-    // which is async-signal-safe; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if let Some(g) = gate {
-                if libc::dup2(g, 3) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if libc::dup2(report, 4) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+trait CloneHigh {
+    fn try_clone_high(&self) -> io::Result<OwnedFd>;
+}
+
+impl CloneHigh for OwnedFd {
+    fn try_clone_high(&self) -> io::Result<OwnedFd> {
+        let fd = fcntl(self.as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(HIGH_FD))?;
+        // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
-    let r = cmd.spawn().map(|c| c.id());
-    // SAFETY: both numbers were returned by F_DUPFD_CLOEXEC above and are
-    // owned by nothing else; the parent closes its copies here.
-    unsafe {
-        libc::close(report);
-        if let Some(g) = gate {
-            libc::close(g);
+}
+
+/// posix_spawn_file_actions_t, destroyed on drop.
+struct FileActions(libc::posix_spawn_file_actions_t);
+
+impl FileActions {
+    fn new() -> io::Result<Self> {
+        // SAFETY: zeroed storage is what posix_spawn_file_actions_init fills in.
+        let mut a = Self(unsafe { std::mem::zeroed() });
+        // SAFETY: a valid pointer to the storage above.
+        check(unsafe { libc::posix_spawn_file_actions_init(&mut a.0) })?;
+        Ok(a)
+    }
+    /// In the child, `from` becomes `to` (without FD_CLOEXEC).
+    fn dup2(&self, from: i32, to: i32) -> io::Result<()> {
+        // SAFETY: initialised actions; glibc copies the numbers.
+        check(unsafe { libc::posix_spawn_file_actions_adddup2(&self.0 as *const _ as *mut _, from, to) })
+    }
+}
+
+impl Drop for FileActions {
+    fn drop(&mut self) {
+        // SAFETY: initialised in `new`, destroyed once.
+        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
+    }
+}
+
+/// posix_spawnattr_t: the child starts with no signal blocked, and SIGPIPE
+/// (which the agent ignores) back at its default, as std's Command does.
+struct SpawnAttr(libc::posix_spawnattr_t);
+
+impl SpawnAttr {
+    fn new() -> io::Result<Self> {
+        // SAFETY: zeroed storage is what posix_spawnattr_init fills in; the
+        // sigset calls get valid pointers to local sets.
+        unsafe {
+            let mut a = Self(std::mem::zeroed());
+            check(libc::posix_spawnattr_init(&mut a.0))?;
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            let mut pipe: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut pipe);
+            libc::sigaddset(&mut pipe, libc::SIGPIPE);
+            check(libc::posix_spawnattr_setsigmask(&mut a.0, &none))?;
+            check(libc::posix_spawnattr_setsigdefault(&mut a.0, &pipe))?;
+            let flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+            check(libc::posix_spawnattr_setflags(&mut a.0, flags as libc::c_short))?;
+            Ok(a)
         }
     }
-    r
+}
+
+impl Drop for SpawnAttr {
+    fn drop(&mut self) {
+        // SAFETY: initialised in `new`, destroyed once.
+        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
+    }
+}
+
+fn check(rc: i32) -> io::Result<()> {
+    match rc {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
 }
