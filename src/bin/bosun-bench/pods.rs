@@ -262,14 +262,14 @@ fn measure_pods(
 pub fn run(
     rt: &tokio::runtime::Runtime,
     c: &Client,
-    vs: Option<&mut Peer<'_>>,
+    mut vs: Option<&mut Peer<'_>>,
     rootfs: &Path,
     pods: usize,
     pid: Option<i32>,
     idle: Option<f64>,
     rows: &mut Vec<Row>,
 ) {
-    let (a, b, ours_total) = measure_pods(rt, c, vs, rootfs, pods);
+    let (a, b, ours_total) = measure_pods(rt, c, vs.as_deref_mut(), rootfs, pods);
     let a = match a {
         Ok(a) => a,
         Err(e) => {
@@ -323,25 +323,34 @@ pub fn run(
         &format!("{pods} pods in sequence, total"),
         format!("{:.2} s", ours_total.as_secs_f64()),
     ));
-    match memory(rt, c, rootfs, pid, idle) {
-        Ok(r) => rows.extend(r),
+    let ours = memory(rt, c, rootfs, pid);
+    let theirs = vs.map(|peer| {
+        rt.block_on(peer.fresh())?;
+        let pid = crate::agent_pid(peer.addr);
+        memory(rt, &peer.client, rootfs, pid)
+    });
+    match ours {
+        Ok(m) => rows.extend(memory_rows(&m, theirs.as_ref(), idle)),
         Err(e) => rows.push(Row::new("20 containers in parallel", format!("FAILED: {e}"))),
     }
 }
 
+/// One agent's sandbox of 21 containers: the parallel start's wall time,
+/// and the agent's RSS (when its pid is known) along the way.
+struct Memory {
+    wall: Duration,
+    with_pause: Option<f64>,
+    with_21: Option<f64>,
+    after: Option<f64>,
+}
+
 /// One sandbox: RSS with 1 and 21 containers, then after removal.
-fn memory(
-    rt: &tokio::runtime::Runtime,
-    c: &Client,
-    rootfs: &Path,
-    pid: Option<i32>,
-    idle: Option<f64>,
-) -> Result<Vec<Row>, String> {
+fn memory(rt: &tokio::runtime::Runtime, c: &Client, rootfs: &Path, pid: Option<i32>) -> Result<Memory, String> {
     let rss = || pid.and_then(rss_mib);
     rt.block_on(sandbox_with_pause(c, rootfs))?;
     let with_pause = rss();
     let wall = rt.block_on(parallel(c, rootfs, 20))?;
-    let with_20 = rss();
+    let with_21 = rss();
     rt.block_on(async {
         let all = (0..20).map(|i| {
             let c = c.clone();
@@ -359,22 +368,63 @@ fn memory(
         )
         .await
     })?;
+    // The Kata agent exits after DestroySandbox: no RSS to read then.
     let after = rss();
-    let mut rows = vec![Row::new(
+    Ok(Memory {
+        wall,
+        with_pause,
+        with_21,
+        after,
+    })
+}
+
+/// The parallel and RSS rows, with the `--vs` agent's figures beside ours.
+fn memory_rows(m: &Memory, vs: Option<&Result<Memory, String>>, idle: Option<f64>) -> Vec<Row> {
+    let mib = |v: Option<f64>| v.map(|x| format!("{x:.1} MiB")).unwrap_or_else(|| "not read".into());
+    let peer = |f: &dyn Fn(&Memory) -> String| match vs {
+        Some(Ok(t)) => Some(f(t)),
+        Some(Err(e)) => Some(format!("FAILED: {e}")),
+        None => None,
+    };
+    let mut wall = Row::new(
         "20 containers create+start in parallel, total",
-        format!("{:.1} ms", ms(wall)),
-    )];
-    if let (Some(i), Some(p), Some(t), Some(af)) = (idle, with_pause, with_20, after) {
-        rows.push(Row::new("RSS with 1 container (pause)", format!("{p:.1} MiB")).baseline(kata::RSS_1_MIB, p, "MiB"));
+        format!("{:.1} ms", ms(m.wall)),
+    )
+    .vs(peer(&|t| format!("{:.1} ms", ms(t.wall))));
+    if let Some(Ok(t)) = vs {
+        wall = wall.measured_ratio(ms(m.wall), ms(t.wall));
+    }
+    let mut rows = vec![wall];
+    if let (Some(i), Some(p), Some(t), Some(af)) = (idle, m.with_pause, m.with_21, m.after) {
+        let mut one = Row::new("RSS with 1 container (pause)", format!("{p:.1} MiB"))
+            .vs(peer(&|t| mib(t.with_pause)))
+            .baseline(kata::RSS_1_MIB, p, "MiB");
+        if let Some(Ok(Memory {
+            with_pause: Some(tp), ..
+        })) = vs
+        {
+            one = one.measured_ratio(p, *tp);
+        }
+        rows.push(one);
         let per = (t - p) / 20.0;
-        rows.push(
-            Row::new("RSS with 21 containers", format!("{t:.1} MiB ({per:.2}/ctr)"))
-                .target("growth under 1 MiB per container", per < 1.0),
-        );
+        let mut many = Row::new("RSS with 21 containers", format!("{t:.1} MiB ({per:.2}/ctr)"))
+            .vs(peer(&|x| match (x.with_pause, x.with_21) {
+                (Some(a), Some(b)) => format!("{b:.1} MiB ({:.2}/ctr)", (b - a) / 20.0),
+                _ => "not read".into(),
+            }))
+            .target("growth under 1 MiB per container", per < 1.0);
+        if let Some(Ok(Memory { with_21: Some(tt), .. })) = vs {
+            many = many.measured_ratio(t, *tt);
+        }
+        rows.push(many);
         rows.push(
             Row::new("RSS after removing them all", format!("{af:.1} MiB"))
+                .vs(peer(&|x| match x.after {
+                    Some(v) => format!("{v:.1} MiB"),
+                    None => "exited".into(),
+                }))
                 .target("back near idle (warm idle + 1 MiB)", af <= i + 1.0),
         );
     }
-    Ok(rows)
+    rows
 }
