@@ -429,3 +429,40 @@ fn shared_mounts_from_a_sidecar() {
     pod.destroy().unwrap();
     assert!(mounts_under(pod.dir()).is_empty(), "{:?}", mounts_under(pod.dir()));
 }
+
+/// The guest's cgroup v2 path, where the helper forks a container's
+/// process straight into its cgroup (clone3 with CLONE_INTO_CGROUP), taken
+/// on a host whose v1 hierarchies have a v2 one beside them: the agent's
+/// mount namespace sees that one as /sys/fs/cgroup.
+#[test]
+#[ignore = "needs root"]
+fn cgroup_v2_processes_are_born_in_their_cgroup() {
+    let unified = std::path::Path::new("/sys/fs/cgroup/unified");
+    if !unified.join("cgroup.procs").exists() {
+        eprintln!("SKIP: no v2 hierarchy beside v1 at {}", unified.display());
+        return;
+    }
+    let pod = Pod::start_isolated_after("mount --bind /sys/fs/cgroup/unified /sys/fs/cgroup && ");
+    let rootfs = common::busybox_rootfs(pod.dir());
+    let never_mounted = pod.dir().join("pause-rootfs");
+    std::fs::create_dir_all(&never_mounted).unwrap();
+    pod.create_sandbox("v2host", false).unwrap();
+    pod.create("pause", common::pod::pause_spec(Some(&never_mounted)))
+        .unwrap();
+    pod.start_c("pause").unwrap();
+    pod.create("app", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("app").unwrap();
+    pod.exec("app", "s", &["sleep", "300"]).unwrap();
+    // The agent is in this test's v2 cgroup ("0::PATH"); its containers
+    // below it, in the parent it was given.
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+    let parent = unified.join(own.trim_start_matches('/')).join(&pod.cgroup_parent);
+    let procs = std::fs::read_to_string(parent.join("app/cgroup.procs")).unwrap();
+    assert_eq!(procs.lines().count(), 2, "init and the exec'd process: {procs:?}");
+    let pause = std::fs::read_to_string(parent.join("pause/cgroup.procs")).unwrap();
+    assert_eq!(pause.lines().count(), 1, "the pause: {pause:?}");
+    pod.remove("app").unwrap();
+    pod.destroy().unwrap();
+    assert!(!parent.exists(), "{} left behind", parent.display());
+}

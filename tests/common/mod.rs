@@ -17,6 +17,8 @@ pub struct Agent {
     isolated: bool,
     /// A network namespace to run in (`/proc/PID/ns/net`) instead of a new one.
     net: Option<PathBuf>,
+    /// Shell commands an isolated agent runs in its namespaces first.
+    setup: &'static str,
 }
 
 /// The shell step of an isolated agent: a fresh tmpfs on /run in its own
@@ -27,7 +29,7 @@ const ISOLATED_RUN: &str = "mount -t tmpfs -o mode=0755,size=256m bosun-test-run
 /// Spawns bosun with `args`, its stderr appended to DIR/bosun.log. An
 /// isolated one runs in its own mount, UTS, IPC and network namespaces
 /// with its own /run (the pid stays bosun's: unshare and sh exec it).
-fn spawn(args: &[String], dir: &Path, env: &[(&str, &str)], isolated: bool, net: Option<&Path>) -> Child {
+fn spawn(args: &[String], dir: &Path, env: &[(&str, &str)], isolated: bool, net: Option<&Path>, setup: &str) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -37,7 +39,7 @@ fn spawn(args: &[String], dir: &Path, env: &[(&str, &str)], isolated: bool, net:
         // New mount, UTS and IPC namespaces; the network namespace `net`
         // (a test registry's) or a new one.
         let mut c = bosun::client::local_registry::isolated_command(net);
-        c.args(["sh", "-c", ISOLATED_RUN]);
+        c.args(["sh", "-c", &format!("{setup}{ISOLATED_RUN}")]);
         c.arg(env!("CARGO_BIN_EXE_bosun"));
         c
     } else {
@@ -77,6 +79,19 @@ impl Agent {
         isolated: bool,
         net: Option<PathBuf>,
     ) -> Self {
+        Self::start_after(addr, dir, extra, isolated, net, "")
+    }
+
+    /// As `start_in`; an isolated agent first runs `setup` (shell commands
+    /// ending in `&&`) in its own namespaces.
+    pub fn start_after(
+        addr: Address,
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        isolated: bool,
+        net: Option<PathBuf>,
+        setup: &'static str,
+    ) -> Self {
         // Every agent gets its own run dir (never the machine's /run/bosun).
         let mut args: Vec<String> = vec![
             "--server-addr".into(),
@@ -93,7 +108,7 @@ impl Agent {
             ]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = spawn(&args, dir.path(), &[], isolated, net.as_deref());
+        let child = spawn(&args, dir.path(), &[], isolated, net.as_deref(), setup);
         let a = Agent {
             child,
             addr,
@@ -101,6 +116,7 @@ impl Agent {
             args,
             isolated,
             net,
+            setup,
         };
         a.wait_ready();
         a
@@ -115,7 +131,14 @@ impl Agent {
     /// Starts bosun again with the same flags (after `kill9` or a crash),
     /// with `env` added; does not wait for it to serve.
     pub fn respawn(&mut self, env: &[(&str, &str)]) {
-        self.child = spawn(&self.args, self.dir.path(), env, self.isolated, self.net.as_deref());
+        self.child = spawn(
+            &self.args,
+            self.dir.path(),
+            env,
+            self.isolated,
+            self.net.as_deref(),
+            self.setup,
+        );
     }
 
     /// Polls Check until it answers (5 s bound).

@@ -90,7 +90,16 @@ impl Pod {
         Self::start_in(true, Some(net), extra)
     }
 
+    /// Starts bosun isolated, after `setup` (see `Agent::start_after`).
+    pub fn start_isolated_after(setup: &'static str) -> Self {
+        Self::start_after(true, None, &[], setup)
+    }
+
     fn start_in(isolated: bool, net: Option<std::path::PathBuf>, extra: &[&str]) -> Self {
+        Self::start_after(isolated, net, extra, "")
+    }
+
+    fn start_after(isolated: bool, net: Option<std::path::PathBuf>, extra: &[&str], setup: &'static str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
         let addr = bosun::transport::Address::Unix(dir.path().join("bosun.sock"));
@@ -103,7 +112,7 @@ impl Pod {
         );
         let mut flags = vec!["--run-dir", run.to_str().unwrap(), "--cgroup-parent", &cg];
         flags.extend_from_slice(extra);
-        let agent = Agent::start_in(addr, dir, &flags, isolated, net);
+        let agent = Agent::start_after(addr, dir, &flags, isolated, net, setup);
         let rt = rt();
         let c = rt
             .block_on(Client::connect(&agent.addr, Duration::from_secs(30)))
