@@ -371,6 +371,7 @@ impl Sandbox {
         st.removed.clear();
         drop(st);
         self.persist()?;
+        crate::sys::process::release_free_memory();
         info!(self.log, "sandbox destroyed"; "sid" => sid);
         Ok(())
     }
