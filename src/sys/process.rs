@@ -107,6 +107,10 @@ pub fn fork_into_cgroup(dir: &File) -> Result<Forked, Errno> {
     };
     // SAFETY: as `fork`: a single-threaded caller, and no CLONE_VM, so the
     // child runs on its own copy of this stack; `args` outlives the call.
+    // Unlike glibc's fork, a raw clone3 leaves the parent's tid in the
+    // child's thread descriptor, so the child must not use what reads it
+    // (pthread calls, raise): it makes plain syscalls and execs, or runs
+    // the pause, as crun's clone3 child does.
     let r = unsafe {
         libc::syscall(
             libc::SYS_clone3,
