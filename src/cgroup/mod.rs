@@ -190,27 +190,19 @@ impl Parent {
         Self { version, dirs }
     }
 
-    fn parent_dirs(&self) -> &[(String, PathBuf)] {
-        &self.dirs
-    }
-
     /// The cgroup at `rel` below the parent (see `relative_path`; not
     /// created).
     pub fn child(&self, rel: &Path) -> Cgroup {
         Cgroup {
             version: self.version,
-            dirs: self
-                .parent_dirs()
-                .iter()
-                .map(|(c, p)| (c.clone(), p.join(rel)))
-                .collect(),
+            dirs: self.dirs.iter().map(|(c, p)| (c.clone(), p.join(rel))).collect(),
             levels: rel.components().count().max(1),
         }
     }
 
     /// Removes the parent directories if empty (at DestroySandbox).
     pub fn remove_if_empty(&self) {
-        for (_, d) in self.parent_dirs() {
+        for (_, d) in &self.dirs {
             let _ = fs::remove_dir(d);
         }
     }
@@ -220,7 +212,7 @@ impl Parent {
     pub fn create(&self, rel: &Path) -> io::Result<Cgroup> {
         let cg = self.child(rel);
         if self.version == Version::V2 {
-            let parent = &self.parent_dirs()[0].1;
+            let parent = &self.dirs[0].1;
             fs::create_dir_all(parent)?;
             let mut chain = vec![parent.parent().unwrap_or(Path::new(ROOT)).to_path_buf(), parent.clone()];
             let mut at = parent.clone();

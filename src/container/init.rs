@@ -16,8 +16,9 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::init_config::{CgroupJoin, InitConfig, NsKind, NsMode, Payload, ProcessSpec};
+use super::init_config::{InitConfig, NsKind, NsMode, Payload, ProcessSpec};
 use super::rootfs;
+use crate::cgroup::CgroupJoin;
 use crate::sys::identity;
 use crate::sys::process::{self as sysproc, Forked, NsFlags};
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::cgroup::CgroupJoin;
+use crate::cgroup::CgroupJoin;
 
 /// A namespace kind bosun manages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

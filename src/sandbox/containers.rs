@@ -8,7 +8,8 @@ use slog::{info, warn};
 
 use super::hooks::HookKind;
 use super::{Sandbox, SandboxSpec};
-use crate::container::init_config::{CgroupJoin, InitConfig, MountSpec, NsKind, NsMode, Payload, ProcessSpec};
+use crate::cgroup::CgroupJoin;
+use crate::container::init_config::{InitConfig, MountSpec, NsKind, NsMode, Payload, ProcessSpec};
 use crate::container::spawn::{self, SpawnError};
 use crate::container::spec::ContainerSpec;
 use crate::container::{

@@ -47,7 +47,7 @@ pub fn spawn_helper(config: &Path, fds: HelperFds) -> io::Result<u32> {
     }
     let high: Vec<(i32, OwnedFd)> = moves
         .into_iter()
-        .map(|(to, f)| Ok((to, f.try_clone_high()?)))
+        .map(|(to, f)| Ok((to, dup_high(f)?)))
         .collect::<io::Result<_>>()?;
     let actions = FileActions::new()?;
     for (to, f) in &high {
@@ -78,16 +78,11 @@ pub fn spawn_helper(config: &Path, fds: HelperFds) -> io::Result<u32> {
 /// action can overwrite the source of a later one.
 const HIGH_FD: i32 = 10;
 
-trait CloneHigh {
-    fn try_clone_high(&self) -> io::Result<OwnedFd>;
-}
-
-impl CloneHigh for OwnedFd {
-    fn try_clone_high(&self) -> io::Result<OwnedFd> {
-        let fd = fcntl(self.as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(HIGH_FD))?;
-        // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
+/// A close-on-exec copy of `f` numbered HIGH_FD or above.
+fn dup_high(f: &OwnedFd) -> io::Result<OwnedFd> {
+    let fd = fcntl(f.as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(HIGH_FD))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// posix_spawn_file_actions_t, destroyed on drop.

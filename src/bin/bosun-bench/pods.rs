@@ -386,37 +386,31 @@ fn memory_rows(m: &Memory, vs: Option<&Result<Memory, String>>, idle: Option<f64
         Some(Err(e)) => Some(format!("FAILED: {e}")),
         None => None,
     };
-    let mut wall = Row::new(
+    let theirs = vs.and_then(|r| r.as_ref().ok());
+    // The ratio when the --vs agent's figure was read.
+    let ratio = |row: Row, ours: f64, their: Option<f64>| match their {
+        Some(t) => row.measured_ratio(ours, t),
+        None => row,
+    };
+    let wall = Row::new(
         "20 containers create+start in parallel, total",
         format!("{:.1} ms", ms(m.wall)),
     )
     .vs(peer(&|t| format!("{:.1} ms", ms(t.wall))));
-    if let Some(Ok(t)) = vs {
-        wall = wall.measured_ratio(ms(m.wall), ms(t.wall));
-    }
-    let mut rows = vec![wall];
+    let mut rows = vec![ratio(wall, ms(m.wall), theirs.map(|t| ms(t.wall)))];
     if let (Some(i), Some(p), Some(t), Some(af)) = (idle, m.with_pause, m.with_21, m.after) {
-        let mut one = Row::new("RSS with 1 container (pause)", format!("{p:.1} MiB"))
+        let one = Row::new("RSS with 1 container (pause)", format!("{p:.1} MiB"))
             .vs(peer(&|t| mib(t.with_pause)))
             .baseline(kata::RSS_1_MIB, p, "MiB");
-        if let Some(Ok(Memory {
-            with_pause: Some(tp), ..
-        })) = vs
-        {
-            one = one.measured_ratio(p, *tp);
-        }
-        rows.push(one);
+        rows.push(ratio(one, p, theirs.and_then(|x| x.with_pause)));
         let per = (t - p) / 20.0;
-        let mut many = Row::new("RSS with 21 containers", format!("{t:.1} MiB ({per:.2}/ctr)"))
+        let many = Row::new("RSS with 21 containers", format!("{t:.1} MiB ({per:.2}/ctr)"))
             .vs(peer(&|x| match (x.with_pause, x.with_21) {
                 (Some(a), Some(b)) => format!("{b:.1} MiB ({:.2}/ctr)", (b - a) / 20.0),
                 _ => "not read".into(),
             }))
             .target("growth under 1 MiB per container", per < 1.0);
-        if let Some(Ok(Memory { with_21: Some(tt), .. })) = vs {
-            many = many.measured_ratio(t, *tt);
-        }
-        rows.push(many);
+        rows.push(ratio(many, t, theirs.and_then(|x| x.with_21)));
         rows.push(
             Row::new("RSS after removing them all", format!("{af:.1} MiB"))
                 .vs(peer(&|x| match x.after {
