@@ -24,5 +24,6 @@ pub mod protocols;
 pub mod rpc;
 pub mod runlock;
 pub mod sandbox;
+pub mod sync;
 pub mod sys;
 pub mod transport;

@@ -119,7 +119,7 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
             transport::Address::Unix(p) => Some(p.as_path()),
             _ => None,
         };
-        let guard = bosun::protect::Guard::new(socket, &cfg.run_dir);
+        let guard = bosun::protect::Guard::new(socket, &cfg.run_dir, &cfg.image_dir);
         let sandbox = std::sync::Arc::new(Sandbox::new(log, &cfg.run_dir, &cfg.cgroup_parent, guard, reaper));
         let owns_dir = cfg.image_dir.starts_with(&cfg.run_dir);
         let images = bosun::image::ImageStore::open(&cfg.image_dir, owns_dir, cfg.registry.clone(), log)

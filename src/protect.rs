@@ -1,17 +1,40 @@
 //! Self-protection: what bosun refuses because it would cut off its own
 //! control plane. Every refusal is PERMISSION_DENIED and names the rule and
 //! the target; nothing is changed.
+//!
+//! The mount rules are general, not a list of bad requests:
+//! - a mount bosun makes in its own namespace (a storage) may not be at,
+//!   above or below a path the agent itself needs to work: the kernel
+//!   filesystems it works through (`/proc`, `/sys` with the cgroup
+//!   hierarchy, `/dev`) and its own files (socket, binary, run directory,
+//!   image store);
+//! - a bind source (a `bind` storage, an OCI bind mount, overlay layers
+//!   named by the request, a watchable-bind source) may not be or hold
+//!   one of the agent's own files: no container ever sees the journal,
+//!   the socket or the image store. The copy area CopyFile writes to
+//!   (`<run-dir>/shared`) and the sandbox's own files (`<run-dir>/sandbox`,
+//!   resolv.conf) are the exceptions, as runtimes bind from them.
 
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::AgentError;
+
+/// The kernel filesystems the agent works through: covering one (a tmpfs
+/// over `/proc`, `/dev` or `/sys/fs/cgroup`) breaks every later container
+/// and the agent's own view of its mounts and processes.
+const SYSTEM_PATHS: [(&str, &str); 3] = [
+    ("/proc", "the guest's /proc (processes, mountinfo)"),
+    ("/sys", "the guest's /sys (devices, cgroups)"),
+    ("/dev", "the guest's /dev (nodes, terminals)"),
+];
 
 /// bosun's own process and files.
 #[derive(Clone, Debug)]
 pub struct Guard {
     own_pid: i32,
     is_pid1: bool,
-    /// The socket file, binary and run dir, resolved (symlinks followed).
+    /// The socket file, binary, run dir and image store, resolved
+    /// (symlinks followed).
     files: Vec<(&'static str, PathBuf)>,
     run_dir: PathBuf,
 }
@@ -39,8 +62,8 @@ pub fn resolve(p: &Path) -> PathBuf {
 
 impl Guard {
     /// The guard for this process, serving on `socket` (a unix path, if
-    /// any) with state under `run_dir`.
-    pub fn new(socket: Option<&Path>, run_dir: &Path) -> Self {
+    /// any) with state under `run_dir` and pulled images under `image_dir`.
+    pub fn new(socket: Option<&Path>, run_dir: &Path, image_dir: &Path) -> Self {
         let mut files = Vec::new();
         if let Some(s) = socket {
             files.push(("the agent's socket", resolve(s)));
@@ -48,7 +71,11 @@ impl Guard {
         if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
             files.push(("the agent's binary", resolve(&exe)));
         }
+        let image_dir = resolve(image_dir);
         let run_dir = resolve(run_dir);
+        if !image_dir.starts_with(&run_dir) {
+            files.push(("the agent's image store", image_dir));
+        }
         files.push(("the agent's run directory", run_dir.clone()));
         Self {
             own_pid: std::process::id() as i32,
@@ -80,28 +107,46 @@ impl Guard {
         Ok(())
     }
 
-    /// A mount target bosun may mount on: not one of its files, not a
-    /// directory that holds one (mounting there would hide it), not inside
-    /// its run directory (bosun's own).
+    /// A mount target bosun may mount on in its own namespace: not at,
+    /// above or below one of the agent's files or the kernel filesystems
+    /// it needs (see the module's rules).
     pub fn check_mount_target(&self, target: &Path) -> Result<(), AgentError> {
         let t = resolve(target);
+        let system = SYSTEM_PATHS.iter().map(|(p, what)| (*what, PathBuf::from(p)));
+        let own = self.files.iter().map(|(what, p)| (*what, p.clone()));
+        for (what, p) in own.chain(system) {
+            let rule = if p == t {
+                "mount over"
+            } else if p.starts_with(&t) {
+                "mount over a directory holding"
+            } else if t.starts_with(&p) {
+                "mount inside"
+            } else {
+                continue;
+            };
+            return Err(Self::refuse(rule, format!("{} ({what})", p.display())));
+        }
+        Ok(())
+    }
+
+    /// A path a request wants bound (or layered) somewhere: not one of the
+    /// agent's files, nor a directory holding one. The run directory's
+    /// copy area and sandbox files are runtimes' sources and allowed.
+    pub fn check_bind_source(&self, source: &Path) -> Result<(), AgentError> {
+        let s = resolve(source);
+        let shareable = ["shared", "sandbox"]
+            .iter()
+            .any(|d| s.starts_with(self.run_dir.join(d)));
+        if shareable {
+            return Ok(());
+        }
         for (what, p) in &self.files {
-            if *p == t || p.starts_with(&t) {
+            if *p == s || p.starts_with(&s) || s.starts_with(p) {
                 return Err(Self::refuse(
-                    if *p == t {
-                        "mount over"
-                    } else {
-                        "mount over a directory holding"
-                    },
-                    format!("{} ({what})", p.display()),
+                    "expose its own files",
+                    format!("{} holds {} ({what})", s.display(), p.display()),
                 ));
             }
-        }
-        if t.starts_with(&self.run_dir) {
-            return Err(Self::refuse(
-                "mount inside the agent's run directory",
-                t.display().to_string(),
-            ));
         }
         Ok(())
     }
@@ -110,8 +155,8 @@ impl Guard {
     /// run directory only below its `shared` directory.
     pub fn check_write(&self, dest: &Path) -> Result<(), AgentError> {
         let d = resolve(dest);
-        for (what, p) in &self.files[..self.files.len() - 1] {
-            if *p == d {
+        for (what, p) in self.files.iter().filter(|(_, p)| *p != self.run_dir) {
+            if *p == d || d.starts_with(p) {
                 return Err(Self::refuse("overwrite", format!("{} ({what})", p.display())));
             }
         }
@@ -138,31 +183,74 @@ mod tests {
         std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
         std::fs::write(&sock, b"").unwrap();
         std::os::unix::fs::symlink(&run, d.path().join("alias")).unwrap();
-        let g = Guard::new(Some(&sock), &run);
+        let images = d.path().join("images");
+        let g = Guard::new(Some(&sock), &run, &images);
         assert!(g.check_pid(std::process::id() as i32).is_err());
         assert!(g.check_pid(0).is_err() && g.check_pid(-1).is_err());
         assert_eq!(g.check_pid(1).is_err(), std::process::id() != 1);
         assert!(g.check_pid(12345).is_ok());
-        for bad in [
+        let refused_targets = [
             sock.clone(),
             sock.parent().unwrap().to_path_buf(),
             d.path().to_path_buf(),
             run.clone(),
             run.join("x/y"),
             d.path().join("alias/z"),
-        ] {
-            assert!(
-                g.check_mount_target(&bad).is_err(),
-                "{} should be refused",
-                bad.display()
-            );
+            images.join("layers"),
+            "/proc".into(),
+            "/proc/sys".into(),
+            "/sys/fs/cgroup".into(),
+            "/sys/fs/cgroup/memory".into(),
+            "/dev".into(),
+            "/dev/shm".into(),
+        ];
+        for (i, bad) in refused_targets.iter().enumerate() {
+            let e = g
+                .check_mount_target(bad)
+                .expect_err(&format!("test[{i}]: {} should be refused", bad.display()));
+            assert_eq!(e.code(), ttrpc::Code::PERMISSION_DENIED, "test[{i}]: {e}");
         }
-        assert!(g.check_mount_target(&d.path().join("mnt/a")).is_ok());
+        for (i, ok) in [
+            d.path().join("mnt/a"),
+            "/run/kata-containers/shared/x".into(),
+            "/mnt/vol".into(),
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert!(g.check_mount_target(ok).is_ok(), "test[{i}]: {}", ok.display());
+        }
+        let refused_sources = [
+            run.clone(),
+            run.join("state.json"),
+            run.join("containers/c1"),
+            d.path().to_path_buf(),
+            images.clone(),
+            images.join("layers/x"),
+            sock.clone(),
+            "/".into(),
+        ];
+        for (i, bad) in refused_sources.iter().enumerate() {
+            let e = g
+                .check_bind_source(bad)
+                .expect_err(&format!("test[{i}]: {} should be refused", bad.display()));
+            assert_eq!(e.code(), ttrpc::Code::PERMISSION_DENIED, "test[{i}]: {e}");
+        }
+        for (i, ok) in [
+            run.join("shared/cm"),
+            run.join("sandbox/resolv.conf"),
+            "/proc".into(),
+            "/dev/shm".into(),
+            d.path().join("mnt/a"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert!(g.check_bind_source(ok).is_ok(), "test[{i}]: {}", ok.display());
+        }
         assert!(g.check_write(&sock).is_err());
         assert!(g.check_write(&run.join("containers/x")).is_err());
+        assert!(g.check_write(&images.join("x")).is_err());
         assert!(g.check_write(&run.join("shared/x")).is_ok());
-        for e in [g.check_pid(0).unwrap_err(), g.check_mount_target(&run).unwrap_err()] {
-            assert_eq!(e.code(), ttrpc::Code::PERMISSION_DENIED, "{e}");
-        }
     }
 }

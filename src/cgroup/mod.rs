@@ -200,6 +200,50 @@ impl Parent {
         }
     }
 
+    /// The cgroups below the parent that are neither one of `known` nor
+    /// hold one, deepest first (a create cut short, a crash): bosun made
+    /// every directory under its parent, so these are its own leftovers.
+    /// A known cgroup's own sub-cgroups (made by its workload) are its.
+    pub fn orphans(&self, known: &[Cgroup]) -> Vec<Cgroup> {
+        let Some((_, root)) = self.dirs.first() else {
+            return Vec::new();
+        };
+        let known: Vec<&Path> = known
+            .iter()
+            .filter_map(|c| c.dirs.first().map(|(_, d)| d.as_path()))
+            .collect();
+        let mut out = Vec::new();
+        let mut stack = vec![(root.clone(), false)];
+        // Post-order: a directory after everything below it.
+        while let Some((dir, visited)) = stack.pop() {
+            let holds_known = known.iter().any(|k| k.starts_with(&dir));
+            let inside_known = known.iter().any(|k| dir.starts_with(k));
+            if inside_known {
+                continue;
+            }
+            if visited {
+                if !holds_known && dir != *root {
+                    if let Ok(rel) = dir.strip_prefix(root) {
+                        out.push(Cgroup {
+                            levels: 1,
+                            ..self.child(rel)
+                        });
+                    }
+                }
+                continue;
+            }
+            stack.push((dir.clone(), true));
+            if let Ok(entries) = fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push((e.path(), false));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Removes the parent directories if empty (at DestroySandbox).
     pub fn remove_if_empty(&self) {
         for (_, d) in &self.dirs {

@@ -92,6 +92,8 @@ pub struct Container {
     info: ContainerInfo,
     status: Mutex<Status>,
     execs: Mutex<BTreeMap<String, Arc<Process>>>,
+    /// Exec ids claimed by an ExecProcess still starting its process.
+    pending_execs: Mutex<std::collections::BTreeSet<String>>,
     /// Write end of the start gate, until StartContainer.
     pub gate: Mutex<Option<OwnedFd>>,
     /// Read end of the helper's report pipe, until StartContainer.
@@ -115,6 +117,7 @@ impl Container {
             info,
             status: Mutex::new(Status::Created),
             execs: Mutex::new(BTreeMap::new()),
+            pending_execs: Mutex::new(Default::default()),
             gate: Mutex::new(gate),
             report: tokio::sync::Mutex::new(report),
             op: tokio::sync::Mutex::new(()),
@@ -123,7 +126,7 @@ impl Container {
 
     /// The current status; Stopped once the init has been reaped.
     pub fn status(&self, init_exited: bool) -> Status {
-        let s = *self.status.lock().expect("container lock");
+        let s = *crate::sync::lock(&self.status);
         match s {
             Status::Running | Status::Created | Status::Paused if init_exited => Status::Stopped,
             other => other,
@@ -132,17 +135,32 @@ impl Container {
 
     /// Sets the status.
     pub fn set_status(&self, s: Status) {
-        *self.status.lock().expect("container lock") = s;
+        *crate::sync::lock(&self.status) = s;
     }
 
     /// The exec'd process `exec_id`.
     pub fn exec(&self, exec_id: &str) -> Option<Arc<Process>> {
-        self.execs.lock().expect("container lock").get(exec_id).cloned()
+        crate::sync::lock(&self.execs).get(exec_id).cloned()
     }
 
-    /// Adds an exec'd process; false if the id is taken.
+    /// Claims `exec_id` for an exec about to start; false if it is taken
+    /// (by a process, or by another exec starting).
+    pub fn reserve_exec(&self, exec_id: &str) -> bool {
+        let execs = crate::sync::lock(&self.execs);
+        let mut pending = crate::sync::lock(&self.pending_execs);
+        !execs.contains_key(exec_id) && pending.insert(exec_id.to_string())
+    }
+
+    /// Gives up a claim whose exec failed.
+    pub fn release_exec(&self, exec_id: &str) {
+        crate::sync::lock(&self.pending_execs).remove(exec_id);
+    }
+
+    /// Adds an exec'd process (its id claimed or not); false if the id
+    /// belongs to another process.
     pub fn add_exec(&self, p: Arc<Process>) -> bool {
-        let mut e = self.execs.lock().expect("container lock");
+        let mut e = crate::sync::lock(&self.execs);
+        crate::sync::lock(&self.pending_execs).remove(&p.exec_id);
         if e.contains_key(&p.exec_id) {
             return false;
         }
@@ -150,15 +168,20 @@ impl Container {
         true
     }
 
+    /// Forgets an exec'd process (one whose caller went away).
+    pub fn remove_exec(&self, exec_id: &str) -> Option<Arc<Process>> {
+        crate::sync::lock(&self.execs).remove(exec_id)
+    }
+
     /// True when `exec_id` is in use.
     pub fn has_exec(&self, exec_id: &str) -> bool {
-        self.execs.lock().expect("container lock").contains_key(exec_id)
+        crate::sync::lock(&self.execs).contains_key(exec_id) || crate::sync::lock(&self.pending_execs).contains(exec_id)
     }
 
     /// Init and every exec'd process.
     pub fn processes(&self) -> Vec<Arc<Process>> {
         let mut v = vec![self.init.clone()];
-        v.extend(self.execs.lock().expect("container lock").values().cloned());
+        v.extend(crate::sync::lock(&self.execs).values().cloned());
         v
     }
 }

@@ -102,7 +102,7 @@ struct Pin {
 
 impl Drop for Pin {
     fn drop(&mut self) {
-        let mut pins = self.store.pins.lock().expect("pins lock");
+        let mut pins = crate::sync::lock(&self.store.pins);
         for l in &self.layers {
             if let Some(n) = pins.get_mut(l) {
                 *n -= 1;
@@ -203,7 +203,7 @@ impl ImageStore {
     /// Removes the store's empty directories (DestroySandbox, after the
     /// layers went): the pod leaves nothing. Anything still inside stays.
     pub fn tidy(&self) {
-        if !self.inflight.lock().expect("inflight lock").is_empty() {
+        if !crate::sync::lock(&self.inflight).is_empty() {
             return;
         }
         for d in SUBDIRS {
@@ -271,7 +271,7 @@ impl ImageStore {
             layers: ids.clone(),
         };
         {
-            let mut images = self.images.lock().expect("images lock");
+            let mut images = crate::sync::lock(&self.images);
             images.insert(r.to_string(), rec);
             self.write_index(&images)
         }
@@ -316,7 +316,7 @@ impl ImageStore {
     /// lock, which `collect` holds while it takes a layer away: a layer
     /// seen here is never deleted under the pull.
     fn pin(self: &Arc<Self>, ids: &[String]) -> (Pin, Vec<bool>) {
-        let mut pins = self.pins.lock().expect("pins lock");
+        let mut pins = crate::sync::lock(&self.pins);
         for id in ids {
             *pins.entry(id.clone()).or_default() += 1;
         }
@@ -330,7 +330,7 @@ impl ImageStore {
 
     /// The download of layer `id`: the one running, or a new one.
     fn layer_job(self: &Arc<Self>, r: &Reference, desc: &Descriptor, diff_id: &str, id: &str) -> LayerJob {
-        let mut inflight = self.inflight.lock().expect("inflight lock");
+        let mut inflight = crate::sync::lock(&self.inflight);
         if let Some(j) = inflight.get(id) {
             return j.clone();
         }
@@ -343,7 +343,7 @@ impl ImageStore {
         );
         let task = tokio::spawn(async move {
             let res = store.fetch_layer(&r, &desc, &diff_id, &id2).await;
-            store.inflight.lock().expect("inflight lock").remove(&id2);
+            crate::sync::lock(&store.inflight).remove(&id2);
             res
         });
         let job: LayerJob = async move {
@@ -416,7 +416,7 @@ impl ImageStore {
             // Out of `layers/` under the lock (a rename: quick), deleted after.
             let doomed = self.dir.join("tmp").join(format!("{id}.unused"));
             {
-                let pins = self.pins.lock().expect("pins lock");
+                let pins = crate::sync::lock(&self.pins);
                 if pins.contains_key(&id) {
                     continue;
                 }
@@ -431,7 +431,7 @@ impl ImageStore {
             }
         }
         if removed > 0 {
-            let mut images = self.images.lock().expect("images lock");
+            let mut images = crate::sync::lock(&self.images);
             images.retain(|_, rec| rec.layers.iter().all(|l| self.layer_dir(l).is_dir()));
             if let Err(e) = self.write_index(&images) {
                 errors.push(format!("write images.json: {e}"));
@@ -470,9 +470,9 @@ impl ImageStore {
         }
         Inventory {
             dir: self.dir.clone(),
-            images: self.images.lock().expect("images lock").clone(),
+            images: crate::sync::lock(&self.images).clone(),
             layers,
-            pulling: self.inflight.lock().expect("inflight lock").keys().cloned().collect(),
+            pulling: crate::sync::lock(&self.inflight).keys().cloned().collect(),
         }
     }
 }

@@ -244,7 +244,7 @@ impl Registry {
             // Credentials go to the registry itself only, never to the
             // blob store it redirects to.
             if same_host {
-                if let Some(t) = self.tokens.lock().expect("token lock").get(&scope_key) {
+                if let Some(t) = crate::sync::lock(&self.tokens).get(&scope_key) {
                     req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
                 } else if let (true, Some(c)) = (challenged, self.credentials(r)) {
                     req = req.header(header::AUTHORIZATION, basic(c));
@@ -376,7 +376,7 @@ impl Registry {
                     .or(t.access_token)
                     .filter(|t| !t.is_empty())
                     .ok_or_else(|| denied(format!("token service {realm} gave no token")))?;
-                self.tokens.lock().expect("token lock").insert(scope_key.to_string(), t);
+                crate::sync::lock(&self.tokens).insert(scope_key.to_string(), t);
                 Ok(())
             }
             _ => Err(denied(format!("401 with an unknown challenge {challenge:?}"))),

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::mountinfo::{top_at, MountId, MountRecord};
 use crate::ids::ContainerId;
 
 /// Who a mount belongs to.
@@ -61,6 +62,58 @@ pub struct Entry {
     /// entry exists.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<String>,
+    /// The mount bosun made, as mountinfo showed it right after mount(2):
+    /// how teardown tells it from a mount someone else made at the same
+    /// path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mounted_as: Option<MountId>,
+    /// The mount that was on top at the target before bosun's (none: the
+    /// target was not a mount point). After a crash between mount(2) and
+    /// recording its identity, a different top mount is bosun's; the same
+    /// one means the mount never happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covered: Option<MountId>,
+}
+
+/// Whose the mount at an entry's target is now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Whose {
+    /// bosun's, on top: unmounting the target unmounts it.
+    Ours,
+    /// bosun's mount is not there any more (or never was made).
+    Gone,
+    /// bosun's mount is there but something else is on top of it, or the
+    /// top mount is not provably bosun's: reported, never unmounted.
+    NotOurs(String),
+}
+
+impl Entry {
+    /// Decides by identity, never by path alone, whether unmounting the
+    /// target would unmount bosun's mount (see `mounted_as`, `covered`).
+    pub fn whose(&self, table: &[MountRecord]) -> Whose {
+        let top = top_at(table, &self.target);
+        let not_ours = |why: &str| {
+            Whose::NotOurs(format!(
+                "{}: {why} (bosun mounted {} there); left in place",
+                self.target.display(),
+                self.fstype
+            ))
+        };
+        match &self.mounted_as {
+            Some(me) if top.is_some_and(|t| t.ident == *me) => Whose::Ours,
+            Some(me) if table.iter().any(|r| r.ident == *me) => not_ours("another mount sits on bosun's"),
+            Some(_) => Whose::Gone,
+            None => match top {
+                None => Whose::Gone,
+                Some(t) if Some(&t.ident) == self.covered.as_ref() => Whose::Gone,
+                // Identity not recorded (a crash right after mount(2), or
+                // a journal from before identities): the top changed since
+                // the intent was recorded and is of the type bosun mounted.
+                Some(t) if self.fstype == "bind" || t.fstype == self.fstype => Whose::Ours,
+                Some(t) => not_ours(&format!("the {} mount there is not provably bosun's", t.fstype)),
+            },
+        }
+    }
 }
 
 /// The ledger.
@@ -85,6 +138,8 @@ impl Ledger {
             state: State::Intended,
             created_dirs: Vec::new(),
             layers: Vec::new(),
+            mounted_as: None,
+            covered: None,
         });
         seq
     }
@@ -113,10 +168,19 @@ impl Ledger {
         self.entries.iter().flat_map(|e| e.layers.iter().cloned()).collect()
     }
 
-    /// Marks an entry as mounted.
-    pub fn mark_mounted(&mut self, seq: u64) {
+    /// Records what was on top at an entry's target before its mount.
+    pub fn set_covered(&mut self, seq: u64, covered: Option<MountId>) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.seq == seq) {
+            e.covered = covered;
+        }
+    }
+
+    /// Marks an entry as mounted, as the mount `ident` (none for a
+    /// directory entry).
+    pub fn mark_mounted(&mut self, seq: u64, ident: Option<MountId>) {
         if let Some(e) = self.entries.iter_mut().find(|e| e.seq == seq) {
             e.state = State::Mounted;
+            e.mounted_as = ident;
         }
     }
 
@@ -161,7 +225,7 @@ mod tests {
             Path::new("/run/a/2"),
             "overlay",
         );
-        l.mark_mounted(a1);
+        l.mark_mounted(a1, None);
         let seqs: Vec<u64> = l.owned_by(&Owner::Container(a.clone())).iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![a2, a1]);
         assert_eq!(l.owned_by(&Owner::Container(a.clone()))[1].state, State::Mounted);
@@ -169,5 +233,86 @@ mod tests {
         l.remove(a2);
         assert_eq!(l.owned_by(&Owner::Container(a)).len(), 1);
         assert_eq!(l.owned_by(&Owner::Sandbox)[0].seq, s1);
+    }
+
+    #[test]
+    fn a_mount_is_ours_by_identity_not_by_path() {
+        let rec = |id: u32, parent: u32, fstype: &str| MountRecord {
+            ident: MountId {
+                id,
+                dev: format!("0:{id}"),
+            },
+            parent,
+            point: "/m".into(),
+            fstype: fstype.into(),
+            source: "x".into(),
+        };
+        let id = |n: u32| Some(rec(n, 1, "").ident);
+        let entry = |state, mounted_as, covered| Entry {
+            seq: 1,
+            owner: Owner::Sandbox,
+            kind: Kind::Mount,
+            source: "tmpfs".into(),
+            target: "/m".into(),
+            fstype: "tmpfs".into(),
+            state,
+            created_dirs: Vec::new(),
+            layers: Vec::new(),
+            mounted_as,
+            covered,
+        };
+        let (foreign, mine, over_mine) = (rec(40, 1, "tmpfs"), rec(41, 40, "tmpfs"), rec(42, 41, "tmpfs"));
+        let cases = [
+            (
+                "ours on top",
+                entry(State::Mounted, id(41), id(40)),
+                vec![foreign.clone(), mine.clone()],
+                "ours",
+            ),
+            (
+                "ours gone, a foreign tmpfs at the path",
+                entry(State::Mounted, id(41), id(40)),
+                vec![foreign.clone()],
+                "gone",
+            ),
+            (
+                "ours under another",
+                entry(State::Mounted, id(41), None),
+                vec![foreign.clone(), mine.clone(), over_mine],
+                "not",
+            ),
+            (
+                "intended, never mounted, foreign below",
+                entry(State::Intended, None, id(40)),
+                vec![foreign.clone()],
+                "gone",
+            ),
+            (
+                "intended, mounted before the crash",
+                entry(State::Intended, None, id(40)),
+                vec![foreign.clone(), mine.clone()],
+                "ours",
+            ),
+            (
+                "intended on a bare path",
+                entry(State::Intended, None, None),
+                vec![],
+                "gone",
+            ),
+            (
+                "intended, another type on top",
+                entry(State::Intended, None, None),
+                vec![rec(41, 1, "ext4")],
+                "not",
+            ),
+        ];
+        for (i, (what, e, table, want)) in cases.into_iter().enumerate() {
+            let got = match e.whose(&table) {
+                Whose::Ours => "ours",
+                Whose::Gone => "gone",
+                Whose::NotOurs(_) => "not",
+            };
+            assert_eq!(got, want, "test[{i}]: {what}");
+        }
     }
 }

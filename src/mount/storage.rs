@@ -20,6 +20,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::errno::Errno;
 
 use super::ledger::{Kind, Ledger, Owner};
+use super::mountinfo::MountId;
 use super::MountError;
 use crate::container::mount_options;
 use crate::error::AgentError;
@@ -129,6 +130,23 @@ pub fn check_guest_path(field: &'static str, p: &str) -> Result<PathBuf, AgentEr
     Ok(path)
 }
 
+/// The directories an overlay's options name (`lowerdir=a:b`,
+/// `upperdir=`, `workdir=`): what it exposes, as a bind would.
+pub fn overlay_dirs(options: &[String]) -> Vec<PathBuf> {
+    options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter_map(|o| {
+            ["lowerdir=", "upperdir=", "workdir="]
+                .iter()
+                .find_map(|k| o.strip_prefix(k))
+        })
+        .flat_map(|v| v.split(':'))
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .collect()
+}
+
 /// Mounts `s` for `owner`, recording it in `ledger` first.
 /// `journal` is called once the ledger holds the entry and before the
 /// mount call: the intent is on disk before the mount exists.
@@ -145,27 +163,40 @@ pub fn mount_storage(
         errno,
     };
     let o = mount_options::parse(&s.options);
+    let record = Record {
+        ledger,
+        owner,
+        target: &s.mount_point,
+        journal,
+    };
     if s.driver == Driver::Local {
-        let seq = ledger
-            .lock()
-            .expect("ledger lock")
-            .intend(owner.clone(), Kind::Dir, "", &s.mount_point, "local");
-        let created = make_dirs(&s.mount_point).map_err(|e| err("mkdir", io_errno(&e)))?;
-        ledger.lock().expect("ledger lock").set_created_dirs(seq, created);
-        journal();
         let mode = s
             .options
             .iter()
             .find_map(|o| o.strip_prefix("mode="))
             .and_then(|m| u32::from_str_radix(m, 8).ok())
             .unwrap_or(0o777);
-        fs::set_permissions(&s.mount_point, fs::Permissions::from_mode(mode))
-            .map_err(|e| err("chmod", io_errno(&e)))?;
-        ledger.lock().expect("ledger lock").mark_mounted(seq);
-        return Ok(());
+        return record.run(Kind::Dir, "", "local", &[], |_| {
+            fs::set_permissions(&s.mount_point, fs::Permissions::from_mode(mode))
+                .map(|_| None)
+                .map_err(|e| err("chmod", io_errno(&e)))
+        });
     }
-    if s.driver == Driver::WatchableBind && copy_watched(ledger, owner, s, journal)? {
-        return Ok(());
+    // A watchable source within the caps is copied; past them, bound.
+    let fits = s.driver == Driver::WatchableBind
+        && super::watch::fits(Path::new(&s.source)).map_err(|e| err("copy", watch_errno(&e)))?;
+    if fits {
+        return record.run(Kind::Dir, &s.source, "watchable", &[], |created| {
+            super::watch::sync(Path::new(&s.source), &s.mount_point)
+                .map(|_| None)
+                .map_err(|e| {
+                    // Only a copy bosun made the directory for is removed whole.
+                    if created.iter().any(|d| d == &s.mount_point) {
+                        let _ = super::fsutil::remove_dir_same_fs(&s.mount_point);
+                    }
+                    err("copy", watch_errno(&e))
+                })
+        });
     }
     let (source, fstype, flags) = match s.driver {
         Driver::Ephemeral => ("tmpfs".to_string(), "tmpfs".to_string(), o.flags),
@@ -180,80 +211,79 @@ pub fn mount_storage(
         // Resolved by the sandbox before mounting (see Sandbox::create).
         Driver::GuestPull => return Err(err("image_guest_pull", Errno::ENOTSUP)),
     };
-    let seq = ledger
-        .lock()
-        .expect("ledger lock")
-        .intend(owner.clone(), Kind::Mount, &source, &s.mount_point, &fstype);
-    if !s.layers.is_empty() {
-        ledger.lock().expect("ledger lock").set_layers(seq, s.layers.clone());
-    }
-    let created = match make_dirs(&s.mount_point) {
-        Ok(c) => c,
-        Err(e) => {
-            ledger.lock().expect("ledger lock").remove(seq);
-            return Err(err("mkdir", io_errno(&e)));
-        }
-    };
-    ledger
-        .lock()
-        .expect("ledger lock")
-        .set_created_dirs(seq, created.clone());
-    journal();
     let data = (!o.data.is_empty()).then_some(o.data.as_str());
     let fs_arg = (fstype != "bind").then_some(fstype.as_str());
-    match sysmount::mount(Some(Path::new(&source)), &s.mount_point, fs_arg, flags, data) {
-        Ok(()) => {
-            ledger.lock().expect("ledger lock").mark_mounted(seq);
-            Ok(())
+    record.run(Kind::Mount, &source, &fstype, &s.layers, |_| {
+        sysmount::mount(Some(Path::new(&source)), &s.mount_point, fs_arg, flags, data).map_err(|e| err("mount", e))?;
+        // What identifies this mount from now on; unreadable, teardown
+        // falls back to the type check (see `Entry::whose`).
+        Ok(super::mountinfo::identity_at(&s.mount_point).ok().flatten())
+    })
+}
+
+/// The ledger's sequence for one storage, written once: record the intent,
+/// create the missing directories, note what was on top at the target,
+/// journal, act, then mark it done, or forget it and remove what it
+/// created.
+struct Record<'a> {
+    ledger: &'a std::sync::Mutex<Ledger>,
+    owner: &'a Owner,
+    target: &'a Path,
+    journal: &'a dyn Fn(),
+}
+
+impl Record<'_> {
+    fn run(
+        &self,
+        kind: Kind,
+        source: &str,
+        fstype: &str,
+        layers: &[String],
+        act: impl FnOnce(&[PathBuf]) -> Result<Option<MountId>, MountError>,
+    ) -> Result<(), MountError> {
+        let ledger = || crate::sync::lock(self.ledger);
+        let seq = ledger().intend(self.owner.clone(), kind, source, self.target, fstype);
+        ledger().set_layers(seq, layers.to_vec());
+        let undo = |created: &[PathBuf]| {
+            ledger().remove(seq);
+            remove_created(created);
+        };
+        let err = |op, e: &std::io::Error| MountError {
+            op,
+            target: self.target.to_path_buf(),
+            from: Some(source.to_string()),
+            errno: io_errno(e),
+        };
+        let created = make_dirs(self.target).map_err(|e| {
+            undo(&[]);
+            err("mkdir", &e)
+        })?;
+        ledger().set_created_dirs(seq, created.clone());
+        if kind == Kind::Mount {
+            let covered = super::mountinfo::identity_at(self.target).map_err(|e| {
+                undo(&created);
+                err("read mountinfo", &e)
+            })?;
+            ledger().set_covered(seq, covered);
         }
-        Err(e) => {
-            ledger.lock().expect("ledger lock").remove(seq);
-            remove_created(&created);
-            Err(err("mount", e))
+        (self.journal)();
+        match act(&created) {
+            Ok(ident) => {
+                ledger().mark_mounted(seq, ident);
+                Ok(())
+            }
+            Err(e) => {
+                undo(&created);
+                Err(e)
+            }
         }
     }
 }
 
-/// A watchable-bind storage as a copy (a ledger directory entry, removed
-/// whole at teardown); false when the source is past the caps and must be
-/// bound instead.
-fn copy_watched(
-    ledger: &std::sync::Mutex<Ledger>,
-    owner: &Owner,
-    s: &StorageSpec,
-    journal: &dyn Fn(),
-) -> Result<bool, MountError> {
-    let err = |op, errno| MountError {
-        op,
-        target: s.mount_point.clone(),
-        from: Some(s.source.clone()),
-        errno,
-    };
-    let seq =
-        ledger
-            .lock()
-            .expect("ledger lock")
-            .intend(owner.clone(), Kind::Dir, &s.source, &s.mount_point, "watchable");
-    let created = make_dirs(&s.mount_point).map_err(|e| err("mkdir", io_errno(&e)))?;
-    ledger
-        .lock()
-        .expect("ledger lock")
-        .set_created_dirs(seq, created.clone());
-    journal();
-    match super::watch::sync(Path::new(&s.source), &s.mount_point) {
-        Ok(_) => {
-            ledger.lock().expect("ledger lock").mark_mounted(seq);
-            Ok(true)
-        }
-        Err(e) => {
-            let _ = fs::remove_dir_all(&s.mount_point);
-            ledger.lock().expect("ledger lock").remove(seq);
-            remove_created(&created);
-            match e {
-                super::watch::WatchError::TooLarge { .. } => Ok(false),
-                super::watch::WatchError::Io { source, .. } => Err(err("copy", io_errno(&source))),
-            }
-        }
+fn watch_errno(e: &super::watch::WatchError) -> Errno {
+    match e {
+        super::watch::WatchError::Io { source, .. } => io_errno(source),
+        super::watch::WatchError::TooLarge { .. } => Errno::EFBIG,
     }
 }
 

@@ -88,6 +88,15 @@ fn mtime(m: &fs::Metadata) -> Option<SystemTime> {
     m.modified().ok()
 }
 
+/// Whether `src` is within the caps (copied) or past them (bound).
+pub fn fits(src: &Path) -> Result<bool, WatchError> {
+    match list(src) {
+        Ok(_) => Ok(true),
+        Err(WatchError::TooLarge { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Makes `dst` a copy of `src`: new and changed entries copied (files by a
 /// temp file and rename), removed ones removed. Returns how many changed.
 pub fn sync(src: &Path, dst: &Path) -> Result<usize, WatchError> {
@@ -97,9 +106,17 @@ pub fn sync(src: &Path, dst: &Path) -> Result<usize, WatchError> {
     for e in &entries {
         let (from, to) = (src.join(&e.rel), dst.join(&e.rel));
         let now = to.symlink_metadata().ok();
+        // A link's copy is made now, with a new mtime (which a coarse clock
+        // hides only when both fall in one tick): links compare by target.
         let same = now.as_ref().is_some_and(|n| {
             n.file_type() == e.meta.file_type()
-                && (e.meta.is_dir() || (n.len() == e.meta.len() && mtime(n) == mtime(&e.meta)))
+                && if e.meta.is_dir() {
+                    true
+                } else if e.meta.file_type().is_symlink() {
+                    fs::read_link(&to).ok() == fs::read_link(&from).ok()
+                } else {
+                    n.len() == e.meta.len() && mtime(n) == mtime(&e.meta)
+                }
         });
         if same {
             continue;
@@ -166,6 +183,9 @@ mod tests {
         fs::create_dir_all(src.join("..data")).unwrap();
         fs::write(src.join("..data/key"), "v1").unwrap();
         std::os::unix::fs::symlink("..data/key", src.join("key")).unwrap();
+        // Past the filesystem's timestamp tick: the copy's link gets a
+        // newer mtime than its source's (what a busy machine did).
+        std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(sync(&src, &dst).unwrap(), 3);
         assert_eq!(fs::read_to_string(dst.join("key")).unwrap(), "v1");
         assert_eq!(sync(&src, &dst).unwrap(), 0, "nothing changed");
@@ -176,6 +196,10 @@ mod tests {
         fs::remove_file(src.join("new")).unwrap();
         assert_eq!(sync(&src, &dst).unwrap(), 1);
         assert!(!dst.join("new").exists());
+        fs::remove_file(src.join("key")).unwrap();
+        std::os::unix::fs::symlink("new-target", src.join("key")).unwrap();
+        assert_eq!(sync(&src, &dst).unwrap(), 1, "a link retargeted");
+        assert_eq!(fs::read_link(dst.join("key")).unwrap(), Path::new("new-target"));
         for i in 0..MAX_ENTRIES {
             fs::write(src.join(format!("f{i}")), "x").unwrap();
         }

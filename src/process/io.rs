@@ -42,7 +42,7 @@ impl Output {
     /// A stream that is already at EOF (no pipe: e.g. re-adopted process).
     pub fn closed() -> Arc<Self> {
         let out = Self::default();
-        out.state.lock().expect("output lock").eof = true;
+        crate::sync::lock(&out.state).eof = true;
         Arc::new(out)
     }
 
@@ -55,7 +55,7 @@ impl Output {
                 tokio::pin!(w);
                 w.as_mut().enable();
                 {
-                    let s = self.state.lock().expect("output lock");
+                    let s = crate::sync::lock(&self.state);
                     if s.closed_by_reader || s.buf.len() < OUTPUT_BUFFER {
                         break;
                     }
@@ -63,7 +63,7 @@ impl Output {
                 w.await;
             }
             let n = rx.read(&mut chunk).await.unwrap_or(0);
-            let mut s = self.state.lock().expect("output lock");
+            let mut s = crate::sync::lock(&self.state);
             if n == 0 {
                 s.eof = true;
                 drop(s);
@@ -86,7 +86,7 @@ impl Output {
             tokio::pin!(r);
             r.as_mut().enable();
             {
-                let mut s = self.state.lock().expect("output lock");
+                let mut s = crate::sync::lock(&self.state);
                 if !s.buf.is_empty() {
                     let n = len.min(s.buf.len());
                     let out: Vec<u8> = s.buf.drain(..n).collect();
@@ -105,7 +105,7 @@ impl Output {
     /// Drops buffered output and lets the pump discard the rest, so a
     /// process nobody reads from does not block forever (used at removal).
     pub fn abandon(&self) {
-        let mut s = self.state.lock().expect("output lock");
+        let mut s = crate::sync::lock(&self.state);
         s.closed_by_reader = true;
         s.buf = VecDeque::new();
         drop(s);

@@ -95,12 +95,12 @@ impl Process {
 
     /// The exit status, if known.
     pub fn exit_status(&self) -> Option<i32> {
-        *self.exit.lock().expect("process lock")
+        *crate::sync::lock(&self.exit)
     }
 
     /// Records the exit status.
     pub fn set_exit(&self, status: i32) {
-        *self.exit.lock().expect("process lock") = Some(status);
+        *crate::sync::lock(&self.exit) = Some(status);
     }
 }
 

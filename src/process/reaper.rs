@@ -61,7 +61,7 @@ impl Reaper {
     fn reap_all(&self) {
         let mut any = false;
         while let Some(Exit { pid, status }) = sysproc::reap_one() {
-            let mut e = self.exits.lock().expect("reaper lock");
+            let mut e = crate::sync::lock(&self.exits);
             if e.by_pid.insert(pid, status).is_none() {
                 e.order.push_back(pid);
             }
@@ -79,7 +79,7 @@ impl Reaper {
 
     /// The exit status of `pid`, if it has exited.
     pub fn status(&self, pid: i32) -> Option<i32> {
-        self.exits.lock().expect("reaper lock").by_pid.get(&pid).copied()
+        crate::sync::lock(&self.exits).by_pid.get(&pid).copied()
     }
 
     /// Waits until `pid` has exited; returns its status.
@@ -166,7 +166,7 @@ impl Reaper {
 
     /// Forgets `pid`'s status once nobody will ask again.
     pub fn forget(&self, pid: i32) {
-        let mut e = self.exits.lock().expect("reaper lock");
+        let mut e = crate::sync::lock(&self.exits);
         if e.by_pid.remove(&pid).is_some() {
             e.order.retain(|p| *p != pid);
         }

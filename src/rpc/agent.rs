@@ -15,6 +15,7 @@ use crate::ids::{parse_exec_id, ContainerId};
 use crate::protocols::agent::*;
 use crate::protocols::agent_ttrpc;
 use crate::protocols::empty::Empty;
+use crate::sandbox::create_container::CreateRequest;
 use crate::sandbox::processes::Stream;
 use crate::sandbox::Sandbox;
 
@@ -84,9 +85,14 @@ impl agent_ttrpc::AgentService for Agent {
             spec.shared_mounts = convert::shared_mounts(&req.shared_mounts)?;
             spec.guest_devices = convert::guest_devices(&req.devices)?;
             let storages = convert::storages(&req.storages)?;
-            self.sandbox
-                .create_container(id, spec, storages, req.sandbox_pidns, deadline)
-                .await?;
+            let req = CreateRequest {
+                id,
+                spec,
+                storages,
+                join_pidns: req.sandbox_pidns,
+                deadline,
+            };
+            self.sandbox.create_container(req).await?;
             Ok(Empty::new())
         })
         .await

@@ -99,7 +99,7 @@ impl Sandbox {
         let Some(store) = self.images.get().cloned() else {
             return Ok("no image store".into());
         };
-        let in_use: HashSet<String> = self.ledger.lock().expect("ledger lock").layers_in_use();
+        let in_use: HashSet<String> = crate::sync::lock(&self.ledger).layers_in_use();
         let n = tokio::task::spawn_blocking(move || store.collect(&in_use))
             .await
             .map_err(|e| format!("layer collection task: {e}"))??;

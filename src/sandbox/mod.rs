@@ -3,17 +3,23 @@
 
 mod cgroups;
 mod container_extras;
-mod containers;
 pub mod copy_file;
+pub mod create_container;
+mod destroy;
+mod exec;
 mod guest_pull;
 pub mod hooks;
 pub mod oom;
 pub mod processes;
+mod remove;
+mod reserve;
+mod start;
 pub mod state_journal;
+mod sweep;
 pub mod teardown;
 mod watches;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -52,8 +58,11 @@ pub struct SandboxSpec {
 struct State {
     sandbox: Option<SandboxSpec>,
     containers: BTreeMap<ContainerId, Arc<Container>>,
-    /// Ids bosun removed: a second RemoveContainer answers OK.
-    removed: HashSet<ContainerId>,
+    /// Ids bosun removed, oldest first, at most `REMOVED_KEPT`: a second
+    /// RemoveContainer answers OK.
+    removed: std::collections::VecDeque<ContainerId>,
+    /// Creates in progress, by id (see `reserve.rs`).
+    creating: std::collections::HashMap<ContainerId, reserve::Creating>,
     /// The latest teardown reports, newest last ("" for the sandbox).
     reports: std::collections::VecDeque<(String, String)>,
     /// watchable-bind copies kept in step: (container, source, copy).
@@ -69,6 +78,30 @@ struct State {
 pub const ADOPTED_EXIT_UNKNOWN: i32 = 255;
 /// How often an adopted process is checked for its end.
 const ADOPTED_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Removed ids remembered for an idempotent second RemoveContainer: a
+/// runtime repeats a remove within seconds, not after a thousand more
+/// containers; unbounded, a pod running short jobs grows the journal
+/// forever (3002 ids after 3300 cycles, measured before this bound).
+pub const REMOVED_KEPT: usize = 1024;
+
+impl State {
+    fn remember_removed(&mut self, id: &ContainerId) {
+        self.forget_removed(id);
+        self.removed.push_back(id.clone());
+        while self.removed.len() > REMOVED_KEPT {
+            self.removed.pop_front();
+        }
+    }
+
+    fn forget_removed(&mut self, id: &ContainerId) {
+        self.removed.retain(|r| r != id);
+    }
+
+    fn was_removed(&self, id: &ContainerId) -> bool {
+        self.removed.contains(id)
+    }
+}
 
 /// Teardown reports kept for GetDiagnosticData: enough for every container
 /// of a busy pod, bounded so a pod running many short jobs cannot grow it.
@@ -87,6 +120,43 @@ pub struct Sandbox {
     state: Mutex<State>,
     /// Where `image_guest_pull` images go (set at start).
     images: std::sync::OnceLock<Arc<crate::image::ImageStore>>,
+    /// Held shared by each create and exec in flight, exclusively by
+    /// DestroySandbox: a destroy waits for them and none starts meanwhile.
+    pod_ops: Arc<tokio::sync::RwLock<()>>,
+    /// True while DestroySandbox runs: creates waiting on a pull or a
+    /// device give up before they mount anything.
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+/// Runs `work` to its end in a task of its own, whatever happens to the
+/// caller: ttrpc drops a handler at the client's deadline, and a create or
+/// teardown dropped halfway would leave half its work behind. If the caller
+/// is gone when `work` succeeds, `if_abandoned` gets its result to undo.
+pub(crate) async fn detached<T, W, U, UF>(work: W, if_abandoned: U) -> Result<T, AgentError>
+where
+    T: Send + 'static,
+    W: std::future::Future<Output = Result<T, AgentError>> + Send + 'static,
+    U: FnOnce(T) -> UF + Send + 'static,
+    UF: std::future::Future<Output = ()> + Send,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if let Err(Ok(v)) = tx.send(work.await) {
+            if_abandoned(v).await;
+        }
+    });
+    rx.await.unwrap_or_else(|_| {
+        Err(AgentError::Internal(
+            "the call's task ended without an answer (a bug); see the agent log".into(),
+        ))
+    })
+}
+
+/// `detached` for work whose result stays when the caller is gone.
+pub(crate) async fn run_detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, AgentError>> + Send + 'static,
+) -> Result<T, AgentError> {
+    detached(work, |_| async {}).await
 }
 
 impl Sandbox {
@@ -109,11 +179,34 @@ impl Sandbox {
             journal: crate::journal::Journal::new(run_dir),
             state: Mutex::new(State::default()),
             images: std::sync::OnceLock::new(),
+            pod_ops: Arc::new(tokio::sync::RwLock::new(())),
+            closing: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// `f`, unless DestroySandbox starts first: then UNAVAILABLE, and
+    /// `f` (a pull, a wait for a device: nothing mounted yet) is dropped.
+    async fn until_closing<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, AgentError>>,
+    ) -> Result<T, AgentError> {
+        let mut closing = self.closing.subscribe();
+        let stopped = || {
+            AgentError::Unavailable(
+                "the sandbox is being destroyed; the create stopped before mounting anything".into(),
+            )
+        };
+        if *closing.borrow() {
+            return Err(stopped());
+        }
+        tokio::select! {
+            r = f => r,
+            _ = closing.wait_for(|c| *c) => Err(stopped()),
         }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("sandbox lock")
+        crate::sync::lock(&self.state)
     }
 
     /// The container `id`, or NOT_FOUND.
@@ -140,8 +233,18 @@ impl Sandbox {
         self.run_dir.join("sandbox")
     }
 
-    /// CreateSandbox. The same spec again is OK (idempotent).
-    pub async fn create_sandbox(&self, spec: SandboxSpec) -> Result<(), AgentError> {
+    /// CreateSandbox, detached from the call (see `detached`). The same
+    /// spec again is OK (idempotent).
+    pub async fn create_sandbox(self: &Arc<Self>, spec: SandboxSpec) -> Result<(), AgentError> {
+        let sb = self.clone();
+        run_detached(async move {
+            let _op = sb.pod_ops.clone().read_owned().await;
+            sb.create_sandbox_now(spec).await
+        })
+        .await
+    }
+
+    async fn create_sandbox_now(&self, spec: SandboxSpec) -> Result<(), AgentError> {
         {
             let st = self.state();
             if let Some(existing) = &st.sandbox {
@@ -175,8 +278,8 @@ impl Sandbox {
             if let Err(e) = storage::mount_storage(&self.ledger, &Owner::Sandbox, s, &|| {
                 let _ = self.persist();
             }) {
-                let report = self.teardown_sandbox_storages().await;
-                slog::warn!(self.log, "sandbox storage failed, rolled back"; "index" => i, "error" => %e, "rollback" => %report);
+                let report = self.unmount_owned_async(Owner::Sandbox).await;
+                slog::warn!(self.log, "sandbox storage failed, rolled back"; "index" => i, "error" => %e, "rollback" => ?report);
                 return Err(e.into());
             }
         }
@@ -269,13 +372,33 @@ impl Sandbox {
         Ok(out)
     }
 
-    /// Refuses storages that would mount over, or bind from, the agent's
-    /// own files; checked for all before any is mounted.
+    /// Refuses storages that would cover a path the agent needs, or bind
+    /// (or layer) the agent's own files (see `crate::protect`); checked
+    /// for all before any is mounted.
     pub(crate) fn check_storages(&self, v: &[StorageSpec]) -> Result<(), AgentError> {
         for s in v {
             self.guard.check_mount_target(&s.mount_point)?;
-            if s.driver == storage::Driver::Bind {
-                self.guard.check_mount_target(Path::new(&s.source))?;
+            if matches!(s.driver, storage::Driver::Bind | storage::Driver::WatchableBind) {
+                self.guard.check_bind_source(Path::new(&s.source))?;
+            }
+            for dir in storage::overlay_dirs(&s.options) {
+                self.guard.check_bind_source(&dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses OCI bind mounts (and overlays) whose source is or holds
+    /// the agent's own files: a container would read its journal or
+    /// write into its run directory.
+    pub(crate) fn check_oci_mounts(&self, v: &[crate::container::init_config::MountSpec]) -> Result<(), AgentError> {
+        for m in v {
+            let opts = crate::container::mount_options::parse(&m.options);
+            if m.fstype == "bind" || opts.bind {
+                self.guard.check_bind_source(Path::new(&m.source))?;
+            }
+            for dir in storage::overlay_dirs(&m.options) {
+                self.guard.check_bind_source(&dir)?;
             }
         }
         Ok(())
@@ -286,10 +409,7 @@ impl Sandbox {
     pub fn update_ephemeral(&self, storages: &[StorageSpec]) -> Result<(), AgentError> {
         self.check_storages(storages)?;
         for s in storages.iter().filter(|s| s.driver == storage::Driver::Ephemeral) {
-            let known = self
-                .ledger
-                .lock()
-                .expect("ledger lock")
+            let known = crate::sync::lock(&self.ledger)
                 .all()
                 .iter()
                 .any(|e| e.target == s.mount_point && e.fstype == "tmpfs");

@@ -27,7 +27,7 @@ pub struct OomEvents {
 
 impl OomEvents {
     fn push(&self, id: ContainerId) {
-        let mut q = self.queue.lock().expect("oom lock");
+        let mut q = crate::sync::lock(&self.queue);
         q.push_back(id);
         while q.len() > OOM_QUEUE {
             q.pop_front();
@@ -42,7 +42,7 @@ impl OomEvents {
             let n = self.ready.notified();
             tokio::pin!(n);
             n.as_mut().enable();
-            if let Some(id) = self.queue.lock().expect("oom lock").pop_front() {
+            if let Some(id) = crate::sync::lock(&self.queue).pop_front() {
                 return id;
             }
             n.await;

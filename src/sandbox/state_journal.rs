@@ -13,7 +13,7 @@ use crate::container::{Container, ContainerInfo, Status};
 use crate::error::AgentError;
 use crate::ids::ContainerId;
 use crate::journal::{JournalError, Versioned};
-use crate::mount::ledger::{Kind, Ledger, Owner, State};
+use crate::mount::ledger::{Kind, Ledger, State, Whose};
 use crate::process::Process;
 
 /// Format version of `Snapshot`.
@@ -101,17 +101,6 @@ fn record(p: &Process, exit: Option<i32>) -> ProcRecord {
     }
 }
 
-/// Test-only crash points (`BOSUN_CRASH_AT=name`): the process really dies
-/// (abort) at a named step, so the restart tests can stop bosun exactly
-/// "after the mount, before the process". A SIGKILL from outside cannot be
-/// timed that precisely. Unset in production.
-pub fn crash_point(name: &str) {
-    if std::env::var("BOSUN_CRASH_AT").as_deref() == Ok(name) {
-        eprintln!("bosun: BOSUN_CRASH_AT={name}: aborting here on purpose");
-        std::process::abort();
-    }
-}
-
 impl Sandbox {
     fn snapshot(&self) -> Snapshot {
         let st = self.state();
@@ -149,7 +138,7 @@ impl Sandbox {
             sandbox,
             containers,
             removed,
-            ledger: self.ledger.lock().expect("ledger lock").clone(),
+            ledger: crate::sync::lock(&self.ledger).clone(),
             copied,
             watches,
         }
@@ -248,38 +237,32 @@ impl Sandbox {
                 .filter_map(|(c, s, d)| Some((ContainerId::parse(c).ok()?, s.clone(), d.clone())))
                 .collect();
         }
-        *self.ledger.lock().expect("ledger lock") = snap.ledger.clone();
+        *crate::sync::lock(&self.ledger) = snap.ledger.clone();
         self.reconcile_ledger();
-        // Ledger entries of a container the journal does not hold: a create
-        // cut short by the restart. Undo it.
-        let orphans: Vec<ContainerId> = {
-            let st = self.state();
-            let ledger = self.ledger.lock().expect("ledger lock");
-            let mut v: Vec<ContainerId> = ledger
-                .all()
-                .iter()
-                .filter_map(|e| match &e.owner {
-                    Owner::Container(id) if !st.containers.contains_key(id) => Some(id.clone()),
-                    _ => None,
-                })
-                .collect();
-            v.dedup();
-            v
-        };
-        for id in &orphans {
-            warn!(self.log, "rolling back a create interrupted by the restart"; "cid" => %id);
-            let dir = self.containers_dir().join(id.as_str());
-            let cg = self.cgroups.child(std::path::Path::new(id.as_str()));
-            self.rollback(id, &dir, None, cg).await;
+        // What a create or teardown cut short by the restart left: ledger
+        // entries, run directories and cgroups of no recorded container.
+        let mut swept = super::teardown::TeardownReport::default();
+        self.sweep_orphans(&mut swept).await;
+        if !swept.ok() {
+            warn!(self.log, "leftovers of the previous run not all removed; DestroySandbox tries again"; "report" => %swept);
         }
-        info!(self.log, "state recovered"; "containers" => adopted, "rolled_back" => orphans.len(), "sandbox" => snap.sandbox.map(|s| s.id).unwrap_or_default());
+        info!(self.log, "state recovered"; "containers" => adopted, "swept" => %swept, "sandbox" => snap.sandbox.map(|s| s.id).unwrap_or_default());
         let _ = self.persist();
     }
 
-    /// Intended mounts: mounted if mountinfo shows them (the crash came
-    /// after the mount call), forgotten otherwise.
+    /// Intended mounts: bosun's if mountinfo shows a new mount on top at
+    /// the target since the intent (the crash came after mount(2)), with
+    /// its identity recorded now; forgotten otherwise, with the
+    /// directories bosun created for them.
     fn reconcile_ledger(&self) {
-        let mut ledger = self.ledger.lock().expect("ledger lock");
+        let table = match crate::mount::mountinfo::table() {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(self.log, "mountinfo unreadable; intended mounts kept as they are"; "error" => %e);
+                return;
+            }
+        };
+        let mut ledger = crate::sync::lock(&self.ledger);
         let intended: Vec<_> = ledger
             .all()
             .iter()
@@ -287,9 +270,15 @@ impl Sandbox {
             .cloned()
             .collect();
         for e in intended {
-            match crate::mount::mountinfo::fstype_at(&e.target) {
-                Ok(Some(t)) if t == e.fstype || e.fstype == "bind" => ledger.mark_mounted(e.seq),
-                _ => ledger.remove(e.seq),
+            match e.whose(&table) {
+                Whose::Ours => {
+                    let ident = crate::mount::mountinfo::top_at(&table, &e.target).map(|r| r.ident.clone());
+                    ledger.mark_mounted(e.seq, ident);
+                }
+                Whose::Gone | Whose::NotOurs(_) => {
+                    ledger.remove(e.seq);
+                    crate::mount::storage::remove_created(&e.created_dirs);
+                }
             }
         }
     }

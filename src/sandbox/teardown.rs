@@ -4,19 +4,19 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use nix::errno::Errno;
 use slog::{info, warn, Logger};
 
 use super::Sandbox;
-use crate::container::{Container, Status};
-use crate::error::AgentError;
+use crate::container::Container;
 use crate::ids::ContainerId;
 use crate::mount::fsutil::remove_dir_same_fs;
-use crate::mount::ledger::{Kind, Ledger, Owner};
+use crate::mount::ledger::{Kind, Ledger, Owner, Whose};
 use crate::mount::umount::{self, Unmounted, BUSY_INTERVAL, BUSY_RETRIES};
+use crate::sync::lock;
 use crate::sys::process as sysproc;
 
 /// How long processes get to exit on SIGTERM before SIGKILL. Short: a
@@ -72,18 +72,17 @@ impl fmt::Display for TeardownReport {
 /// Undoes the ledger entries of `owner`, newest first. Every entry is
 /// tried; the ones that fail stay in the ledger for the next call.
 pub fn unmount_owned(ledger: &Mutex<Ledger>, owner: &Owner, log: &Logger) -> Result<String, String> {
-    let entries = ledger.lock().expect("ledger lock").owned_by(owner);
+    let entries = lock(ledger).owned_by(owner);
     let (mut done, mut gone, mut errors) = (0, 0, Vec::new());
     for e in entries {
         let r = match e.kind {
-            Kind::Mount => match still_ours(&e) {
-                Ok(true) => umount::unmount(&e.target, BUSY_RETRIES, BUSY_INTERVAL).map_err(|err| err.to_string()),
-                Ok(false) => Ok(Unmounted::AlreadyGone),
-                Err(err) => Err(err),
-            },
-            Kind::Dir => remove_dir_same_fs(&e.target)
+            Kind::Mount => unmount_entry(&e),
+            // A directory bosun created goes whole (never across a mount);
+            // one that was there before is the owner's, and stays.
+            Kind::Dir if e.created_dirs.contains(&e.target) => remove_dir_same_fs(&e.target)
                 .map(|_| Unmounted::Done)
                 .map_err(|err| format!("remove {}: {err}", e.target.display())),
+            Kind::Dir => Ok(Unmounted::AlreadyGone),
         };
         match r {
             Ok(how) => {
@@ -96,8 +95,8 @@ pub fn unmount_owned(ledger: &Mutex<Ledger>, owner: &Owner, log: &Logger) -> Res
                     }
                 }
                 crate::mount::storage::remove_created(&e.created_dirs);
-                ledger.lock().expect("ledger lock").remove(e.seq);
-                super::state_journal::crash_point("remove-after-unmount");
+                lock(ledger).remove(e.seq);
+                crate::journal::crash_point("remove-after-unmount");
             }
             Err(err) => errors.push(err),
         }
@@ -109,25 +108,20 @@ pub fn unmount_owned(ledger: &Mutex<Ledger>, owner: &Owner, log: &Logger) -> Res
     }
 }
 
-/// Whether the mount at `e.target` is still the one bosun made: not a mount
-/// point any more → gone; a different filesystem type there → someone
-/// else's mount, which bosun reports and never unmounts. (A bind mount
-/// shows its source's type, so binds are only checked for presence.)
-fn still_ours(e: &crate::mount::ledger::Entry) -> Result<bool, String> {
-    let now = crate::mount::mountinfo::fstype_at(&e.target).map_err(|err| format!("read mountinfo: {err}"))?;
-    match now {
-        None => Ok(false),
-        Some(t) if e.fstype == "bind" || t == e.fstype => Ok(true),
-        Some(t) => Err(format!(
-            "{} is now a {t} mount that bosun did not make (bosun mounted {}); left in place",
-            e.target.display(),
-            e.fstype
-        )),
+/// Unmounts an entry's mount if, by identity, the mount on top at its
+/// target is the one bosun made (`Entry::whose`): a mount someone else
+/// made at the same path is never unmounted.
+fn unmount_entry(e: &crate::mount::ledger::Entry) -> Result<Unmounted, String> {
+    let table = crate::mount::mountinfo::table().map_err(|err| format!("read mountinfo: {err}"))?;
+    match e.whose(&table) {
+        Whose::Ours => umount::unmount(&e.target, BUSY_RETRIES, BUSY_INTERVAL).map_err(|err| err.to_string()),
+        Whose::Gone => Ok(Unmounted::AlreadyGone),
+        Whose::NotOurs(why) => Err(why),
     }
 }
 
 impl Sandbox {
-    async fn unmount_owned_async(&self, owner: Owner) -> Result<String, String> {
+    pub(super) async fn unmount_owned_async(&self, owner: Owner) -> Result<String, String> {
         let (ledger, log) = (self.ledger.clone(), self.log.clone());
         tokio::task::spawn_blocking(move || unmount_owned(&ledger, &owner, &log))
             .await
@@ -139,7 +133,7 @@ impl Sandbox {
     /// then SIGKILL until all are reaped and the cgroup is empty, within
     /// `wait` in all.
     async fn kill_all(&self, c: &Container, wait: Duration) -> Result<String, String> {
-        c.gate.lock().expect("gate lock").take(); // a created container's init would wait forever
+        crate::sync::lock(&c.gate).take(); // a created container's init would wait forever
         if let Some(cg) = &c.cgroup {
             let _ = cg.freeze(false); // frozen tasks cannot act on signals
         }
@@ -193,7 +187,7 @@ impl Sandbox {
         }
     }
 
-    async fn teardown_container(&self, c: &Container, wait: Duration) -> TeardownReport {
+    pub(super) async fn teardown_container(&self, c: &Container, wait: Duration) -> TeardownReport {
         let mut report = TeardownReport::default();
         self.drop_watches(&c.id);
         report.run("kill", self.kill_all(c, wait).await);
@@ -205,7 +199,7 @@ impl Sandbox {
             p.close_stdin().await;
         }
         let owner = Owner::Container(c.id.clone());
-        let had_layers = self.ledger.lock().expect("ledger lock").reads_layers(&owner);
+        let had_layers = lock(&self.ledger).reads_layers(&owner);
         report.run("umount", self.unmount_owned_async(owner).await);
         if had_layers {
             report.run("image layers", self.collect_layers().await);
@@ -231,55 +225,6 @@ impl Sandbox {
             .await
             .map_err(|e| format!("cgroup task: {e}"))?;
         r.map(|_| "removed".to_string()).map_err(|e| e.to_string())
-    }
-
-    /// RemoveContainer. Idempotent: an id bosun removed answers OK; a
-    /// teardown that failed halfway is finished by the next call.
-    pub async fn remove_container(&self, id: &ContainerId, wait: Duration) -> Result<(), AgentError> {
-        let c = match self.container(id) {
-            Ok(c) => c,
-            Err(e) => {
-                return if self.state().removed.contains(id) {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
-        };
-        if c.is_pause && self.state().containers.len() > 1 {
-            return Err(AgentError::WrongState {
-                cid: id.clone(),
-                state: "the pause container of a pod with workloads",
-                action: "remove it first; remove the workloads or call DestroySandbox",
-            });
-        }
-        let _op = c.op.lock().await;
-        if !self.state().containers.contains_key(id) {
-            return Ok(()); // a concurrent call finished the job while we waited
-        }
-        c.set_status(Status::Removing);
-        self.persist()?;
-        let wait = if wait.is_zero() { DEFAULT_KILL_WAIT } else { wait };
-        let report = self.teardown_container(&c, wait).await;
-        self.keep_report(id.as_str(), report.to_string());
-        if !report.ok() {
-            warn!(self.log, "container teardown incomplete"; "cid" => %id, "report" => %report);
-            let _ = self.persist();
-            return Err(AgentError::TeardownIncomplete {
-                what: format!("container {id:?}"),
-                failures: report.failures(),
-            });
-        }
-        for p in c.processes() {
-            self.reaper.forget(p.pid);
-        }
-        let mut st = self.state();
-        st.containers.remove(id);
-        st.removed.insert(id.clone());
-        drop(st);
-        self.persist()?;
-        info!(self.log, "container removed"; "cid" => %id, "report" => %report);
-        Ok(())
     }
 
     /// Undoes a create that failed: kill the process if one exists, then
@@ -316,63 +261,5 @@ impl Sandbox {
         info!(self.log, "create rolled back"; "cid" => %id, "report" => %report);
         self.keep_report(id.as_str(), format!("create rolled back: {report}"));
         let _ = self.persist();
-    }
-
-    pub(super) async fn teardown_sandbox_storages(&self) -> TeardownReport {
-        let mut report = TeardownReport::default();
-        report.run("umount", self.unmount_owned_async(Owner::Sandbox).await);
-        report
-    }
-
-    /// DestroySandbox: workloads first, then the pause container, then the
-    /// sandbox storages and directory. Idempotent.
-    pub async fn destroy_sandbox(&self) -> Result<(), AgentError> {
-        let mut failures = Vec::new();
-        let all = self.containers();
-        let (pause, workloads): (Vec<Arc<Container>>, Vec<Arc<Container>>) = all.into_iter().partition(|c| c.is_pause);
-        for c in workloads.iter().chain(pause.iter()) {
-            if let Err(e) = self.remove_container(&c.id, DEFAULT_KILL_WAIT).await {
-                failures.push(e.to_string());
-            }
-        }
-        let mut report = self.teardown_sandbox_storages().await;
-        report.run("copied files", self.remove_copied());
-        if let Some(store) = self.image_store().cloned() {
-            report.run("image layers", self.collect_layers().await);
-            store.tidy();
-        }
-        report.run(
-            "rmdir",
-            remove_dir_same_fs(&self.sandbox_dir())
-                .map(|_| "removed".to_string())
-                .map_err(|e| e.to_string()),
-        );
-        let _ = std::fs::remove_dir(self.containers_dir());
-        self.cgroups.remove_if_empty();
-        let mut summary = format!(
-            "{} container(s) removed; sandbox {report}",
-            workloads.len() + pause.len() - failures.len()
-        );
-        if !failures.is_empty() {
-            summary = format!("{summary}; failed: {}", failures.join("; "));
-        }
-        self.keep_report("", summary);
-        if !report.ok() {
-            failures.push(report.failures());
-        }
-        if !failures.is_empty() {
-            return Err(AgentError::TeardownIncomplete {
-                what: "sandbox".into(),
-                failures: failures.join("; "),
-            });
-        }
-        let mut st = self.state();
-        let sid = st.sandbox.take().map(|s| s.id).unwrap_or_default();
-        st.removed.clear();
-        drop(st);
-        self.persist()?;
-        crate::sys::process::release_free_memory();
-        info!(self.log, "sandbox destroyed"; "sid" => sid);
-        Ok(())
     }
 }

@@ -32,10 +32,7 @@ impl Sandbox {
                 ),
             ));
         }
-        let have = self
-            .ledger
-            .lock()
-            .expect("ledger lock")
+        let have = crate::sync::lock(&self.ledger)
             .all()
             .iter()
             .any(|e| e.target == Path::new(WATCH_ROOT));

@@ -1,26 +1,49 @@
-//! CreateContainer, StartContainer, ExecProcess.
+//! CreateContainer: storages, namespaces, rootfs, cgroup; the process waits
+//! for StartContainer.
+//!
+//! The create runs detached from the call (`super::detached`): a caller cut
+//! off by its ttrpc deadline does not stop it halfway, it finishes (a retry
+//! of the same request then finds the container) or rolls back as a whole.
+//! The id is reserved before any side effect (`reserve.rs`), so a rollback
+//! only ever undoes its own call's work, and DestroySandbox waits for
+//! creates in flight (`pod_ops`).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use slog::{info, warn};
 
-use super::hooks::HookKind;
+use super::reserve::{Claim, Slot};
 use super::{Sandbox, SandboxSpec};
 use crate::cgroup::CgroupJoin;
-use crate::container::init_config::{InitConfig, MountSpec, NsKind, NsMode, Payload, ProcessSpec};
+use crate::container::init_config::{InitConfig, MountSpec, NsKind, NsMode, Payload};
 use crate::container::spawn::{self, SpawnError};
 use crate::container::spec::ContainerSpec;
 use crate::container::{
-    Container, ContainerInfo, Status, CONTAINER_NAME_ANNOTATION, CONTAINER_TYPE_ANNOTATION, PROTECTED_ANNOTATION,
+    Container, ContainerInfo, CONTAINER_NAME_ANNOTATION, CONTAINER_TYPE_ANNOTATION, PROTECTED_ANNOTATION,
 };
 use crate::error::AgentError;
 use crate::ids::ContainerId;
+use crate::journal::crash_point;
 use crate::mount::ledger::Owner;
 use crate::mount::storage::{self, StorageSpec};
 
-fn ns_path(pid: i32, kind: NsKind) -> NsMode {
+/// CreateContainer, validated.
+pub struct CreateRequest {
+    /// The container id.
+    pub id: ContainerId,
+    /// Its spec.
+    pub spec: ContainerSpec,
+    /// Its storages.
+    pub storages: Vec<StorageSpec>,
+    /// Join the sandbox's pid namespace.
+    pub join_pidns: bool,
+    /// When to give up on the slow parts (a pull, a device, a wait for an
+    /// earlier create of the same id), ahead of the client's deadline.
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+pub(super) fn ns_path(pid: i32, kind: NsKind) -> NsMode {
     NsMode::Join(PathBuf::from(format!("/proc/{pid}/ns/{}", kind.proc_name())))
 }
 
@@ -34,27 +57,34 @@ fn rootfs_absent(rootfs: Option<&Path>) -> bool {
 }
 
 impl Sandbox {
-    /// CreateContainer: storages, namespaces, rootfs; the process waits for
-    /// StartContainer. A failure halfway is rolled back by the teardown code.
-    pub async fn create_container(
-        &self,
-        id: ContainerId,
-        spec: ContainerSpec,
-        storages: Vec<StorageSpec>,
-        join_pidns: bool,
-        deadline: Option<tokio::time::Instant>,
-    ) -> Result<(), AgentError> {
+    /// CreateContainer. Idempotent by request: the same request for an
+    /// existing id is OK, a different one ALREADY_EXISTS.
+    pub async fn create_container(self: &Arc<Self>, req: CreateRequest) -> Result<(), AgentError> {
+        let sb = self.clone();
+        super::run_detached(async move { sb.create_reserved(req).await }).await
+    }
+
+    async fn create_reserved(self: &Arc<Self>, req: CreateRequest) -> Result<(), AgentError> {
+        // Held until this create has ended: DestroySandbox waits for it.
+        let _op = self.pod_ops.clone().read_owned().await;
+        let digest = digest(&req.spec, &req.storages, req.join_pidns);
+        let slot = match self.reserve(&req.id, &digest, req.deadline).await? {
+            Claim::AlreadyCreated => return Ok(()),
+            Claim::Claimed(slot) => slot,
+        };
+        crash_point("create-reserved");
+        self.create_claimed(&slot, req, digest).await
+    }
+
+    async fn create_claimed(&self, slot: &Slot, req: CreateRequest, digest: String) -> Result<(), AgentError> {
+        let CreateRequest {
+            id,
+            spec,
+            storages,
+            join_pidns,
+            deadline,
+        } = req;
         let sb = self.sandbox_spec()?;
-        let digest = digest(&spec, &storages, join_pidns);
-        if let Some(existing) = self.state().containers.get(&id) {
-            // The same request again (a runtime retrying after a timeout or
-            // a restart) is OK; a different one is a conflict.
-            return if existing.digest == digest {
-                Ok(())
-            } else {
-                Err(AgentError::ContainerExists(id))
-            };
-        }
         let pause = self.pause();
         let marked_pause = spec.annotations.get(CONTAINER_TYPE_ANNOTATION).map(String::as_str) == Some("sandbox");
         if let (true, Some(p)) = (marked_pause, &pause) {
@@ -63,15 +93,18 @@ impl Sandbox {
                 format!("the sandbox already has its pause container {:?}", p.id.as_str()),
             ));
         }
-        let is_pause = pause.is_none();
+        let is_pause = slot.is_pause;
         self.check_storages(&storages)?;
+        self.check_oci_mounts(&spec.mounts)?;
         // `_pulled` pins the image's layers until the overlay's ledger entry names them.
-        let (storages, _pulled) = self.guest_pull(&id, storages, is_pause, deadline).await?;
-        let storages = self.resolve_devices(&storages).await?;
+        let (storages, _pulled) = self
+            .until_closing(self.guest_pull(&id, storages, is_pause, deadline))
+            .await?;
+        let storages = self.until_closing(self.resolve_devices(&storages)).await?;
         self.prepare_watches(&storages)?;
-        let spec = self.with_guest_devices(spec).await?;
+        let spec = self.until_closing(self.with_guest_devices(spec)).await?;
         let cgroup_rel = spec.cgroups_path.clone().unwrap_or_else(|| PathBuf::from(id.as_str()));
-        let planned_cgroup = self.plan_cgroup(&cgroup_rel)?;
+        let planned_cgroup = self.plan_cgroup(slot, &cgroup_rel)?;
         if spec.has_seccomp {
             // As with Kata's default (disable_guest_seccomp), the profile is
             // not applied inside the guest: the VM is the isolation boundary.
@@ -79,28 +112,31 @@ impl Sandbox {
         }
         let dir = self.containers_dir().join(id.as_str());
         std::fs::create_dir_all(&dir).map_err(|e| AgentError::Internal(format!("create {}: {e}", dir.display())))?;
+        crash_point("create-after-dir");
+        let rollback = |pid| self.rollback(&id, &dir, pid, planned_cgroup.clone());
         let owner = Owner::Container(id.clone());
         for s in &storages {
             if let Err(e) = storage::mount_storage(&self.ledger, &owner, s, &|| {
                 let _ = self.persist();
             }) {
-                self.rollback(&id, &dir, None, planned_cgroup.clone()).await;
+                rollback(None).await;
                 return Err(e.into());
             }
         }
-        super::state_journal::crash_point("create-after-storage");
+        crash_point("create-after-storage");
         self.add_watches(&id, &storages);
         let cgroup = match self.make_cgroup(&id, &spec, &cgroup_rel).await {
             Ok(cg) => cg,
             Err(e) => {
-                self.rollback(&id, &dir, None, planned_cgroup.clone()).await;
+                rollback(None).await;
                 return Err(e);
             }
         };
+        crash_point("create-after-cgroup");
         let (mut cfg, own_pid_ns) = self.init_config(&sb, &spec, pause.as_deref(), join_pidns);
         cfg.cgroup = cgroup.as_ref().map(|c| c.join()).unwrap_or_default();
         if !is_pause && cfg.rootfs.as_deref().is_none_or(|r| !r.is_dir()) {
-            self.rollback(&id, &dir, None, planned_cgroup.clone()).await;
+            rollback(None).await;
             return Err(AgentError::invalid(
                 "OCI.Root.Path",
                 format!("rootfs {:?} is not a directory in the guest", spec.rootfs),
@@ -109,15 +145,21 @@ impl Sandbox {
         let spawned = match spawn::start(&dir.join("init.json"), &cfg, id.as_str()).await {
             Ok(s) => s,
             Err(SpawnError { pid, reason }) => {
-                self.rollback(&id, &dir, pid, planned_cgroup.clone()).await;
-                return Err(AgentError::SetupFailed { cid: id, reason });
+                rollback(pid).await;
+                return Err(AgentError::SetupFailed {
+                    cid: id.clone(),
+                    reason,
+                });
             }
         };
+        crash_point("create-after-spawn");
         self.forget_helper(spawned.helper_pid);
         if let Err(reason) = self.share_mounts(&spec.shared_mounts, spawned.process.pid).await {
-            self.rollback(&id, &dir, Some(spawned.process.pid), planned_cgroup.clone())
-                .await;
-            return Err(AgentError::SetupFailed { cid: id, reason });
+            rollback(Some(spawned.process.pid)).await;
+            return Err(AgentError::SetupFailed {
+                cid: id.clone(),
+                reason,
+            });
         }
         let protected = is_pause || spec.annotations.get(PROTECTED_ANNOTATION).map(String::as_str) == Some("true");
         let pid = spawned.process.pid;
@@ -138,18 +180,13 @@ impl Sandbox {
         ));
         {
             let mut st = self.state();
-            if !st.containers.contains_key(&id) {
-                st.removed.remove(&id);
-                st.containers.insert(id.clone(), c);
-                drop(st);
-                self.persist()?;
-                info!(self.log, "container created"; "cid" => %id, "pid" => pid, "pause" => is_pause, "builtin_pause" => cfg.payload == Payload::BuiltinPause);
-                return Ok(());
-            }
+            st.forget_removed(&id);
+            st.containers.insert(id.clone(), c);
         }
-        // A concurrent create with the same id won: undo ours.
-        self.rollback(&id, &dir, Some(pid), planned_cgroup.clone()).await;
-        Err(AgentError::ContainerExists(id))
+        self.persist()?;
+        crash_point("create-after-journal");
+        info!(self.log, "container created"; "cid" => %id, "pid" => pid, "pause" => is_pause, "builtin_pause" => cfg.payload == Payload::BuiltinPause);
+        Ok(())
     }
 
     fn init_config(
@@ -252,154 +289,13 @@ impl Sandbox {
         Ok(Some(cg))
     }
 
-    /// The container's cgroup at `rel` (its `cgroupsPath` or its id)
-    /// below the agent's parent. Two containers never share one, nor nest
-    /// one inside the other: removing one would kill the other's tasks.
-    fn plan_cgroup(&self, rel: &Path) -> Result<crate::cgroup::Cgroup, AgentError> {
-        let planned = self.cgroups.child(rel);
-        let mine = planned.dirs.first().map(|(_, d)| d.clone());
-        for other in self.state().containers.values() {
-            let theirs = other
-                .cgroup
-                .as_ref()
-                .and_then(|c| c.dirs.first())
-                .map(|(_, d)| d.clone());
-            if let (Some(a), Some(b)) = (&mine, &theirs) {
-                if a.starts_with(b) || b.starts_with(a) {
-                    return Err(AgentError::invalid(
-                        "OCI.Linux.CgroupsPath",
-                        format!(
-                            "{} is (or nests with) the cgroup of container {:?}; give each container its own",
-                            rel.display(),
-                            other.id.as_str()
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(planned)
-    }
-
     /// The helper exits right after reporting; collect and forget its status.
-    fn forget_helper(&self, pid: u32) {
+    pub(super) fn forget_helper(&self, pid: u32) {
         let reaper = self.reaper.clone();
         tokio::spawn(async move {
             reaper.wait(pid as i32).await;
             reaper.forget(pid as i32);
         });
-    }
-
-    /// StartContainer: opens the start gate and waits for the exec.
-    pub async fn start_container(&self, id: &ContainerId) -> Result<(), AgentError> {
-        let c = self.container(id)?;
-        let _op = c.op.lock().await;
-        let status = c.status(self.init_exited(&c));
-        if !status.can_start() {
-            return Err(AgentError::WrongState {
-                cid: id.clone(),
-                state: status.name(),
-                action: "start it (only a created container starts)",
-            });
-        }
-        // prestart hooks: the container is set up, its process not yet run.
-        self.run_hooks(HookKind::Prestart, &c)
-            .await
-            .map_err(|reason| AgentError::SetupFailed {
-                cid: id.clone(),
-                reason,
-            })?;
-        let gate = c.gate.lock().expect("gate lock").take();
-        let mut gate =
-            std::fs::File::from(gate.ok_or_else(|| AgentError::Internal(format!("container {id} has no start gate")))?);
-        gate.write_all(&[1]).map_err(|e| AgentError::SetupFailed {
-            cid: id.clone(),
-            reason: format!("open start gate: {e}"),
-        })?;
-        let mut report = c
-            .report
-            .lock()
-            .await
-            .take()
-            .ok_or_else(|| AgentError::Internal(format!("container {id} has no report pipe")))?;
-        match report.exec_result().await {
-            Ok(()) => {
-                c.set_status(Status::Running);
-                self.persist()?;
-                info!(self.log, "container started"; "cid" => %id, "pid" => c.init.pid);
-                // A poststart failure is logged (in run_hooks), as OCI asks.
-                let _ = self.run_hooks(HookKind::Poststart, &c).await;
-                Ok(())
-            }
-            Err(reason) => {
-                c.set_status(Status::Stopped);
-                warn!(self.log, "container start failed"; "cid" => %id, "error" => &reason);
-                Err(AgentError::SetupFailed {
-                    cid: id.clone(),
-                    reason,
-                })
-            }
-        }
-    }
-
-    /// ExecProcess: a new process in every namespace of the container.
-    pub async fn exec_process(
-        &self,
-        id: &ContainerId,
-        exec_id: String,
-        process: ProcessSpec,
-    ) -> Result<(), AgentError> {
-        let c = self.container(id)?;
-        let status = c.status(self.init_exited(&c));
-        if !status.can_exec() {
-            return Err(AgentError::WrongState {
-                cid: id.clone(),
-                state: status.name(),
-                action: "exec in it (it must be running)",
-            });
-        }
-        if c.has_exec(&exec_id) || exec_id == id.as_str() {
-            return Err(AgentError::ExecIdInUse {
-                cid: id.clone(),
-                exec_id,
-            });
-        }
-        let pid = c.init.pid;
-        let kinds = [NsKind::Uts, NsKind::Ipc, NsKind::Net, NsKind::Pid, NsKind::Mnt];
-        let cfg = InitConfig {
-            cgroup: c.cgroup.as_ref().map(|c| c.join()).unwrap_or_default(),
-            namespaces: kinds.iter().map(|k| (*k, ns_path(pid, *k))).collect(),
-            rootfs: None,
-            readonly_rootfs: false,
-            mounts: Vec::new(),
-            masked_paths: Vec::new(),
-            readonly_paths: Vec::new(),
-            devices: Vec::new(),
-            hostname: None,
-            sysctls: Vec::new(),
-            wait_for_start: false,
-            payload: Payload::Exec(Box::new(process)),
-        };
-        let spawned = spawn::start(&c.dir.join(format!("exec-{exec_id}.json")), &cfg, &exec_id)
-            .await
-            .map_err(|e| AgentError::SetupFailed {
-                cid: id.clone(),
-                reason: e.reason,
-            })?;
-        self.forget_helper(spawned.helper_pid);
-        let p = spawned.process;
-        info!(self.log, "process exec'd"; "cid" => %id, "exec_id" => &exec_id, "pid" => p.pid);
-        let added = c.add_exec(p.clone());
-        if added {
-            self.persist()?;
-        }
-        if !added {
-            let _ = crate::sys::process::kill(p.pid, nix::sys::signal::Signal::SIGKILL as i32);
-            return Err(AgentError::ExecIdInUse {
-                cid: id.clone(),
-                exec_id,
-            });
-        }
-        Ok(())
     }
 }
 

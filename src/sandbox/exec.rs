@@ -1,0 +1,122 @@
+//! ExecProcess: a new process in every namespace and the cgroup of a
+//! running container.
+//!
+//! Like a create, an exec runs detached from its call; if the caller is
+//! gone by the time the process runs (its deadline passed), the process is
+//! killed and forgotten: a cancelled exec leaves nothing, and its id can
+//! be used again.
+
+use std::sync::Arc;
+
+use slog::{info, warn};
+
+use super::create_container::ns_path;
+use super::Sandbox;
+use crate::container::init_config::{InitConfig, NsKind, Payload, ProcessSpec};
+use crate::container::spawn;
+use crate::error::AgentError;
+use crate::ids::ContainerId;
+use crate::sys::process as sysproc;
+
+impl Sandbox {
+    /// ExecProcess.
+    pub async fn exec_process(
+        self: &Arc<Self>,
+        id: &ContainerId,
+        exec_id: String,
+        process: ProcessSpec,
+    ) -> Result<(), AgentError> {
+        let (sb, undo) = (self.clone(), self.clone());
+        let id = id.clone();
+        let cid = id.clone();
+        super::detached(
+            async move {
+                let _op = sb.pod_ops.clone().read_owned().await;
+                sb.exec_claimed(&id, exec_id, process).await
+            },
+            move |(exec_id, pid)| async move { undo.abandon_exec(&cid, &exec_id, pid).await },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn exec_claimed(
+        &self,
+        id: &ContainerId,
+        exec_id: String,
+        process: ProcessSpec,
+    ) -> Result<(String, i32), AgentError> {
+        let c = self.container(id)?;
+        let status = c.status(self.init_exited(&c));
+        if !status.can_exec() {
+            return Err(AgentError::WrongState {
+                cid: id.clone(),
+                state: status.name(),
+                action: "exec in it (it must be running)",
+            });
+        }
+        if exec_id == id.as_str() || !c.reserve_exec(&exec_id) {
+            return Err(AgentError::ExecIdInUse {
+                cid: id.clone(),
+                exec_id,
+            });
+        }
+        let pid = c.init.pid;
+        let kinds = [NsKind::Uts, NsKind::Ipc, NsKind::Net, NsKind::Pid, NsKind::Mnt];
+        let cfg = InitConfig {
+            cgroup: c.cgroup.as_ref().map(|c| c.join()).unwrap_or_default(),
+            namespaces: kinds.iter().map(|k| (*k, ns_path(pid, *k))).collect(),
+            rootfs: None,
+            readonly_rootfs: false,
+            mounts: Vec::new(),
+            masked_paths: Vec::new(),
+            readonly_paths: Vec::new(),
+            devices: Vec::new(),
+            hostname: None,
+            sysctls: Vec::new(),
+            wait_for_start: false,
+            payload: Payload::Exec(Box::new(process)),
+        };
+        let config = c.dir.join(format!("exec-{exec_id}.json"));
+        let spawned = match spawn::start(&config, &cfg, &exec_id).await {
+            Ok(s) => s,
+            Err(e) => {
+                c.release_exec(&exec_id);
+                let _ = std::fs::remove_file(&config);
+                if let Some(pid) = e.pid {
+                    // Set up but never reported exec'd (a timeout): it must not linger.
+                    let _ = sysproc::kill(pid, nix::sys::signal::Signal::SIGKILL as i32);
+                }
+                return Err(AgentError::SetupFailed {
+                    cid: id.clone(),
+                    reason: e.reason,
+                });
+            }
+        };
+        self.forget_helper(spawned.helper_pid);
+        let p = spawned.process;
+        info!(self.log, "process exec'd"; "cid" => %id, "exec_id" => &exec_id, "pid" => p.pid);
+        let pid = p.pid;
+        c.add_exec(p);
+        self.persist()?;
+        Ok((exec_id, pid))
+    }
+
+    /// Undoes an exec whose caller is gone: kills its process, waits for it
+    /// and forgets it.
+    async fn abandon_exec(&self, id: &ContainerId, exec_id: &str, pid: i32) {
+        warn!(self.log, "exec's caller is gone; killing the process"; "cid" => %id, "exec_id" => exec_id, "pid" => pid);
+        let _ = sysproc::kill(pid, nix::sys::signal::Signal::SIGKILL as i32);
+        let _ = tokio::time::timeout(super::teardown::DEFAULT_KILL_WAIT, self.reaper.wait(pid)).await;
+        self.reaper.forget(pid);
+        if let Ok(c) = self.container(id) {
+            if let Some(p) = c.remove_exec(exec_id) {
+                p.stdout.abandon();
+                p.stderr.abandon();
+                p.close_stdin().await;
+                let _ = std::fs::remove_file(c.dir.join(format!("exec-{exec_id}.json")));
+            }
+        }
+        let _ = self.persist();
+    }
+}
