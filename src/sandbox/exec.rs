@@ -102,21 +102,22 @@ impl Sandbox {
         Ok((exec_id, pid))
     }
 
-    /// Undoes an exec whose caller is gone: kills its process, waits for it
-    /// and forgets it.
+    /// Undoes an exec whose caller is gone: forgets it (its id is free
+    /// again at once), kills its process and waits for it.
     async fn abandon_exec(&self, id: &ContainerId, exec_id: &str, pid: i32) {
         warn!(self.log, "exec's caller is gone; killing the process"; "cid" => %id, "exec_id" => exec_id, "pid" => pid);
+        let removed = self.container(id).ok().and_then(|c| {
+            let _ = std::fs::remove_file(c.dir.join(format!("exec-{exec_id}.json")));
+            c.remove_exec(exec_id)
+        });
+        let _ = self.persist();
         let _ = sysproc::kill(pid, nix::sys::signal::Signal::SIGKILL as i32);
         let _ = tokio::time::timeout(super::teardown::DEFAULT_KILL_WAIT, self.reaper.wait(pid)).await;
         self.reaper.forget(pid);
-        if let Ok(c) = self.container(id) {
-            if let Some(p) = c.remove_exec(exec_id) {
-                p.stdout.abandon();
-                p.stderr.abandon();
-                p.close_stdin().await;
-                let _ = std::fs::remove_file(c.dir.join(format!("exec-{exec_id}.json")));
-            }
+        if let Some(p) = removed {
+            p.stdout.abandon();
+            p.stderr.abandon();
+            p.close_stdin().await;
         }
-        let _ = self.persist();
     }
 }

@@ -191,6 +191,7 @@ impl Sandbox {
         let mut report = TeardownReport::default();
         self.drop_watches(&c.id);
         report.run("kill", self.kill_all(c, wait).await);
+        crate::journal::crash_point("remove-after-kill");
         // poststop hooks: a failure is logged (in run_hooks), not fatal.
         let _ = self.run_hooks(super::hooks::HookKind::Poststop, c).await;
         for p in c.processes() {
@@ -209,6 +210,7 @@ impl Sandbox {
             .clone()
             .unwrap_or_else(|| self.cgroups.child(Path::new(c.id.as_str())));
         report.run("cgroup", self.remove_cgroup(cg).await);
+        crate::journal::crash_point("remove-after-cgroup");
         report.run(
             "rmdir",
             remove_dir_same_fs(&c.dir)

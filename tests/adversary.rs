@@ -1,0 +1,634 @@
+//! The adversarial suite (root): bosun attacked as a hostile or buggy
+//! runtime would, each attack asserting a clear code, that the agent still
+//! creates, execs and tears down afterwards, and that nothing is left
+//! (mounts in the agent's namespace, cgroups, run-dir entries, processes).
+//!
+//! Promises attacked: never wedge; only remove what bosun made; nothing
+//! left after a call cut off, raced or crashed at any step; bounded memory
+//! (see the wire section).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bosun::client::Client;
+use bosun::protocols::agent::*;
+use common::pod::{pause_spec, spec, Failure, Pod};
+
+/// What the agent owns right now, as seen from outside it.
+#[derive(Debug, PartialEq, Eq)]
+struct Owned {
+    /// Mount points in the agent's mount namespace.
+    mounts: Vec<String>,
+    /// Directories of its cgroup parent.
+    cgroups: Vec<PathBuf>,
+    /// Entries of its run directory.
+    run_dir: Vec<PathBuf>,
+}
+
+/// An isolated agent has a mount namespace of its own: all of its mounts
+/// count. One sharing the test's namespace (needed where a restart must
+/// find the same mounts) counts those under its directory only.
+fn owned(pod: &Pod) -> Owned {
+    let isolated = std::fs::read_link(format!("/proc/{}/ns/mnt", pod.agent.child.id())).ok()
+        != std::fs::read_link("/proc/self/ns/mnt").ok();
+    let mut mounts: Vec<String> = std::fs::read_to_string(format!("/proc/{}/mountinfo", pod.agent.child.id()))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| isolated || Path::new(m).starts_with(pod.dir()))
+        .collect();
+    mounts.sort();
+    let run = pod.agent.seen(pod.run_dir().to_str().unwrap());
+    let mut run_dir: Vec<PathBuf> = std::fs::read_dir(&run)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    run_dir.sort();
+    Owned {
+        mounts,
+        cgroups: pod.cgroup_dirs(),
+        run_dir,
+    }
+}
+
+/// Processes other than the agent whose cgroup is below this pod's parent
+/// or whose command line names its directory.
+fn pod_processes(pod: &Pod) -> Vec<i32> {
+    let d = pod.dir().to_str().unwrap().to_string();
+    let me = pod.agent.child.id() as i32;
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            (cg.contains(&pod.cgroup_parent) || cmd.contains(&d)) && !cmd.contains("--server-addr")
+        })
+        .collect()
+}
+
+/// Destroys the sandbox and asserts the agent is back to `before` (its
+/// state just after it started), with no process of the pod left; then a
+/// second DestroySandbox, which must succeed too.
+fn assert_nothing_left(pod: &Pod, before: &Owned, what: &str) {
+    pod.destroy()
+        .unwrap_or_else(|e| panic!("{what}: DestroySandbox: {e:?}"));
+    let after = owned(pod);
+    assert_eq!(after.mounts, before.mounts, "{what}: mounts changed");
+    assert_eq!(after.cgroups, Vec::<PathBuf>::new(), "{what}: cgroups left");
+    assert_eq!(after.run_dir, before.run_dir, "{what}: run-dir entries left");
+    assert_eq!(pod_processes(pod), Vec::<i32>::new(), "{what}: processes left");
+    pod.destroy()
+        .unwrap_or_else(|e| panic!("{what}: a second DestroySandbox: {e:?}"));
+}
+
+/// The agent still runs a pod: sandbox, pause, a workload that answers an
+/// exec; the sandbox is left created for the caller to destroy.
+fn still_works(pod: &Pod, rootfs: &Path, what: &str) {
+    pod.create_sandbox("after", true)
+        .unwrap_or_else(|e| panic!("{what}: CreateSandbox after the attack: {e:?}"));
+    if pod.create("pause", pause_spec(None)).is_ok() {
+        pod.start_c("pause").unwrap();
+    }
+    let id = "survivor";
+    pod.create(id, spec(Some(rootfs), &["sleep", "300"]))
+        .unwrap_or_else(|e| panic!("{what}: CreateContainer after the attack: {e:?}"));
+    pod.start_c(id).unwrap();
+    pod.exec(id, "probe", &["echo", "alive"])
+        .unwrap_or_else(|e| panic!("{what}: ExecProcess after the attack: {e:?}"));
+    assert_eq!(pod.read_all(id, "probe", false).unwrap(), b"alive\n", "{what}");
+}
+
+fn storage(driver: &str, source: &str, fstype: &str, mp: &str) -> Storage {
+    let mut s = Storage::new();
+    (s.driver, s.source, s.fstype, s.mount_point) = (driver.into(), source.into(), fstype.into(), mp.into());
+    s
+}
+
+fn create_request(id: &str, oci: bosun::protocols::oci::Spec, storages: Vec<Storage>) -> CreateContainerRequest {
+    let mut r = CreateContainerRequest::new();
+    r.container_id = id.into();
+    r.exec_id = id.into();
+    r.OCI = Some(oci).into();
+    r.storages = storages;
+    r
+}
+
+fn isolated() -> (Pod, PathBuf, Owned) {
+    started(Pod::start_isolated)
+}
+
+/// A pod sharing the test's mount namespace (the one `make test` made
+/// private): a restart finds the mounts the agent made before it.
+fn shared_ns() -> (Pod, PathBuf, Owned) {
+    started(Pod::start)
+}
+
+fn started(start: fn() -> Pod) -> (Pod, PathBuf, Owned) {
+    assert!(
+        common::is_root(),
+        "this test needs root: run it with `make test` as root"
+    );
+    let pod = start();
+    let rootfs = common::busybox_rootfs(pod.dir());
+    let before = owned(&pod);
+    (pod, rootfs, before)
+}
+
+/// A call cut off by its deadline: by the agent (DEADLINE_EXCEEDED) or by
+/// the client's own timer first (ttrpc-rust's "Request deadline elapsed").
+fn cut_off(f: &Failure) -> bool {
+    f.0 == ttrpc::Code::DEADLINE_EXCEEDED || (f.0 == ttrpc::Code::UNKNOWN && f.1.contains("deadline elapsed"))
+}
+
+fn code(r: Result<(), Failure>) -> ttrpc::Code {
+    match r {
+        Ok(()) => ttrpc::Code::OK,
+        Err((c, _)) => c,
+    }
+}
+
+// ---- never wedge; never cover what the agent needs -------------------
+
+#[test]
+#[ignore = "needs root"]
+fn storages_over_what_the_agent_needs_are_refused() {
+    let (pod, rootfs, before) = isolated();
+    let run = pod.run_dir().display().to_string();
+    let sock = pod.agent.socket_path().display().to_string();
+    let sock_dir = pod.agent.socket_path().parent().unwrap().display().to_string();
+    let targets = [
+        "/proc",
+        "/proc/sys",
+        "/sys",
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/memory",
+        "/dev",
+        "/dev/shm",
+        "/dev/pts",
+        &run,
+        &format!("{run}/containers"),
+        &format!("{run}/images"),
+        &sock,
+        &sock_dir,
+    ];
+    // As sandbox storages (before any sandbox exists)...
+    for (i, t) in targets.iter().enumerate() {
+        let mut sb = CreateSandboxRequest::new();
+        sb.sandbox_id = "hostile".into();
+        sb.storages = vec![storage("ephemeral", "tmpfs", "tmpfs", t)];
+        let (c, msg) = pod
+            .send_create_sandbox(&sb)
+            .expect_err(&format!("test[{i}]: sandbox storage at {t}"));
+        assert_eq!(
+            c,
+            ttrpc::Code::PERMISSION_DENIED,
+            "test[{i}]: sandbox storage at {t}: {msg}"
+        );
+    }
+    // ... and as container storages of every driver that makes something there.
+    pod.create_sandbox("hostile", true).unwrap();
+    pod.create("pause", pause_spec(None)).unwrap();
+    for (i, t) in targets.iter().enumerate() {
+        for driver in ["ephemeral", "local", "bind", "watchable-bind"] {
+            let what = format!("test[{i}]: {driver} storage at {t}");
+            let s = storage(driver, "/tmp", "tmpfs", t);
+            let r = pod.send_create_container(&create_request("w", spec(Some(&rootfs), &["true"]), vec![s]));
+            let (c, msg) = r.expect_err(&what);
+            assert_eq!(c, ttrpc::Code::PERMISSION_DENIED, "{what}: {msg}");
+            assert!(msg.contains("refused"), "{what}: {msg}");
+        }
+    }
+    assert_eq!(owned(&pod).mounts, before.mounts, "a refused storage left a mount");
+    pod.destroy().unwrap();
+    still_works(&pod, &rootfs, "after hostile storages");
+    assert_nothing_left(&pod, &before, "hostile storages");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn binds_that_expose_the_agents_files_are_refused() {
+    let (pod, rootfs, before) = isolated();
+    pod.create_sandbox("hostile", true).unwrap();
+    pod.create("pause", pause_spec(None)).unwrap();
+    let run = pod.run_dir();
+    let sources = [
+        run.clone(),
+        run.join("state.json"),
+        run.join("containers"),
+        pod.agent.socket_path(),
+        PathBuf::from("/"),
+        pod.dir().to_path_buf(),
+    ];
+    for (i, src) in sources.iter().enumerate() {
+        let what = format!("test[{i}]: OCI bind of {}", src.display());
+        let mut oci = spec(Some(&rootfs), &["cat", "/agent/state.json"]);
+        let mut m = bosun::protocols::oci::Mount::new();
+        (m.destination, m.source, m.type_) = ("/agent".into(), src.display().to_string(), "bind".into());
+        m.options = vec!["rbind".into(), "rw".into()];
+        oci.Mounts.push(m);
+        let (c, msg) = pod
+            .send_create_container(&create_request("w", oci, vec![]))
+            .expect_err(&what);
+        assert_eq!(c, ttrpc::Code::PERMISSION_DENIED, "{what}: {msg}");
+        let what = format!("test[{i}]: bind storage of {}", src.display());
+        let mp = pod.dir().join("mnt/agent").display().to_string();
+        let s = storage("bind", &src.display().to_string(), "bind", &mp);
+        let r = pod.send_create_container(&create_request("w", spec(Some(&rootfs), &["true"]), vec![s]));
+        assert_eq!(code(r), ttrpc::Code::PERMISSION_DENIED, "{what}");
+        let what = format!("test[{i}]: overlay layering {}", src.display());
+        let mut s = storage("overlayfs", "overlay", "overlay", &mp);
+        s.options = vec![format!("lowerdir={}", src.display())];
+        let r = pod.send_create_container(&create_request("w", spec(Some(&rootfs), &["true"]), vec![s]));
+        assert_eq!(code(r), ttrpc::Code::PERMISSION_DENIED, "{what}");
+    }
+    pod.destroy().unwrap();
+    still_works(&pod, &rootfs, "after hostile binds");
+    assert_nothing_left(&pod, &before, "hostile binds");
+}
+
+// ---- only remove what bosun made ---------------------------------------
+
+/// A tmpfs the test mounts (in its own namespace, which the agent
+/// shares), with a file in it.
+fn foreign_tmpfs(at: &Path) {
+    std::fs::create_dir_all(at).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "theirs"])
+        .arg(at)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mount the test's own tmpfs at {}", at.display());
+    std::fs::write(at.join("data"), "theirs\n").unwrap();
+}
+
+fn foreign_data(at: &Path) -> Option<String> {
+    std::fs::read_to_string(at.join("data")).ok()
+}
+
+fn unmount_foreign(at: &Path) {
+    assert!(std::process::Command::new("umount").arg(at).status().unwrap().success());
+    std::fs::remove_dir(at).unwrap();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_restart_never_unmounts_a_mount_bosun_did_not_make() {
+    // bosun's tmpfs stacked on the test's tmpfs at the same path; after a
+    // SIGKILL and restart, RemoveContainer unmounts bosun's only.
+    let (mut pod, rootfs, _) = shared_ns();
+    pod.create_sandbox("owner", true).unwrap();
+    pod.create("pause", pause_spec(None)).unwrap();
+    let mp = pod.dir().join("shm");
+    foreign_tmpfs(&mp);
+    let before = owned(&pod);
+    let s = storage("ephemeral", "tmpfs", "tmpfs", &mp.display().to_string());
+    pod.send_create_container(&create_request("w", spec(Some(&rootfs), &["sleep", "300"]), vec![s]))
+        .unwrap();
+    pod.restart(&[], true);
+    pod.remove("w").unwrap();
+    assert_eq!(
+        foreign_data(&mp).as_deref(),
+        Some("theirs\n"),
+        "the test's tmpfs was unmounted"
+    );
+    pod.destroy().unwrap();
+    assert_eq!(owned(&pod).mounts, before.mounts, "mounts changed");
+    unmount_foreign(&mp);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_crash_before_the_mount_never_unmounts_whats_there() {
+    // The intent is journaled, the agent dies before mount(2); the target
+    // already holds the test's tmpfs (same type). After the restart bosun
+    // must see that its mount never happened.
+    let (mut pod, rootfs, _) = shared_ns();
+    pod.create_sandbox("owner", true).unwrap();
+    pod.create("pause", pause_spec(None)).unwrap();
+    let mp = pod.dir().join("shm");
+    foreign_tmpfs(&mp);
+    let before = owned(&pod);
+    pod.restart(&[("BOSUN_CRASH_AT", "storage-before-mount")], true);
+    let s = storage("ephemeral", "tmpfs", "tmpfs", &mp.display().to_string());
+    let r = pod.send_create_container(&create_request("w", spec(Some(&rootfs), &["sleep", "300"]), vec![s]));
+    assert!(r.is_err(), "the agent was to crash before the mount");
+    wait_exit(&mut pod);
+    pod.restart(&[], true);
+    assert_eq!(
+        foreign_data(&mp).as_deref(),
+        Some("theirs\n"),
+        "the test's tmpfs was unmounted"
+    );
+    pod.destroy().unwrap();
+    assert_eq!(
+        foreign_data(&mp).as_deref(),
+        Some("theirs\n"),
+        "the test's tmpfs was unmounted"
+    );
+    assert_eq!(owned(&pod).mounts, before.mounts, "mounts changed");
+    unmount_foreign(&mp);
+}
+
+fn wait_exit(pod: &mut Pod) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pod.agent.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "bosun did not stop at the injected crash point"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+// ---- concurrency ---------------------------------------------------------
+
+fn clients(pod: &Pod, n: usize) -> Vec<Client> {
+    (0..n)
+        .map(|_| {
+            pod.rt
+                .block_on(Client::connect(&pod.agent.addr, Duration::from_secs(30)))
+                .unwrap()
+        })
+        .collect()
+}
+
+fn failure(e: ttrpc::Error) -> Failure {
+    match e {
+        ttrpc::Error::RpcStatus(s) => (s.code(), s.message().to_string()),
+        other => (ttrpc::Code::UNKNOWN, other.to_string()),
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn one_id_created_from_twenty_connections_at_once() {
+    let (pod, rootfs, before) = isolated();
+    pod.create_sandbox("race", true).unwrap();
+    pod.create("pause", pause_spec(None)).unwrap();
+    pod.start_c("pause").unwrap();
+    let mp = pod.dir().join("mnt/race").display().to_string();
+    let cs = clients(&pod, 20);
+    // The same request from every connection: all OK (idempotent), one container.
+    let same = create_request(
+        "w",
+        spec(Some(&rootfs), &["sleep", "300"]),
+        vec![storage("ephemeral", "tmpfs", "tmpfs", &mp)],
+    );
+    let calls = cs.iter().map(|c| c.agent.create_container(c.ctx(), &same));
+    let got: Vec<Result<(), Failure>> = pod
+        .rt
+        .block_on(futures::future::join_all(calls))
+        .into_iter()
+        .map(|r| r.map(|_| ()).map_err(failure))
+        .collect();
+    assert!(got.iter().all(|r| r.is_ok()), "same request: {got:?}");
+    // Different requests for one new id: exactly one wins, the rest ALREADY_EXISTS.
+    let calls = cs.iter().enumerate().map(|(i, c)| {
+        let r = create_request(
+            "v",
+            spec(Some(&rootfs), &["sleep", &format!("{}", 300 + i)]),
+            vec![storage("ephemeral", "tmpfs", "tmpfs", &format!("{mp}-v"))],
+        );
+        async move { c.agent.create_container(c.ctx(), &r).await }
+    });
+    let got: Vec<ttrpc::Code> = pod
+        .rt
+        .block_on(futures::future::join_all(calls))
+        .into_iter()
+        .map(|r| code(r.map(|_| ()).map_err(failure)))
+        .collect();
+    assert_eq!(got.iter().filter(|c| **c == ttrpc::Code::OK).count(), 1, "{got:?}");
+    assert!(
+        got.iter()
+            .all(|c| matches!(c, ttrpc::Code::OK | ttrpc::Code::ALREADY_EXISTS)),
+        "{got:?}"
+    );
+    // The winners are whole: they start and exec (their run dirs and mounts intact).
+    for id in ["w", "v"] {
+        pod.start_c(id).unwrap();
+        pod.exec(id, "e1", &["echo", "whole"]).unwrap();
+        assert_eq!(pod.read_all(id, "e1", false).unwrap(), b"whole\n", "{id}");
+    }
+    assert_nothing_left(&pod, &before, "twenty creates of one id");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn create_racing_remove_and_destroy_leave_nothing() {
+    let (pod, rootfs, before) = isolated();
+    for round in 0..6 {
+        pod.create_sandbox("race", true).unwrap();
+        pod.create("pause", pause_spec(None)).unwrap();
+        let cs = clients(&pod, 3);
+        let mp = pod.dir().join(format!("mnt/r{round}")).display().to_string();
+        let r = create_request(
+            "w",
+            spec(Some(&rootfs), &["sleep", "300"]),
+            vec![storage("ephemeral", "tmpfs", "tmpfs", &mp)],
+        );
+        let mut rm = RemoveContainerRequest::new();
+        rm.container_id = "w".into();
+        let create = cs[0].agent.create_container(cs[0].ctx(), &r);
+        let remove = cs[1].agent.remove_container(cs[1].ctx(), &rm);
+        let destroy = async {
+            if round % 2 == 1 {
+                Some(
+                    cs[2]
+                        .agent
+                        .destroy_sandbox(cs[2].ctx(), &DestroySandboxRequest::new())
+                        .await,
+                )
+            } else {
+                None
+            }
+        };
+        let (c, rmv, d) = pod.rt.block_on(async { tokio::join!(create, remove, destroy) });
+        let ok_codes = [
+            ttrpc::Code::OK,
+            ttrpc::Code::NOT_FOUND,
+            ttrpc::Code::FAILED_PRECONDITION,
+        ];
+        for (what, r) in [("create", c.map(|_| ())), ("remove", rmv.map(|_| ()))] {
+            let cd = code(r.map_err(failure));
+            assert!(
+                ok_codes.contains(&cd) || cd == ttrpc::Code::UNAVAILABLE,
+                "round {round}: {what}: {cd:?}"
+            );
+        }
+        if let Some(d) = d {
+            d.unwrap_or_else(|e| panic!("round {round}: destroy: {e:?}"));
+        }
+        assert_nothing_left(&pod, &before, &format!("round {round}"));
+    }
+    still_works(&pod, &rootfs, "after races");
+    assert_nothing_left(&pod, &before, "after races");
+}
+
+// ---- cancellation at every step -----------------------------------------
+
+#[test]
+#[ignore = "needs root"]
+fn creates_cut_off_by_their_deadline_finish_and_leave_nothing() {
+    let (pod, rootfs, before) = isolated();
+    pod.create_sandbox("cancel", true).unwrap();
+    pod.create("pause", pause_spec(None)).unwrap();
+    pod.start_c("pause").unwrap();
+    let mut cut = 0;
+    for (i, ms) in (1..=25).step_by(2).enumerate() {
+        let id = format!("c{i}");
+        let mp = pod.dir().join(format!("mnt/{id}")).display().to_string();
+        let r = create_request(
+            &id,
+            spec(Some(&rootfs), &["sleep", "300"]),
+            vec![storage("ephemeral", "tmpfs", "tmpfs", &mp)],
+        );
+        match pod.send_create_container_within(&r, Duration::from_millis(ms)) {
+            Ok(()) => {}
+            Err(e) if cut_off(&e) => cut += 1,
+            Err(e) => panic!("test[{i}]: {ms} ms: {e:?}"),
+        }
+        // The runtime sends the request again: it finds the container.
+        pod.send_create_container(&r)
+            .unwrap_or_else(|e| panic!("test[{i}]: retry after {ms} ms: {e:?}"));
+        pod.start_c(&id).unwrap();
+    }
+    assert!(
+        cut > 0,
+        "no create was cut off; the deadlines were too long to test anything"
+    );
+    assert_nothing_left(&pod, &before, "cut-off creates");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn execs_cut_off_by_their_deadline_leave_nothing() {
+    let (pod, rootfs, before) = isolated();
+    pod.create_sandbox("cancel", true).unwrap();
+    pod.create("pause", pause_spec(None)).unwrap();
+    pod.start_c("pause").unwrap();
+    pod.create("w", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("w").unwrap();
+    let (mut cut, mut answered) = (Vec::new(), Vec::new());
+    for ms in 1..=15 {
+        let exec_id = format!("x{ms}");
+        let mut r = ExecProcessRequest::new();
+        (r.container_id, r.exec_id) = ("w".into(), exec_id.clone());
+        r.process = Some(common::pod::process(&["sleep", "300"])).into();
+        let ctx = ttrpc::context::with_timeout(Duration::from_millis(ms).as_nanos() as i64);
+        match pod.rt.block_on(pod.c.agent.exec_process(ctx, &r)) {
+            Ok(_) => answered.push(exec_id),
+            Err(e) => {
+                let f = failure(e);
+                assert!(cut_off(&f), "{ms} ms: {f:?}");
+                cut.push(exec_id);
+            }
+        }
+    }
+    assert!(
+        !cut.is_empty(),
+        "no exec was cut off; the deadlines were too long to test anything"
+    );
+    for id in &answered {
+        pod.signal("w", id, 9).unwrap();
+        pod.wait("w", id).unwrap();
+    }
+    // A cut exec is undone (its id free again) unless the agent answered
+    // within the deadline and only the client's own timer cut it: then it
+    // is a process the agent knows, signalled and waited like any other.
+    // Either way nothing runs that the agent does not know of.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in &cut {
+        loop {
+            match pod.exec("w", id, &["echo", "again"]) {
+                Ok(()) => {
+                    assert_eq!(pod.read_all("w", id, false).unwrap(), b"again\n", "{id}");
+                    break;
+                }
+                Err((ttrpc::Code::ALREADY_EXISTS, _)) if pod.signal("w", id, 9).is_ok() => {
+                    if pod.wait("w", id).is_ok() {
+                        break; // it had started; the agent knew it
+                    }
+                }
+                Err((ttrpc::Code::ALREADY_EXISTS, _)) if Instant::now() < deadline => {}
+                Err(e) => panic!("exec id {id} of a cut exec: {e:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(20)); // still being undone
+        }
+    }
+    let sleepers = pod_processes(&pod)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| c.starts_with(b"sleep\x00300"))
+                .unwrap_or(false)
+        })
+        .count();
+    assert_eq!(
+        sleepers, 1,
+        "only the container's init sleeps; a cut exec was left running"
+    );
+    assert_nothing_left(&pod, &before, "cut-off execs");
+}
+
+// ---- restart at every step -------------------------------------------------
+
+/// Crash points bosun aborts at when `BOSUN_CRASH_AT` names them, and the
+/// call that reaches each.
+const CREATE_STEPS: [&str; 7] = [
+    "create-reserved",
+    "create-after-dir",
+    "storage-before-mount",
+    "create-after-storage",
+    "create-after-cgroup",
+    "create-after-spawn",
+    "create-after-journal",
+];
+const REMOVE_STEPS: [&str; 5] = [
+    "remove-after-kill",
+    "remove-after-unmount",
+    "remove-after-cgroup",
+    "remove-before-journal",
+    "destroy-after-containers",
+];
+
+#[test]
+#[ignore = "needs root"]
+fn a_crash_at_every_step_of_create_and_teardown_leaves_nothing() {
+    let (mut pod, rootfs, before) = shared_ns();
+    for step in CREATE_STEPS.iter().chain(REMOVE_STEPS.iter()) {
+        let creating = CREATE_STEPS.contains(step);
+        pod.create_sandbox("crash", true).unwrap();
+        pod.create("pause", pause_spec(None)).unwrap();
+        pod.start_c("pause").unwrap();
+        let mp = pod.dir().join("mnt/crash").display().to_string();
+        let r = create_request(
+            "w",
+            spec(Some(&rootfs), &["sleep", "300"]),
+            vec![storage("ephemeral", "tmpfs", "tmpfs", &mp)],
+        );
+        if !creating {
+            pod.send_create_container(&r).unwrap();
+            pod.start_c("w").unwrap();
+        }
+        pod.restart(&[("BOSUN_CRASH_AT", step)], true);
+        let outcome = if creating {
+            pod.send_create_container(&r)
+        } else if *step == "destroy-after-containers" {
+            pod.destroy()
+        } else {
+            pod.remove("w")
+        };
+        assert!(outcome.is_err(), "{step}: the agent was to crash there");
+        wait_exit(&mut pod);
+        pod.restart(&[], true);
+        assert_nothing_left(&pod, &before, &format!("crash at {step}"));
+    }
+    still_works(&pod, &rootfs, "after the crashes");
+    assert_nothing_left(&pod, &before, "after the crashes");
+}
