@@ -132,6 +132,41 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "threads serving requests: a number (1 to 64), or auto (the guest's CPUs, at most 4)",
     },
     OptionSpec {
+        flag: "max-connections",
+        env: &["BOSUN_MAX_CONNECTIONS"],
+        cmdline: Some("agent.max_connections"),
+        default: Some("256"),
+        help: "connections served at once (1 to 65536); more are closed at accept and logged",
+    },
+    OptionSpec {
+        flag: "max-pending-requests",
+        env: &["BOSUN_MAX_PENDING_REQUESTS"],
+        cmdline: Some("agent.max_pending_requests"),
+        default: Some("1024"),
+        help: "requests one connection may have unanswered, long polls included (1 to 65536); past it the connection is not read until answers go out",
+    },
+    OptionSpec {
+        flag: "max-pending-total",
+        env: &["BOSUN_MAX_PENDING_TOTAL"],
+        cmdline: Some("agent.max_pending_total"),
+        default: Some("4096"),
+        help: "the same over every connection (1 to 1048576)",
+    },
+    OptionSpec {
+        flag: "max-buffered-bytes",
+        env: &["BOSUN_MAX_BUFFERED_BYTES"],
+        cmdline: Some("agent.max_buffered_bytes"),
+        default: Some("64M"),
+        help: "bytes of incomplete requests held over every connection (a number, or with K, M or G); a frame past it closes its connection",
+    },
+    OptionSpec {
+        flag: "frame-timeout",
+        env: &["BOSUN_FRAME_TIMEOUT"],
+        cmdline: Some("agent.frame_timeout"),
+        default: Some("30"),
+        help: "seconds a request frame may stay incomplete once begun (1 to 3600); then its connection is closed",
+    },
+    OptionSpec {
         flag: "cmdline-file",
         env: &["BOSUN_CMDLINE_FILE"],
         cmdline: None,
@@ -177,6 +212,8 @@ pub struct Config {
     pub worker_threads: usize,
     /// How registries are reached.
     pub registry: crate::image::registry::RegistryConfig,
+    /// Bounds on what connections may make the agent hold.
+    pub limits: crate::transport::limits::Limits,
     /// Where each value came from, for the start-up log line.
     pub sources: Vec<(&'static str, String)>,
 }
@@ -420,7 +457,25 @@ impl Config {
                 )
             })?,
         };
+        let mut number = |flag: &'static str, range: std::ops::RangeInclusive<u64>| -> Result<u64, ConfigError> {
+            let v = pick(flag).expect("has default");
+            parse_size(&v.0).filter(|n| range.contains(n)).ok_or_else(|| {
+                bad(
+                    flag,
+                    v.clone(),
+                    format!("expected a number from {} to {}", range.start(), range.end()),
+                )
+            })
+        };
+        let limits = crate::transport::limits::Limits {
+            max_connections: number("max-connections", 1..=65536)? as usize,
+            max_pending_per_connection: number("max-pending-requests", 1..=65536)? as usize,
+            max_pending_total: number("max-pending-total", 1..=1 << 20)? as usize,
+            max_buffered_bytes: number("max-buffered-bytes", 4 << 20..=1 << 40)? as usize,
+            frame_timeout: Duration::from_secs(number("frame-timeout", 1..=3600)?),
+        };
         Ok(Config {
+            limits,
             worker_threads,
             image_dir,
             registry: crate::image::registry::RegistryConfig {
@@ -441,6 +496,17 @@ impl Config {
             sources,
         })
     }
+}
+
+/// A count, or bytes with a binary K, M or G suffix.
+fn parse_size(s: &str) -> Option<u64> {
+    let (digits, mult) = match s.trim().char_indices().last()? {
+        (i, 'K' | 'k') => (&s[..i], 1 << 10),
+        (i, 'M' | 'm') => (&s[..i], 1 << 20),
+        (i, 'G' | 'g') => (&s[..i], 1 << 30),
+        _ => (s.trim(), 1),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(mult)
 }
 
 fn parse_level(s: &str) -> Option<slog::Level> {

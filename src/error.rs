@@ -108,6 +108,9 @@ pub enum AgentError {
     /// An image pull (`image_guest_pull`) failed.
     #[error("image pull: {0}")]
     Pull(#[from] crate::image::PullError),
+    /// A bound was reached (a full file system, a limit of the agent).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The request's deadline came first; nothing half-done was kept.
     #[error("{0}")]
     DeadlineExceeded(String),
@@ -135,6 +138,7 @@ impl AgentError {
             Self::Unavailable(_) => Code::UNAVAILABLE,
             Self::Pull(p) => p.code(),
             Self::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
+            Self::ResourceExhausted(_) => Code::RESOURCE_EXHAUSTED,
             Self::Internal(_) | Self::Journal(_) => Code::INTERNAL,
         }
     }

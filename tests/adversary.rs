@@ -632,3 +632,96 @@ fn a_crash_at_every_step_of_create_and_teardown_leaves_nothing() {
     still_works(&pod, &rootfs, "after the crashes");
     assert_nothing_left(&pod, &before, "after the crashes");
 }
+
+// ---- hostile CopyFile ------------------------------------------------------
+
+fn copy(pod: &Pod, path: &str, size: i64, mode: u32, offset: i64, data: &[u8]) -> Result<(), Failure> {
+    let mut r = CopyFileRequest::new();
+    (r.path, r.file_size, r.file_mode, r.dir_mode, r.offset, r.data) =
+        (path.into(), size, mode, 0o750, offset, data.to_vec());
+    pod.rt
+        .block_on(pod.c.agent.copy_file(pod.c.ctx(), &r))
+        .map(|_| ())
+        .map_err(failure)
+}
+
+/// Every path below `dir` (`.bosun-copy` temporaries included).
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+#[ignore = "needs root"]
+fn hostile_copy_files_get_clear_codes_and_leave_nothing() {
+    let (pod, rootfs, before) = shared_ns();
+    pod.create_sandbox("copy", true).unwrap();
+    let shared = pod.run_dir().join("shared");
+    let deep = |n: usize| format!("{}/{}f", shared.display(), "d/".repeat(n));
+    // Depth: within the bound works; past it, refused before any work.
+    let at_limit = deep(bosun::sandbox::copy_file::MAX_COPY_DEPTH - 1);
+    copy(&pod, &at_limit, 1, 0o100644, 0, b"x").unwrap();
+    for n in [bosun::sandbox::copy_file::MAX_COPY_DEPTH + 1, 250, 500, 1000] {
+        let (c, msg) = copy(&pod, &deep(n), 1, 0o100644, 0, b"x").expect_err(&format!("depth {n}"));
+        assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT, "depth {n}: {msg}");
+    }
+    let journal = std::fs::metadata(pod.run_dir().join("state.json")).unwrap().len();
+    assert!(
+        journal < 16 << 10,
+        "the journal grew to {journal} bytes for one copy at the depth limit"
+    );
+    // The caller's mistakes are INVALID_ARGUMENT, never INTERNAL.
+    let long_name = format!("{}/{}", shared.display(), "n".repeat(250));
+    std::fs::create_dir_all(shared.join("adir/sub")).unwrap();
+    std::fs::write(shared.join("afile"), b"x").unwrap();
+    let cases = [
+        ("a name past NAME_MAX", long_name.clone(), 0o100644),
+        (
+            "a file over a non-empty directory",
+            format!("{}/adir", shared.display()),
+            0o100644,
+        ),
+        (
+            "a link over a directory",
+            format!("{}/adir", shared.display()),
+            0o120777,
+        ),
+        (
+            "a directory below a file",
+            format!("{}/afile/x", shared.display()),
+            0o100644,
+        ),
+    ];
+    for (i, (what, p, mode)) in cases.iter().enumerate() {
+        let (c, msg) = copy(&pod, p, 1, *mode, 0, b"/").expect_err(&format!("test[{i}]: {what}"));
+        assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT, "test[{i}]: {what}: {msg}");
+    }
+    let temps: Vec<PathBuf> = tree(&shared)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".bosun-copy"))
+        .collect();
+    assert_eq!(temps, Vec::<PathBuf>::new(), "failed copies left temporaries");
+    // An abandoned chunked copy: its temporary goes with the sandbox.
+    copy(&pod, &format!("{}/half", shared.display()), 10, 0o100644, 0, b"hello").unwrap();
+    assert!(shared.join("half.bosun-copy").exists());
+    std::fs::remove_dir_all(shared.join("adir")).unwrap();
+    std::fs::remove_file(shared.join("afile")).unwrap();
+    assert_nothing_left(&pod, &before, "hostile CopyFile");
+    assert!(
+        !shared.exists(),
+        "the copy area outlived the sandbox: {:?}",
+        tree(&shared)
+    );
+    still_works(&pod, &rootfs, "after hostile copies");
+    assert_nothing_left(&pod, &before, "after hostile copies");
+}

@@ -292,7 +292,7 @@ impl agent_ttrpc::AgentService for Agent {
                 offset: req.offset,
                 data: req.data,
             };
-            self.sandbox.copy_file(c)?;
+            self.sandbox.copy_file(c).await?;
             Ok(Empty::new())
         })
         .await

@@ -7,6 +7,8 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use super::Sandbox;
 use crate::container::rootfs::secure_join;
 use crate::error::AgentError;
@@ -18,6 +20,19 @@ use crate::mount::storage::check_guest_path;
 pub const MAX_COPY_FILE: i64 = 256 << 20;
 /// Kata's shared directory: runtimes copy there.
 pub const KATA_SHARED_DIR: &str = "/run/kata-containers";
+/// Deepest path accepted below a copy root. Runtimes copy configmaps and
+/// secrets a few levels down (`shared/containers/<id>/..data/key`); each
+/// level costs lookups and a journal entry, so a hostile depth of 1000
+/// once stalled the agent for 30 s.
+pub const MAX_COPY_DEPTH: usize = 32;
+/// Longest path accepted: the kernel's PATH_MAX.
+pub const MAX_COPY_PATH: usize = 4096;
+/// Longest path component: the kernel's NAME_MAX (less the room the
+/// temporary name's suffix takes).
+pub const MAX_COPY_NAME: usize = 255 - TEMP_SUFFIX.len();
+/// Suffix of the temporary a file or link is written to before it is
+/// renamed into place.
+const TEMP_SUFFIX: &str = ".bosun-copy";
 
 const S_IFMT: u32 = 0o170000;
 const S_IFREG: u32 = 0o100000;
@@ -51,8 +66,16 @@ impl Sandbox {
         vec![self.run_dir.join("shared"), PathBuf::from(KATA_SHARED_DIR)]
     }
 
-    /// CopyFile.
-    pub fn copy_file(&self, c: CopyChunk) -> Result<(), AgentError> {
+    /// CopyFile, on the blocking pool: file-system work never holds a
+    /// request worker. Runs to its end if the caller goes.
+    pub async fn copy_file(self: &Arc<Self>, c: CopyChunk) -> Result<(), AgentError> {
+        let sb = self.clone();
+        tokio::task::spawn_blocking(move || sb.copy_file_now(c))
+            .await
+            .map_err(|e| AgentError::Internal(format!("CopyFile task: {e}")))?
+    }
+
+    fn copy_file_now(&self, c: CopyChunk) -> Result<(), AgentError> {
         let path = check_guest_path("path", &c.path)?;
         let roots = self.copy_roots();
         let root = roots
@@ -72,6 +95,7 @@ impl Sandbox {
                     ),
                 )
             })?;
+        check_shape(&path, root)?;
         if c.file_size < 0
             || c.file_size > MAX_COPY_FILE
             || c.offset < 0
@@ -126,12 +150,25 @@ impl Sandbox {
                 // Made beside and renamed over: a re-sent link is replaced
                 // in one step.
                 let tmp = temp_name(&dest);
+                self.record_temp(&tmp);
                 let _ = fs::remove_file(&tmp);
-                std::os::unix::fs::symlink(target, &tmp).map_err(|e| io_err(&tmp, e))?;
-                std::os::unix::fs::lchown(&tmp, Some(c.uid as u32), Some(c.gid as u32)).map_err(|e| io_err(&tmp, e))?;
-                fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, e))?;
+                let made = std::os::unix::fs::symlink(target, &tmp)
+                    .and_then(|_| std::os::unix::fs::lchown(&tmp, Some(c.uid as u32), Some(c.gid as u32)))
+                    .map_err(|e| io_err(&tmp, e))
+                    .and_then(|_| fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, e)));
+                if made.is_err() {
+                    let _ = fs::remove_file(&tmp);
+                }
+                made?;
             }
-            S_IFREG | 0 => write_chunk(&dest, &c)?,
+            S_IFREG | 0 => {
+                let tmp = temp_name(&dest);
+                self.record_temp(&tmp);
+                if let Err(e) = write_chunk(&dest, &tmp, &c) {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            }
             other => {
                 return Err(AgentError::invalid(
                     "file_mode",
@@ -167,6 +204,22 @@ impl Sandbox {
         }
         // On disk before the file exists: a restart still removes it.
         let _ = self.persist();
+    }
+
+    /// Records a temporary before it is made: one a failed or abandoned
+    /// copy leaves goes at DestroySandbox with the rest.
+    fn record_temp(&self, tmp: &Path) {
+        let new = {
+            let mut st = self.state();
+            let new = !st.copied.iter().any(|p| p == tmp);
+            if new {
+                st.copied.push(tmp.to_path_buf());
+            }
+            new
+        };
+        if new {
+            let _ = self.persist();
+        }
     }
 
     /// Removes what CopyFile created, newest first: files and links, and
@@ -219,33 +272,65 @@ fn write_dir(dest: &Path, c: &CopyChunk) -> Result<(), AgentError> {
 
 fn temp_name(dest: &Path) -> PathBuf {
     let mut tmp_name = dest.as_os_str().to_owned();
-    tmp_name.push(".bosun-copy");
+    tmp_name.push(TEMP_SUFFIX);
     PathBuf::from(tmp_name)
+}
+
+/// Depth, length and name bounds (see the constants), checked before any
+/// file-system work.
+fn check_shape(path: &Path, root: &Path) -> Result<(), AgentError> {
+    let rel_depth = |p: &Path| {
+        p.strip_prefix(root)
+            .map(|r| r.components().count())
+            .unwrap_or(usize::MAX)
+    };
+    let len = path.as_os_str().len();
+    let depth = rel_depth(path);
+    let longest = path.iter().map(|c| c.len()).max().unwrap_or(0);
+    if len > MAX_COPY_PATH || depth > MAX_COPY_DEPTH || longest > MAX_COPY_NAME {
+        return Err(AgentError::invalid(
+            "path",
+            format!(
+                "{len} bytes, {depth} components, a name of {longest} bytes: at most {MAX_COPY_PATH} bytes, {MAX_COPY_DEPTH} levels below the copy root, {MAX_COPY_NAME}-byte names"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Writes a chunk into `<dest>.bosun-copy`; the last chunk fsyncs it, sets
 /// its mode and owner, and renames it over `dest`, so a reader never sees
 /// a half-written file.
-fn write_chunk(dest: &Path, c: &CopyChunk) -> Result<(), AgentError> {
-    let tmp = temp_name(dest);
+fn write_chunk(dest: &Path, tmp: &Path, c: &CopyChunk) -> Result<(), AgentError> {
     let mut f = fs::OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(c.offset == 0)
-        .open(&tmp)
-        .map_err(|e| io_err(&tmp, e))?;
+        .open(tmp)
+        .map_err(|e| io_err(tmp, e))?;
     f.seek(SeekFrom::Start(c.offset as u64))
         .and_then(|_| f.write_all(&c.data))
-        .map_err(|e| io_err(&tmp, e))?;
+        .map_err(|e| io_err(tmp, e))?;
     if c.offset + c.data.len() as i64 == c.file_size {
-        f.sync_all().map_err(|e| io_err(&tmp, e))?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(c.file_mode & 0o7777)).map_err(|e| io_err(&tmp, e))?;
-        std::os::unix::fs::chown(&tmp, Some(c.uid as u32), Some(c.gid as u32)).map_err(|e| io_err(&tmp, e))?;
-        fs::rename(&tmp, dest).map_err(|e| io_err(dest, e))?;
+        f.sync_all().map_err(|e| io_err(tmp, e))?;
+        fs::set_permissions(tmp, fs::Permissions::from_mode(c.file_mode & 0o7777)).map_err(|e| io_err(tmp, e))?;
+        std::os::unix::fs::chown(tmp, Some(c.uid as u32), Some(c.gid as u32)).map_err(|e| io_err(tmp, e))?;
+        fs::rename(tmp, dest).map_err(|e| io_err(dest, e))?;
     }
     Ok(())
 }
 
+/// The caller's mistakes (a name too long, a directory where a file goes,
+/// a file where a directory goes, a link loop) are INVALID_ARGUMENT; a
+/// full file system RESOURCE_EXHAUSTED; the rest INTERNAL.
 fn io_err(p: &Path, e: std::io::Error) -> AgentError {
-    AgentError::Internal(format!("{}: {e}", p.display()))
+    use nix::errno::Errno;
+    let msg = format!("{}: {e}", p.display());
+    match e.raw_os_error().map(Errno::from_raw) {
+        Some(
+            Errno::ENAMETOOLONG | Errno::EISDIR | Errno::EEXIST | Errno::ENOTDIR | Errno::ELOOP | Errno::ENOTEMPTY,
+        ) => AgentError::invalid("path", msg),
+        Some(Errno::ENOSPC | Errno::EDQUOT | Errno::EFBIG) => AgentError::ResourceExhausted(msg),
+        _ => AgentError::Internal(msg),
+    }
 }

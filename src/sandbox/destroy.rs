@@ -59,6 +59,8 @@ impl Sandbox {
                 .map_err(|e| e.to_string()),
         );
         let _ = std::fs::remove_dir(self.containers_dir());
+        // The copy area in the run directory is bosun's; gone once empty.
+        let _ = std::fs::remove_dir(self.run_dir.join("shared"));
         self.cgroups.remove_if_empty();
         let mut summary = format!(
             "{} container(s) removed; sandbox {report}",

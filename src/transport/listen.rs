@@ -11,11 +11,12 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use futures::stream::{self, StreamExt};
+use std::sync::Arc;
+
 use ttrpc::r#async::transport::Listener;
 
 use super::address::Address;
-use super::guard::FrameGuard;
+use super::limits::Gate;
 use crate::sys::socket;
 
 /// Why the listener could not be set up.
@@ -81,11 +82,11 @@ impl Peers {
         self
     }
 
-    fn uid_ok(&self, uid: u32) -> bool {
+    pub(super) fn uid_ok(&self, uid: u32) -> bool {
         self.uids.as_ref().is_none_or(|v| v.contains(&uid))
     }
 
-    fn cid_ok(&self, cid: u32) -> bool {
+    pub(super) fn cid_ok(&self, cid: u32) -> bool {
         self.cids.as_ref().is_none_or(|v| v.contains(&cid))
     }
 }
@@ -114,16 +115,16 @@ impl Drop for SocketFile {
     }
 }
 
-/// Binds `addr` for serving `peers`; a refused connection is closed at
-/// accept and logged.
-pub fn bind(addr: &Address, peers: &Peers, log: &slog::Logger) -> Result<Bound, ListenError> {
+/// Binds `addr` for serving `peers`, within the bounds of `gate`; a refused
+/// connection is closed at accept and logged.
+pub fn bind(addr: &Address, peers: &Peers, gate: Arc<Gate>, log: &slog::Logger) -> Result<Bound, ListenError> {
     addr.check_listenable()?;
     let io_err = |source| ListenError::Io {
         addr: addr.to_string(),
         source,
     };
     match addr {
-        Address::Unix(path) => bind_unix_path(addr, path, peers, log),
+        Address::Unix(path) => bind_unix_path(addr, path, peers, gate, log),
         Address::UnixAbstract(name) => {
             let std = socket::bind_abstract(name).map_err(|e| {
                 if e.kind() == io::ErrorKind::AddrInUse {
@@ -139,7 +140,7 @@ pub fn bind(addr: &Address, peers: &Peers, log: &slog::Logger) -> Result<Bound, 
                 }
             })?;
             Ok(Bound {
-                listener: unix_listener(std, peers, log).map_err(io_err)?,
+                listener: unix_listener(std, peers, gate, log).map_err(io_err)?,
                 owner: SocketFile(None),
             })
         }
@@ -154,22 +155,8 @@ pub fn bind(addr: &Address, peers: &Peers, log: &slog::Logger) -> Result<Bound, 
                     io_err(e)
                 }
             })?;
-            let state = (l, peers.clone(), log.clone());
-            let incoming = stream::unfold(state, |(l, peers, log)| async move {
-                loop {
-                    match l.accept().await {
-                        Ok((s, peer)) if peers.cid_ok(peer.cid()) => {
-                            return Some((Ok(FrameGuard::new(s)), (l, peers, log)))
-                        }
-                        Ok((_, peer)) => {
-                            slog::warn!(log, "connection refused"; "peer_cid" => peer.cid(), "peer_port" => peer.port(), "reason" => "CID not in --allow-cids");
-                        }
-                        Err(e) => return Some((Err(e), (l, peers, log))),
-                    }
-                }
-            });
             Ok(Bound {
-                listener: Listener::new(incoming.boxed()),
+                listener: super::accept::vsock(l, peers.clone(), gate, log.clone()),
                 owner: SocketFile(None),
             })
         }
@@ -177,7 +164,13 @@ pub fn bind(addr: &Address, peers: &Peers, log: &slog::Logger) -> Result<Bound, 
     }
 }
 
-fn bind_unix_path(addr: &Address, path: &Path, peers: &Peers, log: &slog::Logger) -> Result<Bound, ListenError> {
+fn bind_unix_path(
+    addr: &Address,
+    path: &Path,
+    peers: &Peers,
+    gate: Arc<Gate>,
+    log: &slog::Logger,
+) -> Result<Bound, ListenError> {
     let io_err = |source| ListenError::Io {
         addr: addr.to_string(),
         source,
@@ -213,31 +206,18 @@ fn bind_unix_path(addr: &Address, path: &Path, peers: &Peers, log: &slog::Logger
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err)?;
     let m = fs::symlink_metadata(path).map_err(io_err)?;
     Ok(Bound {
-        listener: unix_listener(std, peers, log).map_err(io_err)?,
+        listener: unix_listener(std, peers, gate, log).map_err(io_err)?,
         owner: SocketFile(Some((path.to_path_buf(), m.dev(), m.ino()))),
     })
 }
 
-fn unix_listener(std: std::os::unix::net::UnixListener, peers: &Peers, log: &slog::Logger) -> io::Result<Listener> {
+fn unix_listener(
+    std: std::os::unix::net::UnixListener,
+    peers: &Peers,
+    gate: Arc<Gate>,
+    log: &slog::Logger,
+) -> io::Result<Listener> {
     std.set_nonblocking(true)?;
     let l = tokio::net::UnixListener::from_std(std)?;
-    let state = (l, peers.clone(), log.clone());
-    let incoming = stream::unfold(state, |(l, peers, log)| async move {
-        loop {
-            let s = match l.accept().await {
-                Ok((s, _)) => s,
-                Err(e) => return Some((Err(e), (l, peers, log))),
-            };
-            match s.peer_cred() {
-                Ok(c) if peers.uid_ok(c.uid()) => return Some((Ok(FrameGuard::new(s)), (l, peers, log))),
-                Ok(c) => {
-                    slog::warn!(log, "connection refused"; "peer_uid" => c.uid(), "pid" => c.pid(), "reason" => "uid not in --allow-uids");
-                }
-                Err(e) => {
-                    slog::warn!(log, "connection refused"; "reason" => "no peer credentials", "error" => %e);
-                }
-            }
-        }
-    });
-    Ok(Listener::new(incoming.boxed()))
+    Ok(super::accept::unix(l, peers.clone(), gate, log.clone()))
 }
