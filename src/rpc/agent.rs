@@ -29,6 +29,8 @@ pub struct Agent {
     pub(super) poweroff_on_destroy: Option<String>,
     /// The pod VM's pause bundle (see `Options`).
     pub(super) pause_bundle: std::path::PathBuf,
+    /// The connections' bounds and counters, for GetMetrics.
+    pub(super) gate: Option<std::sync::Arc<crate::transport::limits::Gate>>,
 }
 
 type R<T> = ttrpc::Result<T>;
@@ -410,7 +412,7 @@ impl agent_ttrpc::AgentService for Agent {
     async fn get_metrics(&self, _: &TtrpcContext, _: GetMetricsRequest) -> R<Metrics> {
         traced(&self.log, "GetMetrics", async {
             let mut m = Metrics::new();
-            m.metrics = super::metrics::render();
+            m.metrics = super::metrics::render(self.gate.as_deref());
             Ok(m)
         })
         .await

@@ -65,13 +65,35 @@ fn help(out: &mut String, name: &str, kind: &str, text: &str) {
     let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} {kind}");
 }
 
-/// The whole exposition.
-pub fn render() -> String {
+/// The whole exposition; with the connections' counters when given.
+pub fn render(gate: Option<&crate::transport::limits::Gate>) -> String {
     let mut out = String::new();
     process(&mut out);
+    if let Some(g) = gate {
+        connections(&mut out, g);
+    }
     calls(&mut out);
     guest(&mut out);
     out
+}
+
+fn connections(out: &mut String, g: &crate::transport::limits::Gate) {
+    for (name, what, v) in [
+        ("bosun_connections", "Connections served now.", g.connections()),
+        (
+            "bosun_pending_requests",
+            "Requests read and not yet answered, over every connection.",
+            g.pending(),
+        ),
+        (
+            "bosun_buffered_request_bytes",
+            "Bytes of incomplete request frames held, over every connection.",
+            g.buffered(),
+        ),
+    ] {
+        help(out, name, "gauge", what);
+        let _ = writeln!(out, "{name} {v}");
+    }
 }
 
 fn calls(out: &mut String) {

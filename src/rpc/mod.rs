@@ -36,6 +36,8 @@ pub struct Options {
     /// The pod VM's pause bundle (`config.json` + `rootfs/`), used for the
     /// sandbox container of remote-hypervisor mode when present.
     pub pause_bundle: std::path::PathBuf,
+    /// The connections' bounds and counters (GetMetrics shows them).
+    pub gate: Option<Arc<crate::transport::limits::Gate>>,
 }
 
 /// All services bosun registers, by ttrpc service name.
@@ -47,6 +49,7 @@ pub fn services(log: &Logger, sandbox: Arc<Sandbox>, opts: Options) -> HashMap<S
         net: crate::net::Network::default(),
         poweroff_on_destroy: opts.poweroff_on_destroy,
         pause_bundle: opts.pause_bundle,
+        gate: opts.gate,
     }));
     s.extend(health_ttrpc::create_health(Arc::new(health::Health { log })));
     s

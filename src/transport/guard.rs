@@ -62,6 +62,11 @@ pub struct FrameGuard<S> {
     end: usize,
     inbound: Frames,
     outbound: Frames,
+    /// The complete frames in `buf[start..ready]`: where each ends, and its
+    /// type. A request is counted pending when ttrpc starts reading it.
+    whole: std::collections::VecDeque<(usize, u8)>,
+    /// ttrpc is part-way through the front frame of `whole`.
+    handing: bool,
     /// Bytes of the incomplete frame charged to the gate.
     charged: usize,
     /// Requests handed to ttrpc and not yet answered.
@@ -85,6 +90,8 @@ impl<S> FrameGuard<S> {
             end: 0,
             inbound: Frames::default(),
             outbound: Frames::default(),
+            whole: std::collections::VecDeque::new(),
+            handing: false,
             charged: 0,
             pending: 0,
             incomplete: None,
@@ -213,23 +220,17 @@ impl<S: AsyncRead + Unpin> FrameGuard<S> {
     }
 
     /// Scans `n` new bytes at `buf[end..]`: frames that completed become
-    /// ready (a request counted pending); the incomplete rest is charged.
+    /// ready to hand out; the incomplete rest is charged.
     fn take_in(&mut self, n: usize) -> io::Result<()> {
         let base = self.end;
-        let mut last = None;
-        let mut requests = 0;
+        let whole = &mut self.whole;
         self.inbound.scan(&self.buf[base..base + n], true, |at, kind| {
-            last = Some(base + at);
-            requests += usize::from(kind == REQUEST);
+            whole.push_back((base + at, kind))
         })?;
         self.end += n;
-        if let Some(r) = last {
-            self.ready = r;
+        if let Some((r, _)) = self.whole.back() {
+            self.ready = *r;
         }
-        for _ in 0..requests {
-            self.gate.add_pending();
-        }
-        self.pending += requests;
         let incomplete = self.end - self.ready;
         if incomplete > self.charged {
             if !self.gate.charge(incomplete - self.charged) {
@@ -252,6 +253,30 @@ impl<S: AsyncRead + Unpin> FrameGuard<S> {
         }
         Ok(())
     }
+
+    /// Hands ttrpc the next bytes of the front whole frame; a request is
+    /// started only with room for it (else Pending, woken by an answer).
+    fn hand_out(&mut self, cx: &Context<'_>, out: &mut ReadBuf<'_>) -> Poll<()> {
+        let (frame_end, kind) = *self.whole.front().expect("a whole frame is ready");
+        if !self.handing {
+            if kind == REQUEST {
+                if !self.room(cx) {
+                    return Poll::Pending;
+                }
+                self.pending += 1;
+                self.gate.add_pending();
+            }
+            self.handing = true;
+        }
+        let n = (frame_end - self.start).min(out.remaining());
+        out.put_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        if self.start == frame_end {
+            self.whole.pop_front();
+            self.handing = false;
+        }
+        Poll::Ready(())
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for FrameGuard<S> {
@@ -259,16 +284,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrameGuard<S> {
         let this = &mut *self;
         loop {
             if this.start < this.ready {
-                let n = (this.ready - this.start).min(out.remaining());
-                out.put_slice(&this.buf[this.start..this.start + n]);
-                this.start += n;
+                ready!(this.hand_out(cx, out));
                 return Poll::Ready(Ok(()));
             }
-            if this.ready == this.end && !this.room(cx) {
-                return Poll::Pending;
-            }
+            // Without room for another request, only the rest of a frame
+            // already begun is read (it would otherwise time out).
+            let limit = match this.room(cx) {
+                true => usize::MAX,
+                false if this.ready == this.end => return Poll::Pending,
+                false => this.inbound.left(),
+            };
             this.make_room();
-            let mut rb = ReadBuf::new(&mut this.buf[this.end..]);
+            let room = (this.buf.len() - this.end).min(limit);
+            let mut rb = ReadBuf::new(&mut this.buf[this.end..this.end + room]);
             match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
                 Poll::Pending => {
                     if let Some(t) = this.incomplete.as_mut() {
