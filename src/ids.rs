@@ -18,8 +18,16 @@ fn valid(s: &str) -> bool {
 }
 
 /// A container id.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct ContainerId(String);
+
+/// Quoted, as a string: messages that format an id with `{:?}` say
+/// `"web"`, not `ContainerId("web")`.
+impl fmt::Debug for ContainerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
 
 impl ContainerId {
     /// Validates a container id from a request.
@@ -91,6 +99,7 @@ mod tests {
             assert_eq!(ContainerId::parse(s).is_ok(), ok, "test[{i}]: {s:?}");
         }
         assert_eq!(parse_exec_id("").unwrap(), None);
+        assert_eq!(format!("{:?}", ContainerId::parse("web").unwrap()), "\"web\"");
         assert!(parse_exec_id("../e").is_err());
     }
 }

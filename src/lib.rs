@@ -9,6 +9,7 @@ pub mod config;
 pub mod container;
 pub mod device;
 pub mod error;
+pub mod faults;
 pub mod guestops;
 pub mod ids;
 pub mod image;

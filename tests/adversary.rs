@@ -55,7 +55,9 @@ fn owned(pod: &Pod) -> Owned {
 /// Processes other than the agent whose cgroup is below this pod's parent
 /// or whose command line names its directory.
 fn pod_processes(pod: &Pod) -> Vec<i32> {
-    let d = pod.dir().to_str().unwrap().to_string();
+    // Whole path components: pod 3's parent is a prefix of pod 31's.
+    let d = format!("{}/", pod.dir().display());
+    let cg = format!("/{}/", pod.cgroup_parent);
     let me = pod.agent.child.id() as i32;
     std::fs::read_dir("/proc")
         .unwrap()
@@ -63,10 +65,10 @@ fn pod_processes(pod: &Pod) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| *pid != me)
         .filter(|pid| {
-            let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+            let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd);
-            (cg.contains(&pod.cgroup_parent) || cmd.contains(&d)) && !cmd.contains("--server-addr")
+            (cgroups.contains(&cg) || cmd.contains(&d)) && !cmd.contains("--server-addr")
         })
         .collect()
 }
@@ -78,7 +80,12 @@ fn assert_nothing_left(pod: &Pod, before: &Owned, what: &str) {
     pod.destroy()
         .unwrap_or_else(|e| panic!("{what}: DestroySandbox: {e:?}"));
     let after = owned(pod);
-    assert_eq!(after.mounts, before.mounts, "{what}: mounts changed");
+    let added: Vec<&String> = after.mounts.iter().filter(|m| !before.mounts.contains(m)).collect();
+    let gone: Vec<&String> = before.mounts.iter().filter(|m| !after.mounts.contains(m)).collect();
+    assert_eq!(
+        after.mounts, before.mounts,
+        "{what}: mounts changed: added {added:?}, gone {gone:?}"
+    );
     assert_eq!(after.cgroups, Vec::<PathBuf>::new(), "{what}: cgroups left");
     assert_eq!(after.run_dir, before.run_dir, "{what}: run-dir entries left");
     assert_eq!(pod_processes(pod), Vec::<i32>::new(), "{what}: processes left");
@@ -904,7 +911,7 @@ fn past_max_connections_new_ones_are_closed_and_the_rest_served() {
     drop(held);
     drop(rt); // the clients' connections live on its tasks
     eventually("a connection admitted once others closed", || serves(&agent));
-    assert!(agent.log().contains("--max-connections reached"));
+    agent.log_with(&["--max-connections reached"]);
 }
 
 #[test]
@@ -936,7 +943,50 @@ fn at_the_open_file_limit_accept_backs_off_and_recovers() {
     let used = ticks() - t0;
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as u64;
     assert!(used < hz / 2, "{used} ticks of CPU in 2 s at the fd limit (hz {hz})");
-    assert!(pod.agent.log().contains("accept failing"), "{}", pod.agent.log());
+    pod.agent.log_with(&["accept failing"]);
     drop(conns);
     eventually("served again once descriptors are free", || serves(&pod.agent));
+}
+
+// ---- a bug while a lock is held; state that must not grow ----------------
+
+#[test]
+#[ignore = "needs root"]
+fn a_panic_under_the_sandbox_lock_does_not_poison_later_calls() {
+    let (mut pod, rootfs, before) = isolated();
+    // The fault is a bug, which cannot be caused for real: the agent
+    // panics (once) while it holds the sandbox's lock.
+    pod.restart(&[("BOSUN_PANIC_AT", "sandbox-locked")], true);
+    pod.create_sandbox("panic", true).unwrap();
+    let (c, msg) = pod.diagnostic("containers").expect_err("the first listing panics");
+    assert_eq!(c, ttrpc::Code::INTERNAL, "{msg}");
+    assert!(pod.diagnostic("containers").is_ok(), "the next call is served");
+    pod.destroy().unwrap();
+    still_works(&pod, &rootfs, "after a panic under the lock");
+    assert_nothing_left(&pod, &before, "after a panic under the lock");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn removed_ids_are_remembered_within_a_bound() {
+    let (pod, rootfs, before) = shared_ns();
+    pod.create_sandbox("churn", true).unwrap();
+    pod.create("pause", pause_spec(None)).unwrap();
+    pod.start_c("pause").unwrap();
+    let n = bosun::sandbox::REMOVED_KEPT + 100;
+    for i in 0..n {
+        let id = format!("job{i}");
+        pod.create(&id, spec(Some(&rootfs), &["true"])).unwrap();
+        pod.remove(&id).unwrap();
+    }
+    // A second remove of a recent id is OK; of one past the bound, NOT_FOUND.
+    pod.remove(&format!("job{}", n - 1)).unwrap();
+    assert_eq!(code(pod.remove("job0")), ttrpc::Code::NOT_FOUND);
+    let journal = std::fs::read_to_string(pod.run_dir().join("state.json")).unwrap();
+    let kept = journal.matches("\"job").count();
+    assert!(
+        kept <= bosun::sandbox::REMOVED_KEPT,
+        "{kept} removed ids in the journal"
+    );
+    assert_nothing_left(&pod, &before, "churn");
 }

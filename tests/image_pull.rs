@@ -625,12 +625,11 @@ fn pull_past_the_timeout_leaves_no_container_and_the_retry_reuses_layers() {
     for l in &built.layers {
         assert_eq!(proxy.blob_gets(l), 1, "layer {l}: the retry used what was fetched");
     }
-    let log = pod.agent.log();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("pulling layer") && l.contains("mb_per_s")),
-        "progress is logged every second of a pull"
-    );
+    // Progress is logged every second of a pull.
+    let log = pod.agent.log_with(&["pulling layer", "mb_per_s"]);
+    assert!(log
+        .lines()
+        .any(|l| l.contains("pulling layer") && l.contains("mb_per_s")));
     pod.start_c("slowpoke").unwrap();
     pod.remove("slowpoke").unwrap();
     pod.destroy().unwrap();

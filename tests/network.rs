@@ -138,5 +138,36 @@ fn interfaces_routes_and_neighbours() {
         matches!(e, ttrpc::Error::RpcStatus(ref s) if s.code() == ttrpc::Code::INVALID_ARGUMENT),
         "{e:?}"
     );
+    // A gateway the pod cannot reach is the request's fault, said plainly
+    // (not INTERNAL with the netlink message dumped).
+    let mut far = Route::new();
+    (far.dest, far.gateway, far.device) = ("10.79.0.0/16".into(), "192.0.2.1".into(), name.clone());
+    let mut r = UpdateRoutesRequest::new();
+    let mut rs = Routes::new();
+    rs.Routes = vec![far];
+    r.routes = Some(rs).into();
+    match pod.rt.block_on(pod.c.agent.update_routes(pod.c.ctx(), &r)) {
+        Err(ttrpc::Error::RpcStatus(s)) => {
+            assert_eq!(s.code(), ttrpc::Code::INVALID_ARGUMENT, "{}", s.message());
+            assert!(
+                s.message().contains("10.79.0.0/16 via 192.0.2.1") && !s.message().contains('{'),
+                "{}",
+                s.message()
+            );
+        }
+        other => panic!("an unreachable gateway: {other:?}"),
+    }
+    // What ListInterfaces reports (lo's MTU is 65536) is accepted back.
+    let lo = list
+        .Interfaces
+        .iter()
+        .find(|i| i.name == "lo")
+        .expect("lo listed")
+        .clone();
+    assert_eq!(lo.mtu, 65536);
+    let mut r = UpdateInterfaceRequest::new();
+    r.interface = Some(lo).into();
+    let back = pod.rt.block_on(pod.c.agent.update_interface(pod.c.ctx(), &r));
+    assert!(back.is_ok(), "lo as listed, sent back: {back:?}");
     ip(&["link", "del", &name]);
 }

@@ -425,7 +425,7 @@ fn shared_mounts_from_a_sidecar() {
     pod.send_create_container(&r).unwrap();
     pod.start_c("app2").unwrap();
     assert_eq!(text(pod.read_all("app2", "app2", false).unwrap()), "ran\n");
-    assert!(pod.agent.log().contains("no such source container"), "logged");
+    pod.agent.log_with(&["no such source container"]);
     pod.destroy().unwrap();
     assert!(mounts_under(pod.dir()).is_empty(), "{:?}", mounts_under(pod.dir()));
 }

@@ -42,6 +42,11 @@ pub fn main(config_path: &Path) -> i32 {
         Ok(d) => d,
         Err(e) => return fail(&mut report, &e),
     };
+    if let Payload::Exec(p) = &cfg.payload {
+        if let Err(e) = set_oom_score(p) {
+            return fail(&mut report, &e);
+        }
+    }
     if let Err(e) = enter_namespaces(&cfg) {
         return fail(&mut report, &e);
     }
@@ -190,6 +195,21 @@ fn set_up(cfg: &InitConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// Sets the OOM score the process will have, in the helper, before any
+/// namespace is entered: through the agent's /proc (the container's may
+/// have none mounted), inherited by the fork. Lowering it needs
+/// CAP_SYS_RESOURCE; an agent without it (never in a guest; some test
+/// hosts) leaves the process at the agent's own score rather than fail
+/// the pod: kubelet asks -998 for every pause container.
+fn set_oom_score(p: &ProcessSpec) -> Result<(), String> {
+    match fs::write("/proc/self/oom_score_adj", p.oom_score_adj.to_string()) {
+        Err(e) if !(e.kind() == std::io::ErrorKind::PermissionDenied && p.oom_score_adj < 0) => {
+            Err(format!("oom_score_adj {}: {e}", p.oom_score_adj))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Sets the process's identity and directory, then execs; returns the
 /// reason when it could not.
 fn exec(p: &ProcessSpec) -> String {
@@ -203,16 +223,6 @@ fn exec(p: &ProcessSpec) -> String {
     }
     if let Err(e) = identity::set_rlimits(&p.rlimits) {
         return e;
-    }
-    // While still privileged: lowering the score needs CAP_SYS_RESOURCE.
-    // An agent without it (never in a guest; in some test hosts) leaves
-    // the process at the agent's own score rather than fail the pod:
-    // kubelet asks -998 for every pause container.
-    match fs::write("/proc/self/oom_score_adj", p.oom_score_adj.to_string()) {
-        Err(e) if !(e.kind() == std::io::ErrorKind::PermissionDenied && p.oom_score_adj < 0) => {
-            return format!("oom_score_adj {}: {e}", p.oom_score_adj);
-        }
-        _ => {}
     }
     if let Some(c) = &p.capabilities {
         if let Err(e) = identity::before_credentials(c) {

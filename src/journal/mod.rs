@@ -62,17 +62,6 @@ pub fn fnv64(data: &[u8]) -> u64 {
     })
 }
 
-/// Test-only crash points (`BOSUN_CRASH_AT=name`): the process really dies
-/// (abort) at a named step, so the restart tests can stop bosun exactly
-/// "after the mount, before the process". A SIGKILL from outside cannot be
-/// timed that precisely. Unset in production.
-pub fn crash_point(name: &str) {
-    if std::env::var_os("BOSUN_CRASH_AT").is_some_and(|v| v == name) {
-        eprintln!("bosun: BOSUN_CRASH_AT={name}: aborting here on purpose");
-        std::process::abort();
-    }
-}
-
 /// The journal file of a run directory.
 pub struct Journal {
     path: PathBuf,

@@ -267,7 +267,7 @@ impl Record<'_> {
             ledger().set_covered(seq, covered);
         }
         (self.journal)();
-        crate::journal::crash_point("storage-before-mount");
+        crate::faults::crash_point("storage-before-mount");
         match act(&created) {
             Ok(ident) => {
                 ledger().mark_mounted(seq, ident);

@@ -35,6 +35,12 @@ pub struct Iface {
     pub kind: String,
 }
 
+impl std::fmt::Display for IpNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 /// A route as Kata describes it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Route {
@@ -50,6 +56,26 @@ pub struct Route {
     pub scope: u8,
     /// IPv6.
     pub v6: bool,
+}
+
+impl std::fmt::Display for Route {
+    /// As `ip route` prints it: `10.0.0.0/24 via 10.0.0.1 dev eth0`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.dest {
+            Some(d) => write!(f, "{d}")?,
+            None => f.write_str("default")?,
+        }
+        if let Some(g) = &self.gateway {
+            write!(f, " via {g}")?;
+        }
+        if !self.device.is_empty() {
+            write!(f, " dev {}", self.device)?;
+        }
+        if let Some(s) = &self.source {
+            write!(f, " src {s}")?;
+        }
+        Ok(())
+    }
 }
 
 /// An ARP/NDP neighbour entry.
@@ -72,13 +98,14 @@ pub enum NetError {
     #[error("no interface {0}")]
     NoSuchInterface(String),
     /// The kernel refused.
-    #[error("{what}: {source}")]
+    #[error("{what}: {reason}")]
     Netlink {
         /// What was attempted.
         what: String,
-        /// The kernel's answer.
-        #[source]
-        source: rtnetlink::Error,
+        /// The kernel's errno, when it gave one.
+        errno: Option<nix::errno::Errno>,
+        /// Its words.
+        reason: String,
     },
     /// No netlink socket.
     #[error("netlink: {0}")]
@@ -87,7 +114,37 @@ pub enum NetError {
 
 fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetError {
     let what = what.into();
-    move |source| NetError::Netlink { what, source }
+    move |source| {
+        // The kernel's answer as an errno (rtnetlink's own message dumps
+        // the whole request).
+        let errno = match &source {
+            rtnetlink::Error::NetlinkError(m) if m.raw_code() != 0 => {
+                Some(nix::errno::Errno::from_raw(m.raw_code().abs()))
+            }
+            _ => None,
+        };
+        let reason = match errno {
+            Some(e) => format!("{} ({e})", e.desc()),
+            None => "netlink request failed".to_string(),
+        };
+        NetError::Netlink { what, errno, reason }
+    }
+}
+
+impl NetError {
+    /// True when the request was at fault (a gateway not reachable, a
+    /// route that exists, a bad value) rather than the agent or kernel.
+    pub fn caused_by_request(&self) -> bool {
+        use nix::errno::Errno::*;
+        match self {
+            Self::NoSuchInterface(_) => true,
+            Self::Netlink { errno, .. } => matches!(
+                errno,
+                Some(EINVAL | ENETUNREACH | EEXIST | ENODEV | EADDRNOTAVAIL | ERANGE | ESRCH | ENOENT | EHOSTUNREACH)
+            ),
+            Self::Socket(_) => false,
+        }
+    }
 }
 
 /// The netlink connection, opened at first use.

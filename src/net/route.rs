@@ -91,7 +91,7 @@ impl Network {
                 Ok(()) => {}
                 // The kernel already made it (a prefix route of an address).
                 Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -(nix::errno::Errno::EEXIST as i32) => {}
-                Err(e) => return Err(nl(format!("add route {r:?}"))(e)),
+                Err(e) => return Err(nl(format!("add route {r}"))(e)),
             }
         }
         self.list_routes().await

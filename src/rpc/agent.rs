@@ -525,9 +525,10 @@ impl agent_ttrpc::AgentService for Agent {
 
 /// A netlink failure: a missing interface is the request's fault.
 fn net_err(e: crate::net::NetError) -> AgentError {
-    match e {
-        crate::net::NetError::NoSuchInterface(_) => AgentError::invalid("interface", e.to_string()),
-        other => AgentError::Internal(other.to_string()),
+    if e.caused_by_request() {
+        AgentError::invalid("network request", e.to_string())
+    } else {
+        AgentError::Internal(e.to_string())
     }
 }
 

@@ -64,10 +64,12 @@ pub fn iface(i: &Interface) -> Result<Iface, AgentError> {
             format!("{:?} is not a MAC address", i.hwAddr),
         ));
     }
-    if i.mtu > 65535 {
+    // The kernel decides what a link takes (lo reports 65536, more than
+    // any Ethernet); bosun only keeps the value within netlink's u32.
+    if i.mtu > u64::from(u32::MAX) {
         return Err(AgentError::invalid(
             "interface.mtu",
-            format!("{}: at most 65535", i.mtu),
+            format!("{}: at most {}", i.mtu, u32::MAX),
         ));
     }
     if i.IPAddresses.len() > MAX_NET_ITEMS {

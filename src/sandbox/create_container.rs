@@ -23,8 +23,8 @@ use crate::container::{
     Container, ContainerInfo, CONTAINER_NAME_ANNOTATION, CONTAINER_TYPE_ANNOTATION, PROTECTED_ANNOTATION,
 };
 use crate::error::AgentError;
+use crate::faults::crash_point;
 use crate::ids::ContainerId;
-use crate::journal::crash_point;
 use crate::mount::ledger::Owner;
 use crate::mount::storage::{self, StorageSpec};
 

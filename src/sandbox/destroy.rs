@@ -12,7 +12,7 @@ use super::teardown::{TeardownReport, DEFAULT_KILL_WAIT};
 use super::Sandbox;
 use crate::container::Container;
 use crate::error::AgentError;
-use crate::journal::crash_point;
+use crate::faults::crash_point;
 use crate::mount::fsutil::remove_dir_same_fs;
 use crate::mount::ledger::Owner;
 

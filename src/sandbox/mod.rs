@@ -220,7 +220,9 @@ impl Sandbox {
 
     /// Every container, by id.
     pub fn containers(&self) -> Vec<Arc<Container>> {
-        self.state().containers.values().cloned().collect()
+        let st = self.state();
+        crate::faults::panic_point("sandbox-locked");
+        st.containers.values().cloned().collect()
     }
 
     /// The run directory of containers.

@@ -11,8 +11,8 @@ use super::teardown::DEFAULT_KILL_WAIT;
 use super::Sandbox;
 use crate::container::Status;
 use crate::error::AgentError;
+use crate::faults::crash_point;
 use crate::ids::ContainerId;
-use crate::journal::crash_point;
 
 impl Sandbox {
     /// RemoveContainer, detached from the call.

@@ -96,7 +96,7 @@ pub fn unmount_owned(ledger: &Mutex<Ledger>, owner: &Owner, log: &Logger) -> Res
                 }
                 crate::mount::storage::remove_created(&e.created_dirs);
                 lock(ledger).remove(e.seq);
-                crate::journal::crash_point("remove-after-unmount");
+                crate::faults::crash_point("remove-after-unmount");
             }
             Err(err) => errors.push(err),
         }
@@ -191,7 +191,7 @@ impl Sandbox {
         let mut report = TeardownReport::default();
         self.drop_watches(&c.id);
         report.run("kill", self.kill_all(c, wait).await);
-        crate::journal::crash_point("remove-after-kill");
+        crate::faults::crash_point("remove-after-kill");
         // poststop hooks: a failure is logged (in run_hooks), not fatal.
         let _ = self.run_hooks(super::hooks::HookKind::Poststop, c).await;
         for p in c.processes() {
@@ -210,7 +210,7 @@ impl Sandbox {
             .clone()
             .unwrap_or_else(|| self.cgroups.child(Path::new(c.id.as_str())));
         report.run("cgroup", self.remove_cgroup(cg).await);
-        crate::journal::crash_point("remove-after-cgroup");
+        crate::faults::crash_point("remove-after-cgroup");
         report.run(
             "rmdir",
             remove_dir_same_fs(&c.dir)

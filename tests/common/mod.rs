@@ -184,6 +184,22 @@ impl Agent {
         std::fs::read_to_string(self.dir.path().join("bosun.log")).unwrap_or_default()
     }
 
+    /// The log once every one of `needles` is in it (30 s bound): the
+    /// agent's logger writes from its own thread, after the call that logs
+    /// has answered, so a log read at once can miss the line on a busy
+    /// machine. Panics naming what is missing.
+    pub fn log_with(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log();
+            if needles.iter().all(|n| log.contains(n)) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "the log never said {needles:?}:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn socket_path(&self) -> PathBuf {
         match &self.addr {
             Address::Unix(p) => p.clone(),
