@@ -990,3 +990,22 @@ fn removed_ids_are_remembered_within_a_bound() {
     );
     assert_nothing_left(&pod, &before, "churn");
 }
+
+#[test]
+#[ignore = "needs root"]
+fn a_spec_without_a_proc_mount_starts() {
+    let (pod, rootfs, before) = isolated();
+    pod.create_sandbox("noproc", true).unwrap();
+    pod.create("pause", pause_spec(None)).unwrap();
+    pod.start_c("pause").unwrap();
+    let mut oci = spec(Some(&rootfs), &["sh", "-c", "test ! -e /proc/self && echo no-proc"]);
+    oci.Mounts.retain(|m| m.type_ != "proc");
+    let mut p = oci.Process.take().unwrap();
+    p.OOMScoreAdj = 100;
+    oci.Process = Some(p).into();
+    pod.create("w", oci).unwrap();
+    pod.start_c("w").unwrap();
+    assert_eq!(pod.wait("w", "").unwrap(), 0);
+    assert_eq!(pod.read_all("w", "", false).unwrap(), b"no-proc\n");
+    assert_nothing_left(&pod, &before, "no /proc");
+}

@@ -5,6 +5,7 @@
 
 mod calls;
 mod golden;
+mod hostile;
 mod scenarios;
 
 use std::path::{Path, PathBuf};
@@ -26,10 +27,17 @@ struct Opts {
     only: Option<String>,
     disks: Option<scenarios::Disks>,
     image: Option<String>,
+    hostile: bool,
+    restart: Option<String>,
 }
 
 const USAGE: &str = "usage: bosun-conformance --addr ADDR [--rootfs DIR] [--local] [--only SCENARIO] [--json]
                          [--blk-pci-path PATH --scsi-addr T:L] [--registry HOST[:PORT] | --image REF]
+                         [--hostile] [--restart CMD]
+  --hostile     the adversarial scenarios instead (hostile storages and binds, races, cut-off
+                calls, deep paths; with --local, memory under wire attacks)
+  --restart CMD a shell command run before each scenario that (re)starts the agent at ADDR
+                (an agent that exits after DestroySandbox, as the Kata agent does)
   --rootfs DIR  a busybox rootfs as the agent sees it (with --local, one is made if omitted)
   --local       the agent runs on this machine: also check mountinfo and processes
   --blk-pci-path, --scsi-addr  where the VM has a virtio-blk disk (an ext4 busybox rootfs) and a
@@ -40,6 +48,7 @@ const USAGE: &str = "usage: bosun-conformance --addr ADDR [--rootfs DIR] [--loca
 fn parse() -> Result<Opts, String> {
     let (mut addr, mut rootfs, mut local, mut json, mut only) = (None, None, false, false, None);
     let (mut blk, mut scsi, mut image) = (None, None, None);
+    let (mut hostile, mut restart) = (false, None);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = |n: &str| it.next().ok_or(format!("{n} needs a value"));
@@ -52,6 +61,8 @@ fn parse() -> Result<Opts, String> {
             "--registry" => image = Some(format!("{}/bosun-conformance/busybox:latest", val("--registry")?)),
             "--image" => image = Some(val("--image")?),
             "--local" => local = true,
+            "--hostile" => hostile = true,
+            "--restart" => restart = Some(val("--restart")?),
             "--json" => json = true,
             _ => return Err(USAGE.into()),
         }
@@ -76,6 +87,8 @@ fn parse() -> Result<Opts, String> {
         only,
         disks,
         image,
+        hostile,
+        restart,
     })
 }
 
@@ -109,6 +122,32 @@ fn local_leftovers(mnt: &Path) -> Vec<String> {
     left
 }
 
+/// Connects, retrying for 30 s (an agent just (re)started).
+async fn connect(addr: &Address) -> Result<Client, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match Client::connect(addr, Duration::from_secs(10)).await {
+            Ok(c) if c.check().await.is_ok() => return Ok(c),
+            Ok(_) if Instant::now() < deadline => {}
+            Err(_) if Instant::now() < deadline => {}
+            Ok(_) => return Err(format!("{addr} does not answer Check")),
+            Err(e) => return Err(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs the `--restart` command; a failure ends the run.
+fn restart(cmd: &str) {
+    match std::process::Command::new("sh").args(["-c", cmd]).status() {
+        Ok(s) if s.success() => {}
+        other => {
+            eprintln!("bosun-conformance: --restart {cmd:?}: {other:?}");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn main() {
     let o = parse().unwrap_or_else(|e| {
         eprintln!("bosun-conformance: {e}");
@@ -139,26 +178,47 @@ fn main() {
         .enable_all()
         .build()
         .unwrap_or_else(|e| die("runtime", &e));
-    let client = rt
-        .block_on(Client::connect(&o.addr, Duration::from_secs(10)))
-        .unwrap_or_else(|e| {
+    let mut rows = Vec::new();
+    let plain = ALL.iter().chain(golden::ALL.iter());
+    let list: Vec<&(&str, &str)> = if o.hostile {
+        hostile::ALL.iter().collect()
+    } else {
+        plain.collect()
+    };
+    for (name, proves) in list
+        .into_iter()
+        .filter(|(n, _)| o.only.as_deref().is_none_or(|x| x == *n))
+    {
+        if let Some(cmd) = &o.restart {
+            restart(cmd);
+        }
+        let client = rt.block_on(connect(&o.addr)).unwrap_or_else(|e| {
             eprintln!("bosun-conformance: {e}");
             std::process::exit(1);
         });
-    let ctx = Ctx {
-        calls: calls::Calls(&client),
-        rootfs,
-        never_mounted,
-        mnt: mnt.clone(),
-        disks: o.disks.clone(),
-        image: o.image.clone(),
-    };
-    let mut rows = Vec::new();
-    let all = ALL.iter().chain(golden::ALL.iter());
-    for (name, proves) in all.filter(|(n, _)| o.only.as_deref().is_none_or(|x| x == *n)) {
+        let ctx = Ctx {
+            calls: calls::Calls(&client),
+            rootfs: rootfs.clone(),
+            never_mounted: never_mounted.clone(),
+            mnt: mnt.clone(),
+            disks: o.disks.clone(),
+            image: o.image.clone(),
+        };
         let t = Instant::now();
         let outcome = rt.block_on(async {
-            tokio::time::timeout(SCENARIO_TIMEOUT, scenarios::run(name, &ctx))
+            let run = async {
+                if o.hostile {
+                    let h = hostile::Hostile {
+                        ctx: &ctx,
+                        addr: &o.addr,
+                        local: o.local,
+                    };
+                    hostile::run(name, &h).await
+                } else {
+                    scenarios::run(name, &ctx).await.map(|_| String::new())
+                }
+            };
+            tokio::time::timeout(SCENARIO_TIMEOUT, run)
                 .await
                 .unwrap_or_else(|_| Err(Verdict::Fail(format!("no answer within {SCENARIO_TIMEOUT:?}"))))
         });
@@ -174,8 +234,8 @@ fn main() {
             left.extend(local_leftovers(&mnt));
         }
         let (verdict, detail) = match outcome {
-            Ok(()) if left.is_empty() => ("PASS", String::new()),
-            Ok(()) => ("FAIL", format!("left behind: {}", left.join(", "))),
+            Ok(figures) if left.is_empty() => ("PASS", figures),
+            Ok(figures) => ("FAIL", format!("{figures}; left behind: {}", left.join(", "))),
             Err(Verdict::Fail(d)) => ("FAIL", d),
             Err(Verdict::Skip(d)) => ("SKIP", d),
         };

@@ -79,7 +79,7 @@ pub fn check(cond: bool, what: impl Into<String>) -> Outcome {
     }
 }
 
-fn storage(driver: &str, source: &str, fstype: &str, mp: &Path) -> Storage {
+pub fn storage(driver: &str, source: &str, fstype: &str, mp: &Path) -> Storage {
     let mut s = Storage::new();
     (s.driver, s.source, s.fstype, s.mount_point) =
         (driver.into(), source.into(), fstype.into(), mp.display().to_string());
@@ -89,7 +89,7 @@ fn storage(driver: &str, source: &str, fstype: &str, mp: &Path) -> Storage {
 /// A sandbox and its pause container. The pause runs from the busybox
 /// rootfs (every agent needs one there; only `pause_rootfs_never_mounted`
 /// tries the pause whose rootfs was never mounted).
-async fn pod(c: &Ctx<'_>, name: &str) -> Outcome {
+pub async fn pod(c: &Ctx<'_>, name: &str) -> Outcome {
     ok(c.calls.sandbox(name).await, "CreateSandbox")?;
     ok(
         c.calls.pause(Some(&c.rootfs), &["sleep", MARK]).await,
@@ -97,7 +97,7 @@ async fn pod(c: &Ctx<'_>, name: &str) -> Outcome {
     )
 }
 
-async fn running(c: &Ctx<'_>, id: &str) -> Outcome {
+pub async fn running(c: &Ctx<'_>, id: &str) -> Outcome {
     ok(c.calls.create(id, &c.rootfs, &["sleep", MARK]).await, "CreateContainer")?;
     ok(c.calls.start(id).await, "StartContainer")
 }
