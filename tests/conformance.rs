@@ -54,6 +54,31 @@ fn every_scenario_passes_against_bosun() {
     assert_eq!(code, 0);
 }
 
+#[test]
+#[ignore = "needs root"]
+fn every_hostile_scenario_passes_against_bosun() {
+    assert!(
+        common::is_root(),
+        "this test needs root: run it with `make test` as root"
+    );
+    // Isolated, with its state where an agent in a pod VM keeps it (under
+    // its own /run): bind_agent_state binds /run. Without --local (the
+    // suite is outside the agent's mount namespace) the wire scenarios
+    // SKIP; tests/adversary.rs runs those against bosun.
+    let pod = common::pod::Pod::start_with(true, &["--run-dir", "/run/bosun"]);
+    let rootfs = common::busybox_rootfs(pod.dir());
+    let addr = pod.agent.addr.to_string();
+    let (code, rows) = suite(&addr, &["--hostile", "--rootfs", rootfs.to_str().unwrap()]);
+    let wire = ["announced_frames", "pipelined_unread"];
+    let not_pass: Vec<_> = rows
+        .iter()
+        .filter(|r| r["verdict"] != "PASS" && !(wire.iter().any(|w| r["scenario"] == *w) && r["verdict"] == "SKIP"))
+        .collect();
+    assert!(not_pass.is_empty(), "{not_pass:#?}");
+    assert_eq!(rows.len(), 9);
+    assert_eq!(code, 0);
+}
+
 /// Serves AgentService with every method at its default: UNIMPLEMENTED.
 struct Nothing;
 impl agent_ttrpc::AgentService for Nothing {}
