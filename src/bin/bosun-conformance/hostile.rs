@@ -291,6 +291,22 @@ fn socket_path(h: &Hostile<'_>) -> Result<std::path::PathBuf, Verdict> {
 
 async fn announced_frames(h: &Hostile<'_>) -> Result<String, Verdict> {
     let path = socket_path(h)?;
+    // One whole 3 MiB request first, as a CopyFile chunk would be: once
+    // such a block is freed, glibc serves the next ones from its heap, and
+    // a calloc'd body is then touched (resident) at once.
+    let mut warm = UnixStream::connect(&path).map_err(|e| Verdict::Fail(format!("connect: {e}")))?;
+    let mut body = vec![0x0a, 11];
+    body.extend_from_slice(b"grpc.Health");
+    body.extend_from_slice(&[0x12, 5]);
+    body.extend_from_slice(b"Check");
+    body.extend_from_slice(&[0x1a, 0x80, 0x80, 0xc0, 0x01]); // field 3 (payload), 3 MiB
+    body.resize(body.len() + (3 << 20), 0);
+    let mut f = frame_header(body.len() as u32, 1);
+    f.extend_from_slice(&body);
+    let _ = warm.write_all(&f);
+    let _ = warm.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = std::io::Read::read(&mut warm, &mut [0u8; 64]);
+    drop(warm);
     let (pid, before) = agent_rss(h.addr)?;
     let conns: Vec<UnixStream> = (0..150)
         .filter_map(|_| {
