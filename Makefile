@@ -10,7 +10,10 @@ RUN_DIR ?= $(CURDIR)/run
 # shared libc (see README). An explicit --target keeps the flag off the
 # build scripts and proc macros, which cannot be static.
 TARGET  ?= $(shell rustc -vV | sed -n 's/^host: //p')
-BIN     := target/$(TARGET)/release
+# Where cargo puts what it builds: asked, not assumed (CARGO_TARGET_DIR,
+# a shared cache or a CI system may put it elsewhere).
+TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
+BIN     := $(TARGET_DIR)/$(TARGET)/release
 # Root tests run inside private mount, UTS, IPC and network namespaces so
 # that nothing they do (mounts, hostname, links) reaches this machine.
 ISOLATE = unshare --mount --uts --ipc --net --propagation private --
@@ -18,7 +21,7 @@ ISOLATE = unshare --mount --uts --ipc --net --propagation private --
 .PHONY: build run test bench guest-image vm-test lint clean setup-run setup-test setup-vm-test
 
 build:
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --locked --target $(TARGET) --bins
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --locked --target $(TARGET) --workspace --bins
 
 run: setup-run build
 	./scripts/demo.sh "$(RUN_DIR)" "$(BIN)"
@@ -27,13 +30,13 @@ setup-%:
 	./scripts/setup.sh $*
 
 test: setup-test
-	$(CARGO) build --locked --all-targets
+	$(CARGO) build --locked --workspace --all-targets
 	@if [ "$$(id -u)" = 0 ]; then \
 		echo "== tests (root: including root-only tests, in private namespaces)"; \
-		$(ISOLATE) $(CARGO) test --locked --offline -- --include-ignored; \
+		$(ISOLATE) $(CARGO) test --locked --offline --workspace -- --include-ignored; \
 	else \
 		echo "== tests (not root: root-only tests are listed as ignored, \"needs root\")"; \
-		$(CARGO) test --locked; \
+		$(CARGO) test --locked --workspace; \
 	fi
 
 # BENCH_ARGS: --addr ADDR (another agent), --vs ADDR (a second one,
@@ -50,7 +53,7 @@ vm-test: setup-vm-test guest-image
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,70 @@
+//! The shape of the workspace, kept by tests: the agent depends on nothing
+//! of the client side, and the protocol crate on neither.
+
+use std::path::Path;
+
+fn crate_dir(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name)
+}
+
+/// Every `.rs` file below `dir`.
+fn sources(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The names in a manifest's `[dependencies]` tables (build and dev
+/// dependencies included).
+fn dependencies(manifest: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let mut in_deps = false;
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_deps = line.ends_with("dependencies]");
+            continue;
+        }
+        if in_deps && !line.starts_with('#') {
+            if let Some((name, _)) = line.split_once('=') {
+                out.push(name.trim().trim_end_matches(".workspace").to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_agent_depends_on_nothing_of_the_client() {
+    let cases = [
+        ("bosun", &["bosun-client", "bosun_client"][..]),
+        ("bosun-protocols", &["bosun", "bosun-client", "bosun_client"][..]),
+    ];
+    for (i, (krate, forbidden)) in cases.iter().enumerate() {
+        let deps = dependencies(&crate_dir(krate).join("Cargo.toml"));
+        for f in forbidden.iter() {
+            assert!(
+                !deps.iter().any(|d| d == f),
+                "test[{i}]: {krate} depends on {f}: {deps:?}"
+            );
+        }
+        for src in sources(&crate_dir(krate).join("src")) {
+            let text = std::fs::read_to_string(&src).unwrap();
+            assert!(
+                !text.contains("bosun_client"),
+                "test[{i}]: {} uses the client crate",
+                src.display()
+            );
+        }
+    }
+}

@@ -1,0 +1,468 @@
+//! Pod lifecycle with real namespaces, mounts and processes (root only).
+
+mod common;
+
+use common::mounts_under;
+use common::pod::{spec, Pod};
+
+fn text(b: Vec<u8>) -> String {
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+fn pod(pidns: bool) -> (Pod, std::path::PathBuf) {
+    common::pod::started("podhost", pidns)
+}
+
+#[test]
+#[ignore = "needs root"]
+fn workloads_share_the_pause_namespaces_and_see_its_process() {
+    let (pod, rootfs) = pod(true);
+    pod.create("sleeper", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("sleeper").unwrap();
+    pod.create("web", spec(Some(&rootfs), &["sh", "-c", "hostname; ps -o pid,args"]))
+        .unwrap();
+    pod.start_c("web").unwrap();
+    let out = text(pod.read_all("web", "", false).unwrap());
+    assert_eq!(pod.wait("web", "").unwrap(), 0, "output: {out}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("podhost"), "hostname; output: {out}");
+    let ps: Vec<&str> = lines.collect();
+    assert!(
+        ps.iter()
+            .any(|l| l.trim_start().starts_with("1 ") && l.contains("bosun-init")),
+        "pause is not PID 1 of the pod: {ps:?}"
+    );
+    assert!(
+        ps.iter().any(|l| l.contains("sleep 300")),
+        "the other workload is not visible: {ps:?}"
+    );
+
+    pod.exec("sleeper", "h", &["hostname"]).unwrap();
+    assert_eq!(text(pod.read_all("sleeper", "h", false).unwrap()).trim(), "podhost");
+    assert_eq!(pod.wait("sleeper", "h").unwrap(), 0);
+
+    pod.destroy().unwrap();
+    assert_eq!(mounts_under(pod.dir()), Vec::<std::path::PathBuf>::new());
+    assert!(!pod.run_dir().join("containers").exists(), "container dirs left behind");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn exec_stdin_round_trip_and_ten_mib_of_output() {
+    let (pod, rootfs) = pod(false);
+    pod.create("app", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("app").unwrap();
+
+    pod.exec("app", "cat", &["cat"]).unwrap();
+    assert_eq!(pod.write("app", "cat", b"hello, bosun\n").unwrap(), 13);
+    assert_eq!(pod.write("app", "cat", b"").unwrap(), 0); // empty write closes stdin
+    assert_eq!(pod.read_all("app", "cat", false).unwrap(), b"hello, bosun\n");
+    assert_eq!(pod.wait("app", "cat").unwrap(), 0);
+
+    const TEN_MIB: usize = 10 << 20;
+    pod.exec(
+        "app",
+        "big",
+        &["sh", "-c", "yes 0123456789abcdef | head -c 10485760; echo done >&2"],
+    )
+    .unwrap();
+    let out = pod.read_all("app", "big", false).unwrap();
+    assert_eq!(out.len(), TEN_MIB);
+    assert!(
+        out.chunks(17).all(|c| c == &b"0123456789abcdef\n"[..c.len()]),
+        "output corrupted"
+    );
+    assert_eq!(text(pod.read_all("app", "big", true).unwrap()), "done\n");
+    assert_eq!(pod.wait("app", "big").unwrap(), 0);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn signals_and_exit_codes() {
+    let (pod, rootfs) = pod(false);
+    pod.create("app", spec(Some(&rootfs), &["sh", "-c", "exec sleep 300"]))
+        .unwrap();
+    pod.start_c("app").unwrap();
+    pod.exec("app", "t", &["sleep", "300"]).unwrap();
+    pod.exec("app", "x", &["sh", "-c", "exit 7"]).unwrap();
+    assert_eq!(pod.wait("app", "x").unwrap(), 7);
+    pod.signal("app", "t", 15).unwrap();
+    assert_eq!(pod.wait("app", "t").unwrap(), 128 + 15);
+    pod.exec("app", "k", &["sleep", "300"]).unwrap();
+    pod.signal("app", "", 9).unwrap(); // every process of the container
+    assert_eq!(pod.wait("app", "").unwrap(), 128 + 9);
+    assert_eq!(pod.wait("app", "k").unwrap(), 128 + 9);
+    pod.signal("app", "", 9).unwrap(); // already dead: still OK
+    pod.remove("app").unwrap();
+    pod.remove("app").unwrap(); // idempotent
+    assert_eq!(pod.remove("never").unwrap_err().0, ttrpc::Code::NOT_FOUND);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn bosunctl_drives_a_pod() {
+    let (pod, rootfs) = pod(true);
+    let addr = pod.agent.addr.to_string();
+    let r = rootfs.to_str().unwrap();
+    let (code, out, err) = common::bosunctl(&[
+        "--addr",
+        &addr,
+        "run",
+        "hi",
+        "--rootfs",
+        r,
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!((code, out.as_str()), (3, "out\n"), "stderr: {err}");
+    assert!(err.contains("err"), "{err}");
+    let (code, _, err) = common::bosunctl(&["--addr", &addr, "create", "app", "--rootfs", r, "--", "sleep", "300"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(common::bosunctl(&["--addr", &addr, "start", "app"]).0, 0);
+    let (code, out, _) = common::bosunctl(&["--addr", &addr, "exec", "app", "e", "--", "hostname"]);
+    assert_eq!((code, out.as_str()), (0, "podhost\n"));
+    // -i forwards stdin while the output streams; -t gives a terminal.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bosunctl"))
+        .args(["--addr", &addr, "exec", "app", "cat", "-i", "--", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"through stdin\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        (out.status.code(), out.stdout.as_slice()),
+        (Some(0), &b"through stdin\n"[..])
+    );
+    let (code, out, _) = common::bosunctl(&[
+        "--addr",
+        &addr,
+        "exec",
+        "app",
+        "tty",
+        "-t",
+        "--",
+        "sh",
+        "-c",
+        "[ -t 1 ] && stty size",
+    ]);
+    assert_eq!((code, out.trim()), (0, "24 80"), "{out:?}");
+    let (code, _, err) = common::bosunctl(&["--addr", &addr, "start", "app"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("FAILED_PRECONDITION"), "{err}");
+    let (code, out, _) = common::bosunctl(&["--addr", &addr, "ps"]);
+    assert_eq!(code, 0);
+    let rows: Vec<&str> = out.lines().collect();
+    assert!(
+        rows.iter()
+            .any(|l| l.starts_with("app ") && l.contains("running") && l.ends_with(" cat,e,tty")),
+        "{out}"
+    );
+    assert!(
+        rows.iter().any(|l| l.starts_with("pause ") && l.contains("true")),
+        "{out}"
+    );
+    let (code, out, _) = common::bosunctl(&["--addr", &addr, "stats", "app"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(
+        code == 0 && v["memory_usage"].as_u64().unwrap() > 0 && v["pids"].as_u64().unwrap() >= 1,
+        "{out}"
+    );
+    // An OCI bundle, as runc would take it.
+    let bundle = pod.dir().join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::os::unix::fs::symlink(&rootfs, bundle.join("rootfs")).unwrap();
+    std::fs::write(bundle.join("config.json"), r#"{"ociVersion":"1.1.0","process":{"args":["sh","-c","echo from-bundle $(id -u)"],"env":["PATH=/bin"],"cwd":"/","user":{"uid":7,"gid":7}},"root":{"path":"rootfs"},"mounts":[{"destination":"/proc","type":"proc","source":"proc"}]}"#).unwrap();
+    assert_eq!(
+        common::bosunctl(&["--addr", &addr, "create", "b", "--bundle", bundle.to_str().unwrap()]).0,
+        0
+    );
+    assert_eq!(common::bosunctl(&["--addr", &addr, "start", "b"]).0, 0);
+    let (code, out, _) = common::bosunctl(&["--addr", &addr, "logs", "b"]);
+    assert_eq!((code, out.as_str()), (0, "from-bundle 7\n"));
+    assert_eq!(
+        common::bosunctl(&["--addr", &addr, "kill", "app", "--signal", "9"]).0,
+        0
+    );
+    let (code, out, _) = common::bosunctl(&["--addr", &addr, "wait", "app"]);
+    assert_eq!((code, out.trim()), (137, "137"));
+    assert_eq!(common::bosunctl(&["--addr", &addr, "rm", "app"]).0, 0);
+    assert_eq!(common::bosunctl(&["--addr", &addr, "sandbox", "destroy"]).0, 0);
+    assert_eq!(
+        common::bosunctl(&["--addr", &addr, "create"]).0,
+        2,
+        "missing id is a usage error"
+    );
+    assert_eq!(mounts_under(pod.dir()), Vec::<std::path::PathBuf>::new());
+}
+
+#[test]
+#[ignore = "needs root"]
+fn cgroup_limits_stats_freeze_and_cleanup() {
+    let (pod, rootfs) = pod(false);
+    pod.create("app", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("app").unwrap();
+    assert!(!pod.cgroup_dirs().is_empty(), "no cgroup was made for the pod");
+    // The container's process, and an exec'd one, joined the container's
+    // cgroup in every hierarchy (on v1 each through its `tasks` file).
+    pod.exec("app", "s", &["sleep", "300"]).unwrap();
+    for d in pod.cgroup_dirs() {
+        let procs = std::fs::read_to_string(d.join("app/cgroup.procs")).unwrap();
+        assert_eq!(procs.lines().count(), 2, "{}: {procs:?}", d.display());
+    }
+
+    pod.update_memory("app", 64 << 20).unwrap();
+    let st = pod.stats("app").unwrap();
+    let cg = st.cgroup_stats.as_ref().unwrap();
+    let mem = cg.memory_stats.usage.as_ref().unwrap();
+    assert_eq!(mem.limit, 64 << 20);
+    assert!(mem.usage > 0, "memory usage not reported");
+    assert!(cg.pids_stats.current >= 1, "pids not reported");
+    assert!(!st.network_stats.is_empty(), "no interface counters");
+    assert_eq!(
+        pod.update_memory("app", -5).unwrap_err().0,
+        ttrpc::Code::INVALID_ARGUMENT
+    );
+
+    pod.pause("app", true).unwrap();
+    assert_eq!(
+        pod.exec("app", "e", &["true"]).unwrap_err().0,
+        ttrpc::Code::FAILED_PRECONDITION
+    );
+    assert_eq!(pod.pause("app", true).unwrap_err().0, ttrpc::Code::FAILED_PRECONDITION);
+    pod.pause("app", false).unwrap();
+    pod.exec("app", "e", &["true"]).unwrap();
+    assert_eq!(pod.wait("app", "e").unwrap(), 0);
+
+    // A paused container is still removed: it is thawed before the kill.
+    pod.pause("app", true).unwrap();
+    pod.remove("app").unwrap();
+    pod.destroy().unwrap();
+    assert_eq!(
+        pod.cgroup_dirs(),
+        Vec::<std::path::PathBuf>::new(),
+        "cgroups left behind"
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn tty_exec_with_resize() {
+    let (pod, rootfs) = pod(false);
+    pod.create("app", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("app").unwrap();
+    // The shell reports the size, waits for a line, reports it again.
+    pod.exec_tty(
+        "app",
+        "t",
+        &["sh", "-c", "stty size; read x; stty size; [ -t 0 ] && echo is-a-tty"],
+        30,
+        100,
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut r = bosun_protocols::agent::ReadStreamRequest::new();
+    (r.container_id, r.exec_id, r.len) = ("app".into(), "t".into(), 4096);
+    while !String::from_utf8_lossy(&seen).contains("30 100") {
+        let chunk = pod
+            .rt
+            .block_on(pod.c.agent.read_stdout(pod.c.long_poll(), &r))
+            .unwrap()
+            .data;
+        assert!(
+            !chunk.is_empty(),
+            "EOF before the first size: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend(chunk);
+    }
+    pod.resize("app", "t", 40, 120).unwrap();
+    pod.write("app", "t", b"go\n").unwrap();
+    let rest = String::from_utf8(pod.read_all("app", "t", false).unwrap()).unwrap();
+    assert!(rest.contains("40 120"), "size after resize not seen: {rest:?}");
+    assert!(rest.contains("is-a-tty"), "stdin is not a terminal: {rest:?}");
+    assert_eq!(pod.wait("app", "t").unwrap(), 0);
+    // stderr of a terminal process is empty; pipes cannot be resized.
+    assert_eq!(pod.read_all("app", "t", true).unwrap(), b"");
+    pod.exec("app", "p", &["sleep", "300"]).unwrap();
+    assert_eq!(
+        pod.resize("app", "p", 10, 10).unwrap_err().0,
+        ttrpc::Code::FAILED_PRECONDITION
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn process_identity_user_capabilities_rlimits() {
+    let (pod, rootfs) = pod(false);
+    pod.create("app", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("app").unwrap();
+    let mut p = common::pod::process(&[
+        "sh",
+        "-c",
+        "id -u; id -g; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; ulimit -n",
+    ]);
+    let mut u = bosun_protocols::oci::User::new();
+    (u.UID, u.GID, u.AdditionalGids) = (1000, 1001, vec![1002]);
+    p.User = Some(u).into();
+    let mut c = bosun_protocols::oci::LinuxCapabilities::new();
+    let chown = vec!["CAP_CHOWN".to_string()];
+    (c.Bounding, c.Effective, c.Permitted, c.Inheritable) =
+        (chown.clone(), chown.clone(), chown.clone(), chown.clone());
+    // A non-root process keeps effective capabilities across exec only
+    // through the ambient set (the binary has no file capabilities).
+    c.Ambient = chown;
+    p.Capabilities = Some(c).into();
+    let mut rl = bosun_protocols::oci::POSIXRlimit::new();
+    (rl.Type, rl.Soft, rl.Hard) = ("RLIMIT_NOFILE".into(), 123, 456);
+    p.Rlimits = vec![rl];
+    p.NoNewPrivileges = true;
+    pod.exec_with("app", "id", p).unwrap();
+    let out = text(pod.read_all("app", "id", false).unwrap());
+    assert_eq!(pod.wait("app", "id").unwrap(), 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..2], &["1000", "1001"], "{out}");
+    // CAP_CHOWN is bit 0.
+    assert!(out.contains("CapEff:\t0000000000000001"), "{out}");
+    assert!(out.contains("CapBnd:\t0000000000000001"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert_eq!(lines.last(), Some(&"123"), "{out}");
+
+    let mut bad = common::pod::process(&["true"]);
+    let mut c = bosun_protocols::oci::LinuxCapabilities::new();
+    c.Bounding = vec!["CAP_NOT_A_THING".into()];
+    bad.Capabilities = Some(c).into();
+    assert_eq!(
+        pod.exec_with("app", "bad", bad).unwrap_err().0,
+        ttrpc::Code::INVALID_ARGUMENT
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn masked_and_readonly_paths() {
+    let (pod, rootfs) = pod(false);
+    // The default spec masks /proc/timer_list (non-empty on this kernel)
+    // and makes /proc/sys read-only.
+    pod.create(
+        "app",
+        spec(
+            Some(&rootfs),
+            &[
+                "sh",
+                "-c",
+                "wc -c < /proc/timer_list; echo 1 > /proc/sys/kernel/ns_last_pid && echo writable || echo read-only",
+            ],
+        ),
+    )
+    .unwrap();
+    pod.start_c("app").unwrap();
+    let out = text(pod.read_all("app", "", false).unwrap());
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        vec!["0", "read-only"],
+        "{out}"
+    );
+}
+
+/// CreateContainer `shared_mounts`: a mount a sidecar made inside its own
+/// container appears in the new container, as the Kata agent does it; a
+/// source that does not exist is skipped.
+#[test]
+#[ignore = "needs root"]
+fn shared_mounts_from_a_sidecar() {
+    let (pod, rootfs) = pod(false);
+    let mut sidecar = spec(
+        Some(&rootfs),
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /shared && mount -t tmpfs tmpfs /shared && echo from-sidecar > /shared/x && exec sleep 300",
+        ],
+    );
+    sidecar
+        .Annotations
+        .insert("io.kubernetes.cri.container-name".into(), "sidecar".into());
+    // Mounting needs CAP_SYS_ADMIN, which the default set lacks.
+    let caps = sidecar.Process.as_mut().unwrap().Capabilities.as_mut().unwrap();
+    caps.Bounding.push("CAP_SYS_ADMIN".into());
+    caps.Effective.push("CAP_SYS_ADMIN".into());
+    caps.Permitted.push("CAP_SYS_ADMIN".into());
+    pod.create("sidecar", sidecar).unwrap();
+    pod.start_c("sidecar").unwrap();
+
+    let share = |src_ctr: &str| {
+        let mut m = bosun_protocols::agent::SharedMount::new();
+        (m.name, m.src_ctr, m.src_path, m.dst_ctr, m.dst_path) = (
+            "m1".into(),
+            src_ctr.into(),
+            "/shared".into(),
+            "app".into(),
+            "/from-sidecar".into(),
+        );
+        m
+    };
+    let mut r = bosun_protocols::agent::CreateContainerRequest::new();
+    (r.container_id, r.exec_id) = ("app".into(), "app".into());
+    r.OCI = Some(spec(Some(&rootfs), &["cat", "/from-sidecar/x"])).into();
+    r.shared_mounts = vec![share("sidecar")];
+    pod.send_create_container(&r).unwrap();
+    pod.start_c("app").unwrap();
+    assert_eq!(text(pod.read_all("app", "app", false).unwrap()), "from-sidecar\n");
+    assert_eq!(pod.wait("app", "app").unwrap(), 0);
+
+    // No such source container: skipped, the container still runs.
+    (r.container_id, r.exec_id) = ("app2".into(), "app2".into());
+    r.OCI = Some(spec(
+        Some(&rootfs),
+        &["sh", "-c", "ls /from-sidecar 2>&1 | head -c 0; echo ran"],
+    ))
+    .into();
+    r.shared_mounts = vec![share("nobody")];
+    pod.send_create_container(&r).unwrap();
+    pod.start_c("app2").unwrap();
+    assert_eq!(text(pod.read_all("app2", "app2", false).unwrap()), "ran\n");
+    pod.agent.log_with(&["no such source container"]);
+    pod.destroy().unwrap();
+    assert!(mounts_under(pod.dir()).is_empty(), "{:?}", mounts_under(pod.dir()));
+}
+
+/// The guest's cgroup v2 path, where the helper forks a container's
+/// process straight into its cgroup (clone3 with CLONE_INTO_CGROUP), taken
+/// on a host whose v1 hierarchies have a v2 one beside them: the agent's
+/// mount namespace sees that one as /sys/fs/cgroup.
+#[test]
+#[ignore = "needs root"]
+fn cgroup_v2_processes_are_born_in_their_cgroup() {
+    let unified = std::path::Path::new("/sys/fs/cgroup/unified");
+    if !unified.join("cgroup.procs").exists() {
+        eprintln!("SKIP: no v2 hierarchy beside v1 at {}", unified.display());
+        return;
+    }
+    let pod = Pod::start_isolated_after("mount --bind /sys/fs/cgroup/unified /sys/fs/cgroup && ");
+    let rootfs = common::busybox_rootfs(pod.dir());
+    let never_mounted = pod.dir().join("pause-rootfs");
+    std::fs::create_dir_all(&never_mounted).unwrap();
+    pod.create_sandbox("v2host", false).unwrap();
+    pod.create("pause", common::pod::pause_spec(Some(&never_mounted)))
+        .unwrap();
+    pod.start_c("pause").unwrap();
+    pod.create("app", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("app").unwrap();
+    pod.exec("app", "s", &["sleep", "300"]).unwrap();
+    // The agent is in this test's v2 cgroup ("0::PATH"); its containers
+    // below it, in the parent it was given.
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+    let parent = unified.join(own.trim_start_matches('/')).join(&pod.cgroup_parent);
+    let procs = std::fs::read_to_string(parent.join("app/cgroup.procs")).unwrap();
+    assert_eq!(procs.lines().count(), 2, "init and the exec'd process: {procs:?}");
+    let pause = std::fs::read_to_string(parent.join("pause/cgroup.procs")).unwrap();
+    assert_eq!(pause.lines().count(), 1, "the pause: {pause:?}");
+    pod.remove("app").unwrap();
+    pod.destroy().unwrap();
+    assert!(!parent.exists(), "{} left behind", parent.display());
+}
