@@ -68,3 +68,25 @@ fn the_agent_depends_on_nothing_of_the_client() {
         }
     }
 }
+
+/// The README's storage driver table is the drivers' table, row by row.
+#[test]
+fn the_readme_lists_the_storage_drivers_as_the_registry_does() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap();
+    let section = &readme[readme.find("### Storage drivers").expect("the section")..];
+    let rows: Vec<String> = section
+        .lines()
+        .skip_while(|l| !l.starts_with("| driver |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(str::to_string)
+        .collect();
+    let want: Vec<String> = bosun::mount::storage::DRIVERS
+        .iter()
+        .map(|d| {
+            let names: Vec<String> = d.names().iter().map(|n| format!("`{n}`")).collect();
+            format!("| {} | {} |", names.join(", "), d.describe())
+        })
+        .collect();
+    assert_eq!(rows, want, "README.md's storage driver table and DRIVERS differ");
+}

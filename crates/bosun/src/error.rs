@@ -1,10 +1,7 @@
-//! `AgentError` and its one mapping to ttrpc status codes.
-//!
-//! Every error a request can meet ends up here; `code()` is the only place
-//! that decides which wire code it gets. The match has no catch-all arm, so a
-//! new variant does not compile until it has a code.
-
-use ttrpc::Code;
+//! `AgentError`: every error a request can meet, as the domain sees it.
+//! Lower modules have their own typed errors (mount, image, network, ids),
+//! carried here; which wire code each gets is decided in one place,
+//! `rpc::wire`.
 
 use crate::ids::ContainerId;
 use crate::mount::MountError;
@@ -100,14 +97,17 @@ pub enum AgentError {
         target: String,
     },
     /// A method bosun does not serve.
-    #[error("{0} is not implemented by bosun")]
-    Unimplemented(&'static str),
+    #[error("{0}")]
+    Unimplemented(String),
     /// The agent is shutting down or a resource it needs is not there yet.
     #[error("{0}")]
     Unavailable(String),
     /// An image pull (`image_guest_pull`) failed.
     #[error("image pull: {0}")]
     Pull(#[from] crate::image::PullError),
+    /// A network call the kernel refused.
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
     /// A bound was reached (a full file system, a limit of the agent).
     #[error("{0}")]
     ResourceExhausted(String),
@@ -120,29 +120,6 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// The ttrpc status code for this error.
-    pub fn code(&self) -> Code {
-        match self {
-            Self::InvalidArgument { .. } | Self::SetupFailed { .. } => Code::INVALID_ARGUMENT,
-            Self::ContainerNotFound(_) | Self::ProcessNotFound { .. } => Code::NOT_FOUND,
-            Self::ContainerExists(_) | Self::ExecIdInUse { .. } | Self::SandboxExists(_) => Code::ALREADY_EXISTS,
-            Self::NoSandbox
-            | Self::WrongState { .. }
-            | Self::StdinClosed { .. }
-            | Self::GuestOnly(_)
-            | Self::TeardownIncomplete { .. } => Code::FAILED_PRECONDITION,
-            Self::Mount(m) if m.caused_by_request() => Code::INVALID_ARGUMENT,
-            Self::Mount(_) => Code::INTERNAL,
-            Self::Protected { .. } => Code::PERMISSION_DENIED,
-            Self::Unimplemented(_) => Code::UNIMPLEMENTED,
-            Self::Unavailable(_) => Code::UNAVAILABLE,
-            Self::Pull(p) => p.code(),
-            Self::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
-            Self::ResourceExhausted(_) => Code::RESOURCE_EXHAUSTED,
-            Self::Internal(_) | Self::Journal(_) => Code::INTERNAL,
-        }
-    }
-
     /// Shorthand for an `InvalidArgument`.
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Self::InvalidArgument {
@@ -163,56 +140,22 @@ impl From<crate::device::DeviceError> for AgentError {
     }
 }
 
-impl From<AgentError> for ttrpc::Error {
-    fn from(e: AgentError) -> Self {
-        ttrpc::Error::RpcStatus(ttrpc::get_status(e.code(), e.to_string()))
+impl From<crate::ids::IdError> for AgentError {
+    fn from(e: crate::ids::IdError) -> Self {
+        AgentError::InvalidArgument {
+            field: e.field,
+            reason: e.reason,
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn codes_and_status() {
-        let cid = ContainerId::parse("web").unwrap();
-        let cases = [
-            (AgentError::invalid("container_id", "empty"), Code::INVALID_ARGUMENT),
-            (AgentError::ContainerNotFound(cid.clone()), Code::NOT_FOUND),
-            (
-                AgentError::ProcessNotFound {
-                    cid: cid.clone(),
-                    exec_id: "e".into(),
-                },
-                Code::NOT_FOUND,
-            ),
-            (AgentError::ContainerExists(cid.clone()), Code::ALREADY_EXISTS),
-            (
-                AgentError::WrongState {
-                    cid,
-                    state: "running",
-                    action: "start",
-                },
-                Code::FAILED_PRECONDITION,
-            ),
-            (AgentError::NoSandbox, Code::FAILED_PRECONDITION),
-            (
-                AgentError::Unimplemented("/grpc.AgentService/AddSwap"),
-                Code::UNIMPLEMENTED,
-            ),
-            (AgentError::Unavailable("shutting down".into()), Code::UNAVAILABLE),
-            (AgentError::Internal("x".into()), Code::INTERNAL),
-        ];
-        for (i, (err, code)) in cases.into_iter().enumerate() {
-            assert_eq!(err.code(), code, "test[{i}]: {err:?}");
-            let msg = err.to_string();
-            match ttrpc::Error::from(err) {
-                ttrpc::Error::RpcStatus(s) => {
-                    assert_eq!(s.code(), code, "test[{i}]");
-                    assert_eq!(s.message(), msg, "test[{i}]");
-                }
-                other => panic!("test[{i}]: not a status: {other:?}"),
-            }
+impl From<crate::mount::storage::DriverError> for AgentError {
+    /// An unknown driver is the request's fault; one of another
+    /// architecture is not served.
+    fn from(e: crate::mount::storage::DriverError) -> Self {
+        match e {
+            crate::mount::storage::DriverError::Unknown { .. } => AgentError::invalid("storage.driver", e.to_string()),
+            crate::mount::storage::DriverError::Unsupported { .. } => AgentError::Unimplemented(e.to_string()),
         }
     }
 }

@@ -1,8 +1,24 @@
-//! Validated identifiers: container ids and exec ids.
+//! Validated identifiers from requests: container ids, exec ids and guest
+//! paths.
 
 use std::fmt;
 
-use crate::error::AgentError;
+/// An id that is not of the accepted shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct IdError {
+    /// The request field (`container_id`, `exec_id`).
+    pub field: &'static str,
+    /// What is wrong and what is accepted.
+    pub reason: String,
+}
+
+fn bad(field: &'static str, s: &str) -> IdError {
+    IdError {
+        field,
+        reason: format!("{:?} must match [A-Za-z0-9][A-Za-z0-9_.-]{{0,127}}", truncate(s)),
+    }
+}
 
 /// Longest id accepted (and the shape): `[A-Za-z0-9][A-Za-z0-9_.-]{0,127}`.
 /// Ids become directory and cgroup names, so nothing else is allowed.
@@ -31,14 +47,11 @@ impl fmt::Debug for ContainerId {
 
 impl ContainerId {
     /// Validates a container id from a request.
-    pub fn parse(s: &str) -> Result<Self, AgentError> {
+    pub fn parse(s: &str) -> Result<Self, IdError> {
         if valid(s) {
             Ok(Self(s.to_string()))
         } else {
-            Err(AgentError::invalid(
-                "container_id",
-                format!("{:?} must match [A-Za-z0-9][A-Za-z0-9_.-]{{0,127}}", truncate(s)),
-            ))
+            Err(bad("container_id", s))
         }
     }
 
@@ -55,17 +68,31 @@ impl fmt::Display for ContainerId {
 }
 
 /// Validates an exec id; empty means the container's init process.
-pub fn parse_exec_id(s: &str) -> Result<Option<String>, AgentError> {
+pub fn parse_exec_id(s: &str) -> Result<Option<String>, IdError> {
     if s.is_empty() {
         Ok(None)
     } else if valid(s) {
         Ok(Some(s.to_string()))
     } else {
-        Err(AgentError::invalid(
-            "exec_id",
-            format!("{:?} must match [A-Za-z0-9][A-Za-z0-9_.-]{{0,127}}", truncate(s)),
-        ))
+        Err(bad("exec_id", s))
     }
+}
+
+/// Checks a guest path from a request: absolute, no `..`, no NUL, not `/`.
+pub fn guest_path(field: &'static str, p: &str) -> Result<std::path::PathBuf, IdError> {
+    use std::path::{Component, Path, PathBuf};
+    let path = PathBuf::from(p);
+    if !path.is_absolute()
+        || path.components().any(|c| c == Component::ParentDir)
+        || path == Path::new("/")
+        || p.contains('\0')
+    {
+        return Err(IdError {
+            field,
+            reason: format!("{:?} must be an absolute path without '..', other than /", truncate(p)),
+        });
+    }
+    Ok(path)
 }
 
 /// At most 64 characters of a hostile id, for messages.

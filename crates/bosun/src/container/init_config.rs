@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::CgroupJoin;
+pub use crate::sys::identity::CapabilitySets;
 
 /// A namespace kind bosun manages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,21 +123,6 @@ pub struct ProcessSpec {
     /// exec (so the process never inherits the agent's own score).
     #[serde(default)]
     pub oom_score_adj: i32,
-}
-
-/// The five capability sets of a process, by `CAP_*` name.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CapabilitySets {
-    /// Bounding set.
-    pub bounding: Vec<String>,
-    /// Effective set.
-    pub effective: Vec<String>,
-    /// Inheritable set.
-    pub inheritable: Vec<String>,
-    /// Permitted set.
-    pub permitted: Vec<String>,
-    /// Ambient set.
-    pub ambient: Vec<String>,
 }
 
 /// What the helper does.

@@ -51,7 +51,7 @@ pub async fn add_swap(slots: &[u32]) -> Result<PathBuf, AgentError> {
 
 /// AddSwapPath: the swap file (or device) at `path`.
 pub fn add_swap_path(path: &str) -> Result<(), AgentError> {
-    let p = crate::mount::storage::check_guest_path("path", path)?;
+    let p = crate::ids::guest_path("path", path)?;
     guest_only("enabling swap")?;
     swapon(&p)
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::error::AgentError;
-use crate::mount::storage::check_guest_path;
+use crate::ids::guest_path as check_guest_path;
 use crate::sys::guest as sys_guest;
 
 /// Bytes and inodes of the filesystem at a volume's path.

@@ -63,26 +63,6 @@ pub enum PullError {
     Internal(String),
 }
 
-impl PullError {
-    /// The ttrpc code.
-    pub fn code(&self) -> ttrpc::Code {
-        use ttrpc::Code;
-        match self {
-            Self::Reference(_) => Code::INVALID_ARGUMENT,
-            Self::Registry(RegistryError::Unavailable { .. }) => Code::UNAVAILABLE,
-            Self::Registry(RegistryError::NotFound { .. }) => Code::NOT_FOUND,
-            Self::Registry(RegistryError::Denied { .. }) => Code::PERMISSION_DENIED,
-            Self::Registry(RegistryError::BadContent { .. })
-            | Self::BadContent(_)
-            | Self::Hostile(_)
-            | Self::Stream(_) => Code::FAILED_PRECONDITION,
-            Self::Digest(_) => Code::DATA_LOSS,
-            Self::TooLarge(_) => Code::RESOURCE_EXHAUSTED,
-            Self::Internal(_) => Code::INTERNAL,
-        }
-    }
-}
-
 /// An image ready to be mounted: its layers, bottom first, pinned until
 /// this value is dropped (after the overlay's ledger entry names them).
 pub struct Pulled {

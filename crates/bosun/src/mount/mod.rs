@@ -26,14 +26,3 @@ pub struct MountError {
     /// The kernel's answer.
     pub errno: Errno,
 }
-
-impl MountError {
-    /// True when the request is at fault (missing source, unknown fstype,
-    /// not a block device, bad options) rather than the agent or kernel.
-    pub fn caused_by_request(&self) -> bool {
-        matches!(
-            self.errno,
-            Errno::ENOENT | Errno::ENODEV | Errno::ENOTBLK | Errno::EINVAL | Errno::ENOTDIR
-        )
-    }
-}

@@ -131,22 +131,6 @@ fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetError {
     }
 }
 
-impl NetError {
-    /// True when the request was at fault (a gateway not reachable, a
-    /// route that exists, a bad value) rather than the agent or kernel.
-    pub fn caused_by_request(&self) -> bool {
-        use nix::errno::Errno::*;
-        match self {
-            Self::NoSuchInterface(_) => true,
-            Self::Netlink { errno, .. } => matches!(
-                errno,
-                Some(EINVAL | ENETUNREACH | EEXIST | ENODEV | EADDRNOTAVAIL | ERANGE | ESRCH | ENOENT | EHOSTUNREACH)
-            ),
-            Self::Socket(_) => false,
-        }
-    }
-}
-
 /// The netlink connection, opened at first use.
 #[derive(Default)]
 pub struct Network {

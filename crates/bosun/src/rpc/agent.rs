@@ -329,7 +329,7 @@ impl agent_ttrpc::AgentService for Agent {
 
     async fn list_interfaces(&self, _: &TtrpcContext, _: ListInterfacesRequest) -> R<Interfaces> {
         traced(&self.log, "ListInterfaces", async {
-            let v = self.net.list_interfaces().await.map_err(net_err)?;
+            let v = self.net.list_interfaces().await.map_err(AgentError::Net)?;
             Ok(Interfaces {
                 Interfaces: v.iter().map(convert_net::pb_iface).collect(),
                 ..Default::default()
@@ -350,7 +350,7 @@ impl agent_ttrpc::AgentService for Agent {
                     .ok_or_else(|| AgentError::invalid("interface", "missing"))?,
             )?;
             Ok(convert_net::pb_iface(
-                &self.net.update_interface(&want).await.map_err(net_err)?,
+                &self.net.update_interface(&want).await.map_err(AgentError::Net)?,
             ))
         })
         .await
@@ -358,7 +358,7 @@ impl agent_ttrpc::AgentService for Agent {
 
     async fn list_routes(&self, _: &TtrpcContext, _: ListRoutesRequest) -> R<Routes> {
         traced(&self.log, "ListRoutes", async {
-            let v = self.net.list_routes().await.map_err(net_err)?;
+            let v = self.net.list_routes().await.map_err(AgentError::Net)?;
             Ok(Routes {
                 Routes: v.iter().map(convert_net::pb_route).collect(),
                 ..Default::default()
@@ -370,7 +370,7 @@ impl agent_ttrpc::AgentService for Agent {
     async fn update_routes(&self, _: &TtrpcContext, req: UpdateRoutesRequest) -> R<Routes> {
         traced(&self.log, "UpdateRoutes", async {
             let want = convert_net::routes(req.routes.as_ref().map(|r| r.Routes.as_slice()).unwrap_or(&[]))?;
-            let v = self.net.update_routes(&want).await.map_err(net_err)?;
+            let v = self.net.update_routes(&want).await.map_err(AgentError::Net)?;
             Ok(Routes {
                 Routes: v.iter().map(convert_net::pb_route).collect(),
                 ..Default::default()
@@ -382,7 +382,7 @@ impl agent_ttrpc::AgentService for Agent {
     async fn add_arp_neighbors(&self, _: &TtrpcContext, req: AddARPNeighborsRequest) -> R<Empty> {
         traced(&self.log, "AddARPNeighbors", async {
             let v = convert_net::neighbours(req.neighbors.as_ref().map(|n| n.ARPNeighbors.as_slice()).unwrap_or(&[]))?;
-            self.net.add_neighbours(&v).await.map_err(net_err)?;
+            self.net.add_neighbours(&v).await.map_err(AgentError::Net)?;
             Ok(Empty::new())
         })
         .await
@@ -507,7 +507,7 @@ impl agent_ttrpc::AgentService for Agent {
     async fn mem_agent_memcg_set(&self, _: &TtrpcContext, _: MemAgentMemcgConfig) -> R<Empty> {
         traced(&self.log, "MemAgentMemcgSet", async {
             Err(AgentError::Unimplemented(
-                "MemAgentMemcgSet: bosun has no memory agent (the Kata mem-agent's memcg reclaim daemon)",
+                "/grpc.AgentService/MemAgentMemcgSet is not implemented by bosun: it has no memory agent (the Kata mem-agent's memcg reclaim daemon)".into(),
             ))
         })
         .await
@@ -516,7 +516,7 @@ impl agent_ttrpc::AgentService for Agent {
     async fn mem_agent_compact_set(&self, _: &TtrpcContext, _: MemAgentCompactConfig) -> R<Empty> {
         traced(&self.log, "MemAgentCompactSet", async {
             Err(AgentError::Unimplemented(
-                "MemAgentCompactSet: bosun has no memory agent (the Kata mem-agent's compaction daemon)",
+                "/grpc.AgentService/MemAgentCompactSet is not implemented by bosun: it has no memory agent (the Kata mem-agent's compaction daemon)".into(),
             ))
         })
         .await
@@ -524,14 +524,6 @@ impl agent_ttrpc::AgentService for Agent {
 }
 
 /// A netlink failure: a missing interface is the request's fault.
-fn net_err(e: crate::net::NetError) -> AgentError {
-    if e.caused_by_request() {
-        AgentError::invalid("network request", e.to_string())
-    } else {
-        AgentError::Internal(e.to_string())
-    }
-}
-
 impl Agent {
     async fn read(
         &self,

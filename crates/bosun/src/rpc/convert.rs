@@ -7,50 +7,16 @@ use crate::cgroup::resources::Resources;
 use crate::container::init_config::{CapabilitySets, MountSpec, ProcessSpec};
 use crate::container::spec::ContainerSpec;
 use crate::error::AgentError;
-use crate::mount::storage::{check_guest_path, Driver, StorageSpec};
+use crate::ids::guest_path as check_guest_path;
+use crate::mount::storage::{Driver, StorageSpec};
 use crate::protocols::agent::{CreateSandboxRequest, Storage};
 use crate::protocols::oci;
 use crate::sandbox::SandboxSpec;
 
+use super::bounds::{cap, check_strings, DEFAULT_PATH, MAX_HOSTNAME, MAX_ITEMS};
 pub use super::convert_answer::{stats_response, volume_stats};
 use super::convert_container::{devices, sysctls};
 pub use super::convert_container::{guest_devices, shared_mounts, with_pause_bundle};
-
-/// Most args or env entries a process may have; far above real workloads.
-pub const MAX_PROCESS_STRINGS: usize = 4096;
-/// Longest single arg or env entry (the kernel's MAX_ARG_STRLEN is 128 KiB;
-/// 32 KiB keeps hostile specs from filling the agent).
-pub const MAX_STRING_LEN: usize = 32 << 10;
-/// Most mounts in a spec, storages in a request, DNS lines in a sandbox.
-pub const MAX_ITEMS: usize = 1024;
-/// Longest hostname (HOST_NAME_MAX).
-pub const MAX_HOSTNAME: usize = 64;
-/// PATH used when the spec gives none, so `sh` is found as in runc.
-pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-pub(super) fn cap<T>(field: &'static str, v: &[T], max: usize) -> Result<(), AgentError> {
-    if v.len() > max {
-        return Err(AgentError::invalid(
-            field,
-            format!("{} entries; at most {max}", v.len()),
-        ));
-    }
-    Ok(())
-}
-
-pub(super) fn check_strings(field: &'static str, v: &[String]) -> Result<(), AgentError> {
-    cap(field, v, MAX_PROCESS_STRINGS)?;
-    match v.iter().find(|s| s.len() > MAX_STRING_LEN || s.contains('\0')) {
-        Some(s) => Err(AgentError::invalid(
-            field,
-            format!(
-                "an entry of {} bytes or with a NUL byte; at most {MAX_STRING_LEN} bytes",
-                s.len()
-            ),
-        )),
-        None => Ok(()),
-    }
-}
 
 /// Checks a hostname: 1..=64 bytes of letters, digits, '-' and '.'.
 pub fn hostname(field: &'static str, h: &str) -> Result<(), AgentError> {
@@ -292,7 +258,7 @@ pub fn container(spec: Option<&oci::Spec>) -> Result<ContainerSpec, AgentError> 
 
 fn guest_paths(field: &'static str, v: &[String]) -> Result<Vec<PathBuf>, AgentError> {
     cap(field, v, MAX_ITEMS)?;
-    v.iter().map(|p| check_guest_path(field, p)).collect()
+    v.iter().map(|p| Ok(check_guest_path(field, p)?)).collect()
 }
 
 /// Linux.Resources (at create, or UpdateContainer): the limits bosun applies.

@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use super::convert::{cap, check_strings, MAX_ITEMS};
+use super::bounds::{cap, check_strings, MAX_ITEMS};
 use crate::error::AgentError;
-use crate::mount::storage::check_guest_path;
+use crate::ids::guest_path as check_guest_path;
 use crate::protocols::oci;
 
 /// The sandbox container of remote-hypervisor mode (an `image_guest_pull`

@@ -21,19 +21,11 @@ pub fn details(req: &GuestDetailsRequest) -> GuestDetailsResponse {
     let mut d = AgentDetails::new();
     d.version = super::AGENT_VERSION.to_string();
     d.init_daemon = std::process::id() == 1;
-    d.storage_handlers = [
-        "local",
-        "ephemeral",
-        "bind",
-        "blk",
-        "virtio-blk",
-        "scsi",
-        "overlayfs",
-        "virtio-fs",
-        "9p",
-    ]
-    .map(String::from)
-    .to_vec();
+    // From the drivers' table: what is served, never a second list.
+    d.storage_handlers = crate::mount::storage::served_names()
+        .into_iter()
+        .map(String::from)
+        .collect();
     r.agent_details = Some(d).into();
     r
 }

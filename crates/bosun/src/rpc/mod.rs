@@ -3,6 +3,7 @@
 //! Handlers are thin: decode, validate, call the domain, map the error.
 
 mod agent;
+mod bounds;
 mod convert;
 mod convert_answer;
 mod convert_container;
@@ -10,6 +11,7 @@ mod convert_net;
 mod guest;
 mod health;
 pub mod metrics;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -87,8 +89,8 @@ where
             Ok(v)
         }
         Err(e) => {
-            metrics::record(method, metrics::code_name(e.code()), took);
-            warn!(log, "rpc failed"; "method" => method, "us" => us, "code" => ?e.code(), "error" => %e);
+            metrics::record(method, metrics::code_name(wire::code(&e)), took);
+            warn!(log, "rpc failed"; "method" => method, "us" => us, "code" => ?wire::code(&e), "error" => %e);
             Err(e.into())
         }
     }

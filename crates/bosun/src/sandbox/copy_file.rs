@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::Sandbox;
 use crate::container::rootfs::secure_join;
 use crate::error::AgentError;
-use crate::mount::storage::check_guest_path;
+use crate::ids::guest_path as check_guest_path;
 
 /// Largest file CopyFile writes: configmaps and secrets are small; 256 MiB
 /// leaves room for certificates bundles and the like, not for filling the

@@ -11,7 +11,7 @@ use super::Sandbox;
 use crate::error::AgentError;
 use crate::ids::ContainerId;
 use crate::image::{ImageStore, Pulled};
-use crate::mount::storage::{Driver, StorageSpec};
+use crate::mount::storage::{self, Driver, StorageSpec};
 
 /// overlayfs reads its options from one page.
 const MAX_OVERLAY_OPTIONS: usize = 4000;
@@ -41,7 +41,7 @@ impl Sandbox {
         let mut kept = Vec::with_capacity(storages.len());
         let mut pulled = Vec::new();
         for s in storages {
-            if s.driver != Driver::GuestPull {
+            if !s.driver.is(storage::GUEST_PULL) {
                 kept.push(s);
                 continue;
             }
@@ -137,7 +137,7 @@ fn overlay_storages(
         ))));
     }
     let local = |dir: std::path::PathBuf, mode: &str| StorageSpec {
-        driver: Driver::Local,
+        driver: Driver::new(&storage::Local),
         source: String::new(),
         fstype: String::new(),
         options: vec![format!("mode={mode}")],
@@ -149,7 +149,7 @@ fn overlay_storages(
         local(upper, "0755"),
         local(work, "0700"),
         StorageSpec {
-            driver: Driver::Overlay,
+            driver: Driver::new(&storage::Overlay),
             source: "overlay".into(),
             fstype: "overlay".into(),
             options,

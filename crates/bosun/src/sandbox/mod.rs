@@ -380,11 +380,8 @@ impl Sandbox {
     pub(crate) fn check_storages(&self, v: &[StorageSpec]) -> Result<(), AgentError> {
         for s in v {
             self.guard.check_mount_target(&s.mount_point)?;
-            if matches!(s.driver, storage::Driver::Bind | storage::Driver::WatchableBind) {
-                self.guard.check_bind_source(Path::new(&s.source))?;
-            }
-            for dir in storage::overlay_dirs(&s.options) {
-                self.guard.check_bind_source(&dir)?;
+            for exposed in s.exposes() {
+                self.guard.check_bind_source(&exposed)?;
             }
         }
         Ok(())
@@ -410,7 +407,7 @@ impl Sandbox {
     /// ephemeral storages bosun mounted.
     pub fn update_ephemeral(&self, storages: &[StorageSpec]) -> Result<(), AgentError> {
         self.check_storages(storages)?;
-        for s in storages.iter().filter(|s| s.driver == storage::Driver::Ephemeral) {
+        for s in storages.iter().filter(|s| s.driver.is(storage::EPHEMERAL)) {
             let known = crate::sync::lock(&self.ledger)
                 .all()
                 .iter()

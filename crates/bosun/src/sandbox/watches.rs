@@ -16,7 +16,10 @@ impl Sandbox {
     /// Checks watchable-bind targets (below WATCH_ROOT only) and mounts the
     /// tmpfs there once for the sandbox.
     pub(super) fn prepare_watches(&self, storages: &[StorageSpec]) -> Result<(), AgentError> {
-        let watched: Vec<&StorageSpec> = storages.iter().filter(|s| s.driver == Driver::WatchableBind).collect();
+        let watched: Vec<&StorageSpec> = storages
+            .iter()
+            .filter(|s| s.driver.is(storage::WATCHABLE_BIND))
+            .collect();
         if watched.is_empty() {
             return Ok(());
         }
@@ -38,7 +41,7 @@ impl Sandbox {
             .any(|e| e.target == Path::new(WATCH_ROOT));
         if !have {
             let root = StorageSpec {
-                driver: Driver::Ephemeral,
+                driver: Driver::new(&storage::Ephemeral),
                 source: "tmpfs".into(),
                 fstype: "tmpfs".into(),
                 options: vec!["mode=0755".into()],
@@ -55,7 +58,7 @@ impl Sandbox {
     /// Registers the copies (not the ones bound instead) of container `id`.
     pub(super) fn add_watches(&self, id: &ContainerId, storages: &[StorageSpec]) {
         let mut st = self.state();
-        for s in storages.iter().filter(|s| s.driver == Driver::WatchableBind) {
+        for s in storages.iter().filter(|s| s.driver.is(storage::WATCHABLE_BIND)) {
             let bound = crate::mount::mountinfo::fstype_at(&s.mount_point)
                 .ok()
                 .flatten()

@@ -8,7 +8,20 @@ use caps::{CapSet, Capability, CapsHashSet};
 use nix::errno::Errno;
 use nix::sys::resource::{setrlimit, Resource};
 
-use crate::container::init_config::CapabilitySets;
+/// The five capability sets of a process, by `CAP_*` name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CapabilitySets {
+    /// Bounding set.
+    pub bounding: Vec<String>,
+    /// Effective set.
+    pub effective: Vec<String>,
+    /// Inheritable set.
+    pub inheritable: Vec<String>,
+    /// Permitted set.
+    pub permitted: Vec<String>,
+    /// Ambient set.
+    pub ambient: Vec<String>,
+}
 
 /// Parses an OCI rlimit type ("RLIMIT_NOFILE").
 pub fn rlimit_resource(name: &str) -> Option<Resource> {

@@ -14,7 +14,6 @@ use ttrpc::r#async::transport::Listener;
 
 use super::guard::FrameGuard;
 use super::limits::Gate;
-use super::listen::Peers;
 
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 const LAST_PAUSE: Duration = Duration::from_secs(1);
@@ -72,6 +71,46 @@ fn admit<S>(s: S, gate: &Arc<Gate>, refusals: &mut Refusals, log: &slog::Logger)
     } else {
         refusals.refused(gate, log);
         None
+    }
+}
+
+/// Who may talk to the agent: checked at accept, before a byte is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peers {
+    /// Unix sockets: the peer uids (SO_PEERCRED) served; `None`: any.
+    pub uids: Option<Vec<u32>>,
+    /// vsock: the peer CIDs served; `None`: any. The default, the host
+    /// (CID 2) only, keeps a container that reaches the agent over vsock
+    /// loopback from driving it.
+    pub cids: Option<Vec<u32>>,
+}
+
+impl Peers {
+    /// Root over unix sockets, the host over vsock.
+    pub fn host_only() -> Self {
+        Self {
+            uids: Some(vec![0]),
+            cids: Some(vec![2]),
+        }
+    }
+
+    /// Also serves the agent's own uid (an agent run by a user trusts
+    /// that user as it trusts root).
+    pub fn with_agent_uid(mut self, uid: u32) -> Self {
+        if let Some(v) = self.uids.as_mut() {
+            if !v.contains(&uid) {
+                v.push(uid);
+            }
+        }
+        self
+    }
+
+    pub(super) fn uid_ok(&self, uid: u32) -> bool {
+        self.uids.as_ref().is_none_or(|v| v.contains(&uid))
+    }
+
+    pub(super) fn cid_ok(&self, cid: u32) -> bool {
+        self.cids.as_ref().is_none_or(|v| v.contains(&cid))
     }
 }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use ttrpc::r#async::transport::Listener;
 
+pub use super::accept::Peers;
 use super::address::Address;
 use super::limits::Gate;
 use crate::sys::socket;
@@ -49,46 +50,6 @@ pub enum ListenError {
 
 fn by_pid(pid: Option<i32>) -> String {
     pid.map(|p| format!(" by pid {p}")).unwrap_or_default()
-}
-
-/// Who may talk to the agent: checked at accept, before a byte is read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Peers {
-    /// Unix sockets: the peer uids (SO_PEERCRED) served; `None`: any.
-    pub uids: Option<Vec<u32>>,
-    /// vsock: the peer CIDs served; `None`: any. The default, the host
-    /// (CID 2) only, keeps a container that reaches the agent over vsock
-    /// loopback from driving it.
-    pub cids: Option<Vec<u32>>,
-}
-
-impl Peers {
-    /// Root over unix sockets, the host over vsock.
-    pub fn host_only() -> Self {
-        Self {
-            uids: Some(vec![0]),
-            cids: Some(vec![2]),
-        }
-    }
-
-    /// Also serves the agent's own uid (an agent run by a user trusts
-    /// that user as it trusts root).
-    pub fn with_agent_uid(mut self, uid: u32) -> Self {
-        if let Some(v) = self.uids.as_mut() {
-            if !v.contains(&uid) {
-                v.push(uid);
-            }
-        }
-        self
-    }
-
-    pub(super) fn uid_ok(&self, uid: u32) -> bool {
-        self.uids.as_ref().is_none_or(|v| v.contains(&uid))
-    }
-
-    pub(super) fn cid_ok(&self, cid: u32) -> bool {
-        self.cids.as_ref().is_none_or(|v| v.contains(&cid))
-    }
 }
 
 /// A bound listener and the socket file it owns.

@@ -1,7 +1,7 @@
 //! Transports: bytes in, bytes out. Parsing addresses, binding listeners
 //! (unix, abstract, vsock) and dialling (unix, vsock, hybrid vsock).
 
-mod accept;
+pub mod accept;
 pub mod address;
 pub mod connect;
 pub mod guard;

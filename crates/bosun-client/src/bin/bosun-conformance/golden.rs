@@ -7,17 +7,12 @@
 //! would have shared them); an image the guest would pull (the rootfs bound
 //! at the pull's mount point, after the request as sent was answered).
 
-use std::time::Duration;
-
 use bosun_client::golden::{self, SHARED_DIR};
 use bosun_protocols::agent::{CopyFileRequest, CreateContainerRequest, CreateSandboxRequest, Storage};
 use ttrpc::Code;
 
 use crate::calls::Fail;
-use crate::scenarios::{check, ok, Ctx, Outcome, Verdict};
-
-/// Bound on reading a line a container prints (its process runs on).
-pub const READ_BOUND: Duration = Duration::from_secs(30);
+use crate::ctx::{check, ok, Ctx, Outcome, Verdict, READ_BOUND};
 
 /// The golden scenarios, by name, with what each proves.
 pub const ALL: &[(&str, &str)] = &[

@@ -15,7 +15,7 @@ use bosun_client::Client;
 use bosun_protocols::agent::*;
 
 use crate::calls::Calls;
-use crate::scenarios::{check, ok, pod, running, storage, Ctx, Outcome, Verdict, MARK};
+use crate::ctx::{check, ok, pod, running, storage, Ctx, Outcome, Verdict, MARK};
 
 /// The hostile scenarios, by name, with what each attacks.
 pub const ALL: &[(&str, &str)] = &[

@@ -4,6 +4,7 @@
 //! the process table after each scenario.
 
 mod calls;
+mod ctx;
 mod golden;
 mod hostile;
 mod scenarios;
@@ -13,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use bosun::transport::Address;
 use bosun_client::Client;
-use scenarios::{Ctx, Verdict, ALL, MARK};
+use ctx::{Ctx, Verdict, MARK};
+use scenarios::ALL;
 
 /// Bound on one scenario: none needs more than a few seconds; this keeps a
 /// hung agent from hanging the suite.
@@ -25,7 +27,7 @@ struct Opts {
     local: bool,
     json: bool,
     only: Option<String>,
-    disks: Option<scenarios::Disks>,
+    disks: Option<ctx::Disks>,
     image: Option<String>,
     hostile: bool,
     restart: Option<String>,
@@ -72,7 +74,7 @@ fn parse() -> Result<Opts, String> {
         return Err("--rootfs DIR is needed unless --local".into());
     }
     let disks = match (blk, scsi) {
-        (Some(blk_pci_path), Some(scsi_addr)) => Some(scenarios::Disks {
+        (Some(blk_pci_path), Some(scsi_addr)) => Some(ctx::Disks {
             blk_pci_path,
             scsi_addr,
         }),
@@ -212,6 +214,8 @@ fn main() {
                         local: o.local,
                     };
                     hostile::run(name, &h).await
+                } else if name.starts_with("golden_") {
+                    golden::run(name, &ctx).await.map(|_| String::new())
                 } else {
                     scenarios::run(name, &ctx).await.map(|_| String::new())
                 }
