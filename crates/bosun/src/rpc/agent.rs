@@ -16,7 +16,7 @@ use crate::protocols::agent::*;
 use crate::protocols::agent_ttrpc;
 use crate::protocols::empty::Empty;
 use crate::sandbox::create_container::CreateRequest;
-use crate::sandbox::processes::Stream;
+use crate::sandbox::stdio::Stream;
 use crate::sandbox::Sandbox;
 
 /// Serves `grpc.AgentService`.

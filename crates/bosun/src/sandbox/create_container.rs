@@ -73,10 +73,21 @@ impl Sandbox {
             Claim::Claimed(slot) => slot,
         };
         crash_point("create-reserved");
-        self.create_claimed(&slot, req, digest).await
+        let mut undo = Undo::new(self.clone(), slot, req.id.clone());
+        match self.create_steps(&mut undo, req, digest).await {
+            Ok(()) => {
+                undo.keep();
+                Ok(())
+            }
+            Err(e) => {
+                undo.now().await;
+                Err(e)
+            }
+        }
     }
 
-    async fn create_claimed(&self, slot: &Slot, req: CreateRequest, digest: String) -> Result<(), AgentError> {
+    /// The steps of a create; each records in `undo` what it made.
+    async fn create_steps(&self, undo: &mut Undo, req: CreateRequest, digest: String) -> Result<(), AgentError> {
         let CreateRequest {
             id,
             spec,
@@ -93,7 +104,7 @@ impl Sandbox {
                 format!("the sandbox already has its pause container {:?}", p.id.as_str()),
             ));
         }
-        let is_pause = slot.is_pause;
+        let is_pause = undo.is_pause();
         self.check_storages(&storages)?;
         self.check_oci_mounts(&spec.mounts)?;
         // `_pulled` pins the image's layers until the overlay's ledger entry names them.
@@ -104,63 +115,53 @@ impl Sandbox {
         self.prepare_watches(&storages)?;
         let spec = self.until_closing(self.with_guest_devices(spec)).await?;
         let cgroup_rel = spec.cgroups_path.clone().unwrap_or_else(|| PathBuf::from(id.as_str()));
-        let planned_cgroup = self.plan_cgroup(slot, &cgroup_rel)?;
+        undo.cgroup = Some(self.plan_cgroup(undo.slot(), &cgroup_rel)?);
         if spec.has_seccomp {
             // As with Kata's default (disable_guest_seccomp), the profile is
             // not applied inside the guest: the VM is the isolation boundary.
             warn!(self.log, "seccomp profile not applied in the guest"; "cid" => %id);
         }
         let dir = self.containers_dir().join(id.as_str());
+        undo.dir = Some(dir.clone());
         std::fs::create_dir_all(&dir).map_err(|e| AgentError::Internal(format!("create {}: {e}", dir.display())))?;
         crash_point("create-after-dir");
-        let rollback = |pid| self.rollback(&id, &dir, pid, planned_cgroup.clone());
         let owner = Owner::Container(id.clone());
         for s in &storages {
-            if let Err(e) = storage::mount_storage(&self.ledger, &owner, s, &|| {
+            storage::mount_storage(&self.ledger, &owner, s, &|| {
                 let _ = self.persist();
-            }) {
-                rollback(None).await;
-                return Err(e.into());
-            }
+            })?;
         }
         crash_point("create-after-storage");
         self.add_watches(&id, &storages);
-        let cgroup = match self.make_cgroup(&id, &spec, &cgroup_rel).await {
-            Ok(cg) => cg,
-            Err(e) => {
-                rollback(None).await;
-                return Err(e);
-            }
-        };
+        let cgroup = self.make_cgroup(&id, &spec, &cgroup_rel).await?;
         crash_point("create-after-cgroup");
         let (mut cfg, own_pid_ns) = self.init_config(&sb, &spec, pause.as_deref(), join_pidns);
         cfg.cgroup = cgroup.as_ref().map(|c| c.join()).unwrap_or_default();
         if !is_pause && cfg.rootfs.as_deref().is_none_or(|r| !r.is_dir()) {
-            rollback(None).await;
             return Err(AgentError::invalid(
                 "OCI.Root.Path",
                 format!("rootfs {:?} is not a directory in the guest", spec.rootfs),
             ));
         }
-        let spawned = match spawn::start(&dir.join("init.json"), &cfg, id.as_str()).await {
-            Ok(s) => s,
-            Err(SpawnError { pid, reason }) => {
-                rollback(pid).await;
-                return Err(AgentError::SetupFailed {
-                    cid: id.clone(),
-                    reason,
-                });
-            }
-        };
+        let spawned =
+            spawn::start(&dir.join("init.json"), &cfg, id.as_str())
+                .await
+                .map_err(|SpawnError { pid, reason }| {
+                    undo.pid = pid;
+                    AgentError::SetupFailed {
+                        cid: id.clone(),
+                        reason,
+                    }
+                })?;
+        undo.pid = Some(spawned.process.pid);
         crash_point("create-after-spawn");
         self.forget_helper(spawned.helper_pid);
-        if let Err(reason) = self.share_mounts(&spec.shared_mounts, spawned.process.pid).await {
-            rollback(Some(spawned.process.pid)).await;
-            return Err(AgentError::SetupFailed {
+        self.share_mounts(&spec.shared_mounts, spawned.process.pid)
+            .await
+            .map_err(|reason| AgentError::SetupFailed {
                 cid: id.clone(),
                 reason,
-            });
-        }
+            })?;
         let protected = is_pause || spec.annotations.get(PROTECTED_ANNOTATION).map(String::as_str) == Some("true");
         let pid = spawned.process.pid;
         let c = Arc::new(Container::new(
@@ -295,6 +296,68 @@ impl Sandbox {
         tokio::spawn(async move {
             reaper.wait(pid as i32).await;
             reaper.forget(pid as i32);
+        });
+    }
+}
+
+/// What a create has made so far, undone if it is dropped before `keep`:
+/// on an error (`now`, awaited), or a panic or a task dropped midway (in a
+/// task of its own, from `Drop`). It holds the create's reservation until
+/// the undo has finished, so a retry of the same id never races it.
+struct Undo {
+    sandbox: Arc<Sandbox>,
+    slot: Option<Slot>,
+    id: ContainerId,
+    /// The run directory, once being made.
+    dir: Option<PathBuf>,
+    /// The cgroup, once planned.
+    cgroup: Option<crate::cgroup::Cgroup>,
+    /// The container's process, once it exists.
+    pid: Option<i32>,
+}
+
+impl Undo {
+    fn new(sandbox: Arc<Sandbox>, slot: Slot, id: ContainerId) -> Self {
+        Self {
+            sandbox,
+            slot: Some(slot),
+            id,
+            dir: None,
+            cgroup: None,
+            pid: None,
+        }
+    }
+
+    fn slot(&self) -> &Slot {
+        self.slot.as_ref().expect("held until the create ends")
+    }
+
+    fn is_pause(&self) -> bool {
+        self.slot().is_pause
+    }
+
+    /// The create succeeded: nothing to undo; the reservation is released.
+    fn keep(mut self) {
+        self.slot.take();
+    }
+
+    /// Undoes now, then releases the reservation.
+    async fn now(mut self) {
+        let slot = self.slot.take();
+        let (dir, cg, pid) = (self.dir.take(), self.cgroup.take(), self.pid.take());
+        self.sandbox.rollback(&self.id, dir.as_deref(), pid, cg).await;
+        drop(slot);
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else { return };
+        let (sb, id) = (self.sandbox.clone(), self.id.clone());
+        let (dir, cg, pid) = (self.dir.take(), self.cgroup.take(), self.pid.take());
+        tokio::spawn(async move {
+            sb.rollback(&id, dir.as_deref(), pid, cg).await;
+            drop(slot);
         });
     }
 }

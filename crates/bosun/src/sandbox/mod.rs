@@ -1,35 +1,45 @@
 //! The sandbox: one per agent. Holds the pod's settings, its containers by
 //! id, and the mount ledger; every pod operation goes through it.
 
-mod cgroups;
-mod container_extras;
 pub mod copy_file;
 pub mod create_container;
+mod create_sandbox;
 mod destroy;
+mod detach;
 mod exec;
+mod guest_calls;
+mod guest_devices;
 mod guest_pull;
 pub mod hooks;
 pub mod oom;
-pub mod processes;
+pub mod persist;
+mod recover;
 mod remove;
 mod reserve;
+mod resources;
+mod shared_mounts;
+mod signal;
 mod start;
-pub mod state_journal;
+pub mod stdio;
+mod storages;
 mod sweep;
 pub mod teardown;
+mod wait;
 mod watches;
+
+pub(crate) use detach::{detached, run_detached};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use slog::{info, o, Logger};
+use slog::{o, Logger};
 
 use crate::container::Container;
 use crate::error::AgentError;
 use crate::ids::ContainerId;
-use crate::mount::ledger::{Ledger, Owner};
-use crate::mount::storage::{self, StorageSpec};
+use crate::mount::ledger::Ledger;
+use crate::mount::storage::StorageSpec;
 use crate::process::reaper::Reaper;
 use crate::process::Process;
 
@@ -128,37 +138,6 @@ pub struct Sandbox {
     closing: tokio::sync::watch::Sender<bool>,
 }
 
-/// Runs `work` to its end in a task of its own, whatever happens to the
-/// caller: ttrpc drops a handler at the client's deadline, and a create or
-/// teardown dropped halfway would leave half its work behind. If the caller
-/// is gone when `work` succeeds, `if_abandoned` gets its result to undo.
-pub(crate) async fn detached<T, W, U, UF>(work: W, if_abandoned: U) -> Result<T, AgentError>
-where
-    T: Send + 'static,
-    W: std::future::Future<Output = Result<T, AgentError>> + Send + 'static,
-    U: FnOnce(T) -> UF + Send + 'static,
-    UF: std::future::Future<Output = ()> + Send,
-{
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        if let Err(Ok(v)) = tx.send(work.await) {
-            if_abandoned(v).await;
-        }
-    });
-    rx.await.unwrap_or_else(|_| {
-        Err(AgentError::Internal(
-            "the call's task ended without an answer (a bug); see the agent log".into(),
-        ))
-    })
-}
-
-/// `detached` for work whose result stays when the caller is gone.
-pub(crate) async fn run_detached<T: Send + 'static>(
-    work: impl std::future::Future<Output = Result<T, AgentError>> + Send + 'static,
-) -> Result<T, AgentError> {
-    detached(work, |_| async {}).await
-}
-
 impl Sandbox {
     /// A sandbox-less agent state rooted at `run_dir`.
     pub fn new(
@@ -235,192 +214,9 @@ impl Sandbox {
         self.run_dir.join("sandbox")
     }
 
-    /// CreateSandbox, detached from the call (see `detached`). The same
-    /// spec again is OK (idempotent).
-    pub async fn create_sandbox(self: &Arc<Self>, spec: SandboxSpec) -> Result<(), AgentError> {
-        let sb = self.clone();
-        run_detached(async move {
-            let _op = sb.pod_ops.clone().read_owned().await;
-            sb.create_sandbox_now(spec).await
-        })
-        .await
-    }
-
-    async fn create_sandbox_now(&self, spec: SandboxSpec) -> Result<(), AgentError> {
-        {
-            let st = self.state();
-            if let Some(existing) = &st.sandbox {
-                return if *existing == spec {
-                    Ok(())
-                } else {
-                    Err(AgentError::SandboxExists(existing.id.clone()))
-                };
-            }
-        }
-        // Modules first: the storages may need them (a filesystem, a
-        // transport). A module already there is left alone.
-        let release = crate::sys::guest::kernel_release();
-        let modules_dir = Path::new("/lib/modules").join(&release);
-        for m in &spec.kernel_modules {
-            let loaded = crate::kmod::load(m, &modules_dir, Path::new("/sys/module"))
-                .map_err(|e| AgentError::invalid("kernel_modules", e.to_string()))?;
-            info!(self.log, "kernel module"; "target" => &m.name, "loaded" => ?loaded);
-        }
-        let dir = self.sandbox_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| AgentError::Internal(format!("create {}: {e}", dir.display())))?;
-        if !spec.dns.is_empty() {
-            // Containers bind this file; the guest's own /etc is not touched.
-            let text: String = spec.dns.iter().map(|l| format!("{l}\n")).collect();
-            std::fs::write(dir.join("resolv.conf"), text)
-                .map_err(|e| AgentError::Internal(format!("write resolv.conf: {e}")))?;
-        }
-        self.check_storages(&spec.storages)?;
-        let storages = self.resolve_devices(&spec.storages).await?;
-        for (i, s) in storages.iter().enumerate() {
-            if let Err(e) = storage::mount_storage(&self.ledger, &Owner::Sandbox, s, &|| {
-                let _ = self.persist();
-            }) {
-                let report = self.unmount_owned_async(Owner::Sandbox).await;
-                slog::warn!(self.log, "sandbox storage failed, rolled back"; "index" => i, "error" => %e, "rollback" => ?report);
-                return Err(e.into());
-            }
-        }
-        info!(self.log, "sandbox created"; "sid" => &spec.id, "hostname" => &spec.hostname, "storages" => spec.storages.len());
-        self.state().sandbox = Some(spec);
-        self.persist()?;
-        Ok(())
-    }
-
-    /// Keeps the latest teardown report of `key` (a container id, or "" for
-    /// the sandbox).
-    pub(crate) fn keep_report(&self, key: &str, report: String) {
-        let mut st = self.state();
-        st.reports.retain(|(k, _)| k != key);
-        st.reports.push_back((key.to_string(), report));
-        while st.reports.len() > REPORTS_KEPT {
-            st.reports.pop_front();
-        }
-    }
-
-    /// Every container with its state, as JSON lines for
-    /// GetDiagnosticData("containers") (the Kata protocol has no list call).
-    pub fn listing(&self) -> String {
-        let mut v = Vec::new();
-        for c in self.containers() {
-            let st = c.status(self.init_exited(&c));
-            let execs: Vec<String> = c.processes().iter().skip(1).map(|p| p.exec_id.clone()).collect();
-            v.push(serde_json::json!({
-                "id": c.id.as_str(), "status": st.name(), "pid": c.init.pid, "pause": c.is_pause,
-                "protected": c.protected, "exit_status": self.exit_of(&c.init), "execs": execs,
-            }));
-        }
-        serde_json::Value::Array(v).to_string()
-    }
-
-    /// The latest teardown report of a container ("" for the sandbox).
-    pub fn teardown_report(&self, key: &str) -> Option<String> {
-        self.state()
-            .reports
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, r)| r.clone())
-    }
-
     /// The reaper every child of the agent is collected by.
     pub fn reaper(&self) -> &Reaper {
         &self.reaper
-    }
-
-    /// RemoveStaleVirtiofsShareMounts, as the Kata agent serves it: a stat
-    /// of every mount point under the shared directory, so that virtiofsd
-    /// drops its cache (and fds) of those that are gone.
-    pub fn touch_share_mounts(&self) {
-        let shared = Path::new(copy_file::KATA_SHARED_DIR).join("shared");
-        for m in crate::mount::mountinfo::mount_points().unwrap_or_default() {
-            if m.starts_with(&shared) {
-                let _ = std::fs::metadata(&m);
-            }
-        }
-    }
-
-    /// SetGuestDateTime. The clock is the whole guest's, so bosun sets it
-    /// only as the guest's init; anywhere else (a test, a shared host) it
-    /// refuses rather than move someone else's clock.
-    pub fn set_time(&self, sec: i64, usec: i64) -> Result<(), AgentError> {
-        if !(0..1_000_000).contains(&usec) || sec < 0 {
-            return Err(AgentError::invalid(
-                "Usec",
-                format!("{sec} s {usec} µs: seconds >= 0, 0 <= µs < 1000000"),
-            ));
-        }
-        if std::process::id() != 1 {
-            return Err(AgentError::GuestOnly("setting the clock"));
-        }
-        crate::sys::process::set_realtime(sec, usec).map_err(|e| AgentError::Internal(format!("clock_settime: {e}")))
-    }
-
-    /// The storages with each block device's bus address (PCI path, SCSI
-    /// address) replaced by its node, once the device is there.
-    pub(crate) async fn resolve_devices(&self, v: &[StorageSpec]) -> Result<Vec<StorageSpec>, AgentError> {
-        let mut out = v.to_vec();
-        for s in &mut out {
-            let Some(addr) = s.device() else { continue };
-            let addr = addr.map_err(|e| AgentError::invalid("storage.source", e.to_string()))?;
-            let node = crate::device::wait_for(&addr).await?;
-            info!(self.log, "device resolved"; "target" => %addr, "node" => %node.display());
-            s.source = node.display().to_string();
-        }
-        Ok(out)
-    }
-
-    /// Refuses storages that would cover a path the agent needs, or bind
-    /// (or layer) the agent's own files (see `crate::protect`); checked
-    /// for all before any is mounted.
-    pub(crate) fn check_storages(&self, v: &[StorageSpec]) -> Result<(), AgentError> {
-        for s in v {
-            self.guard.check_mount_target(&s.mount_point)?;
-            for exposed in s.exposes() {
-                self.guard.check_bind_source(&exposed)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Refuses OCI bind mounts (and overlays) whose source is or holds
-    /// the agent's own files: a container would read its journal or
-    /// write into its run directory.
-    pub(crate) fn check_oci_mounts(&self, v: &[crate::container::init_config::MountSpec]) -> Result<(), AgentError> {
-        for m in v {
-            let opts = crate::container::mount_options::parse(&m.options);
-            if m.fstype == "bind" || opts.bind {
-                self.guard.check_bind_source(Path::new(&m.source))?;
-            }
-            for dir in storage::overlay_dirs(&m.options) {
-                self.guard.check_bind_source(&dir)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// UpdateEphemeralMounts: new options (typically a tmpfs size) for
-    /// ephemeral storages bosun mounted.
-    pub fn update_ephemeral(&self, storages: &[StorageSpec]) -> Result<(), AgentError> {
-        self.check_storages(storages)?;
-        for s in storages.iter().filter(|s| s.driver.is(storage::EPHEMERAL)) {
-            let known = crate::sync::lock(&self.ledger)
-                .all()
-                .iter()
-                .any(|e| e.target == s.mount_point && e.fstype == "tmpfs");
-            if !known {
-                return Err(AgentError::invalid(
-                    "storages.mount_point",
-                    format!("{} is not an ephemeral storage bosun mounted", s.mount_point.display()),
-                ));
-            }
-            storage::remount(s)?;
-        }
-        Ok(())
     }
 
     /// The exit status of `p`, once it has exited. A process adopted after

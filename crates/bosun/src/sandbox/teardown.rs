@@ -229,15 +229,15 @@ impl Sandbox {
         r.map(|_| "removed".to_string()).map_err(|e| e.to_string())
     }
 
-    /// Undoes a create that failed: kill the process if one exists, then
-    /// the same unmount and directory steps as RemoveContainer.
-    /// `cgroup` is where the create put (or was to put) the cgroup.
+    /// Undoes a create that failed (see `create_container::Undo`): kills
+    /// its process if one exists, then the same unmount, cgroup and
+    /// directory steps as RemoveContainer, for what it got to make.
     pub(super) async fn rollback(
         &self,
         id: &ContainerId,
-        dir: &std::path::Path,
+        dir: Option<&Path>,
         pid: Option<i32>,
-        cgroup: crate::cgroup::Cgroup,
+        cgroup: Option<crate::cgroup::Cgroup>,
     ) {
         self.drop_watches(id);
         let mut report = TeardownReport::default();
@@ -253,13 +253,17 @@ impl Sandbox {
             self.reaper.forget(pid);
         }
         report.run("umount", self.unmount_owned_async(Owner::Container(id.clone())).await);
-        report.run("cgroup", self.remove_cgroup(cgroup).await);
-        report.run(
-            "rmdir",
-            remove_dir_same_fs(dir)
-                .map(|_| "removed".to_string())
-                .map_err(|e| e.to_string()),
-        );
+        if let Some(cg) = cgroup {
+            report.run("cgroup", self.remove_cgroup(cg).await);
+        }
+        if let Some(dir) = dir {
+            report.run(
+                "rmdir",
+                remove_dir_same_fs(dir)
+                    .map(|_| "removed".to_string())
+                    .map_err(|e| e.to_string()),
+            );
+        }
         info!(self.log, "create rolled back"; "cid" => %id, "report" => %report);
         self.keep_report(id.as_str(), format!("create rolled back: {report}"));
         let _ = self.persist();

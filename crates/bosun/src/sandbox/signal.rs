@@ -1,5 +1,4 @@
-//! SignalProcess, WaitProcess, ReadStdout/ReadStderr, WriteStdin,
-//! CloseStdin.
+//! SignalProcess, and finding a container's process by exec id.
 
 use std::sync::Arc;
 
@@ -11,15 +10,6 @@ use crate::error::AgentError;
 use crate::ids::ContainerId;
 use crate::process::Process;
 use crate::sys::process as sysproc;
-
-/// Which output stream.
-#[derive(Clone, Copy, Debug)]
-pub enum Stream {
-    /// stdout.
-    Stdout,
-    /// stderr.
-    Stderr,
-}
 
 /// Highest signal number Linux has (SIGRTMAX).
 const MAX_SIGNAL: u32 = 64;
@@ -42,7 +32,6 @@ impl Sandbox {
         };
         Ok((c, p))
     }
-
     /// Sends `sig` to one process, or to every process of the container
     /// when `exec_id` is `None`. A process that already exited is not an
     /// error: its pid is never signalled again (it may have been reused).
@@ -96,64 +85,6 @@ impl Sandbox {
                 }
             }
         }
-        Ok(())
-    }
-
-    /// Waits (without bound) for the process to exit; returns its status.
-    pub async fn wait(&self, id: &ContainerId, exec_id: Option<&str>) -> Result<i32, AgentError> {
-        let (_, p) = self.process(id, exec_id)?;
-        let status = self.wait_exit(&p).await;
-        p.set_exit(status);
-        Ok(status)
-    }
-
-    /// Long poll on stdout or stderr; empty at EOF.
-    pub async fn read(
-        &self,
-        id: &ContainerId,
-        exec_id: Option<&str>,
-        which: Stream,
-        len: usize,
-    ) -> Result<Vec<u8>, AgentError> {
-        let (_, p) = self.process(id, exec_id)?;
-        let out = match which {
-            Stream::Stdout => p.stdout.clone(),
-            Stream::Stderr => p.stderr.clone(),
-        };
-        Ok(out.read(len).await)
-    }
-
-    /// Writes to stdin; an empty write closes it.
-    pub async fn write_stdin(&self, id: &ContainerId, exec_id: Option<&str>, data: &[u8]) -> Result<usize, AgentError> {
-        let (_, p) = self.process(id, exec_id)?;
-        p.write_stdin(data).await.map_err(|_| AgentError::StdinClosed {
-            cid: id.clone(),
-            exec_id: p.exec_id.clone(),
-        })
-    }
-
-    /// TtyWinResize: the process's terminal gets a new size.
-    pub fn resize(&self, id: &ContainerId, exec_id: Option<&str>, rows: u32, cols: u32) -> Result<(), AgentError> {
-        let (_, p) = self.process(id, exec_id)?;
-        let tty = p.tty.as_ref().ok_or_else(|| AgentError::WrongState {
-            cid: id.clone(),
-            state: "running without a terminal",
-            action: "resize its terminal (the process was started with Terminal=false)",
-        })?;
-        let dim = |v: u32, f: &'static str| {
-            u16::try_from(v)
-                .ok()
-                .filter(|v| *v > 0)
-                .ok_or_else(|| AgentError::invalid(f, format!("{v}: 1..=65535")))
-        };
-        crate::sys::tty::resize(tty, dim(rows, "row")?, dim(cols, "column")?)
-            .map_err(|e| AgentError::Internal(format!("resize terminal of container \"{id}\": {e}")))
-    }
-
-    /// Closes stdin (idempotent).
-    pub async fn close_stdin(&self, id: &ContainerId, exec_id: Option<&str>) -> Result<(), AgentError> {
-        let (_, p) = self.process(id, exec_id)?;
-        p.close_stdin().await;
         Ok(())
     }
 }
