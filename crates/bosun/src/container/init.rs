@@ -7,9 +7,10 @@
 //! child, reparented to the agent (a subreaper), mounts the rootfs, waits
 //! for StartContainer when asked to, and execs the process.
 //!
-//! Report pipe (fd 4), one line each: `pid N` (from the helper), then
-//! `ready` or `error MSG` (from the child, after set-up); after the start
-//! gate, the pipe closes on a successful exec or carries `error MSG`.
+//! Report pipe (fd 4), one `Message` a line (`message.rs`): `Pid` (from
+//! the helper), then `Ready` or `Error` (from the child, after set-up);
+//! after the start gate, the pipe closes on a successful exec or carries
+//! an `Error`.
 //! Start gate (fd 3): one byte opens it; EOF aborts.
 
 use std::fs::{self, File};
@@ -17,6 +18,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::init_config::{InitConfig, NsKind, NsMode, Payload, ProcessSpec};
+use super::message::Message;
 use super::rootfs;
 use crate::cgroup::CgroupJoin;
 use crate::sys::identity;
@@ -53,7 +55,7 @@ pub fn main(config_path: &Path) -> i32 {
     match fork_child(v2_cgroup) {
         Err(e) => fail(&mut report, &e),
         Ok(Forked::Parent(pid)) => {
-            say(&mut report, &format!("pid {pid}"));
+            say(&mut report, &Message::Pid(pid));
             0
         }
         Ok(Forked::Child) => {
@@ -63,16 +65,13 @@ pub fn main(config_path: &Path) -> i32 {
     }
 }
 
-/// Writes one report line in a single write(2): lines shorter than
-/// PIPE_BUF are atomic, so the helper's and the child's lines never mix.
-fn say(report: &mut File, line: &str) -> bool {
-    let mut l: String = line.replace('\n', " ").chars().take(4000).collect();
-    l.push('\n');
-    report.write_all(l.as_bytes()).is_ok()
+/// Writes one report line in a single write(2) (see `message.rs`).
+fn say(report: &mut File, m: &Message) -> bool {
+    report.write_all(&m.line()).is_ok()
 }
 
 fn fail(report: &mut File, msg: &str) -> i32 {
-    say(report, &format!("error {msg}"));
+    say(report, &Message::Error(msg.to_string()));
     1
 }
 
@@ -151,7 +150,7 @@ fn child(cfg: &InitConfig, report: &mut File) -> i32 {
         return fail(report, &e);
     }
     if cfg.wait_for_start {
-        if !say(report, "ready") {
+        if !say(report, &Message::Ready) {
             return 1;
         }
         let mut gate = crate::sys::fd::take(GATE_FD);

@@ -3,6 +3,7 @@
 
 pub mod init;
 pub mod init_config;
+pub mod message;
 pub mod mount_options;
 pub mod pause;
 pub mod rootfs;

@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::pipe;
 
 use super::init_config::{InitConfig, Payload};
+use super::message::Message;
 use crate::process::io::Output;
 use crate::process::{Process, Stdin};
 use crate::sys::fd::pipe as mkpipe;
@@ -58,7 +59,11 @@ impl Report {
     pub async fn exec_result(&mut self) -> Result<(), String> {
         match self.line(SETUP_TIMEOUT).await? {
             None => Ok(()),
-            Some(l) => Err(l.strip_prefix("error ").unwrap_or(&l).to_string()),
+            Some(l) => Err(match Message::parse(&l) {
+                Ok(Message::Error(e)) => e,
+                Ok(other) => format!("unexpected report {other:?} after the start gate"),
+                Err(e) => e,
+            }),
         }
     }
 }
@@ -210,22 +215,20 @@ async fn read_setup(report: &mut Report, gated: bool) -> Result<i32, SpawnError>
         if let (Some(p), true) = (pid, ready) {
             return Ok(p);
         }
-        match report.line(SETUP_TIMEOUT).await.map_err(|e| serr(pid, e))? {
-            Some(l) if l.starts_with("pid ") => {
-                pid = Some(
-                    l[4..]
-                        .parse::<i32>()
-                        .map_err(|_| serr(None, format!("bad report line {l:?}")))?,
-                );
+        let line = report.line(SETUP_TIMEOUT).await.map_err(|e| serr(pid, e))?;
+        match line.map(|l| Message::parse(&l)).transpose().map_err(|e| serr(pid, e))? {
+            Some(Message::Pid(p)) => {
+                pid = Some(p);
                 if !gated {
                     // Not gated: the child execs at once; the pipe closes on
                     // success or carries its error.
                     report.exec_result().await.map_err(|e| serr(pid, e))?;
-                    return Ok(pid.expect("just set"));
+                    return Ok(p);
                 }
             }
-            Some(l) if l == "ready" && gated => ready = true,
-            Some(l) => return Err(serr(pid, l.strip_prefix("error ").unwrap_or(&l))),
+            Some(Message::Ready) if gated => ready = true,
+            Some(Message::Ready) => return Err(serr(pid, "a process not waiting for a start gate said ready")),
+            Some(Message::Error(e)) => return Err(serr(pid, e)),
             None => return Err(serr(pid, "container helper exited during set-up")),
         }
     }

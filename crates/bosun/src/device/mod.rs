@@ -9,7 +9,10 @@
 //! facts the Kata agent reads from uevents, without a netlink listener
 //! that would have to run before the device is hot-plugged.
 
+mod node;
 pub mod pci;
+mod pci_block;
+mod scsi;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -68,35 +71,50 @@ impl std::fmt::Display for DeviceAddr {
     }
 }
 
+/// One kind of guest device, as a runtime names it.
+pub trait DeviceKind: Sync {
+    /// The Kata device or storage type names it serves.
+    fn names(&self) -> &'static [&'static str];
+    /// Whether a runtime names it by a bus address (`id`) rather than by
+    /// its guest node (`vm_path`).
+    fn by_bus_address(&self) -> bool {
+        false
+    }
+    /// The address `source` gives (a `/dev` path is taken by every kind,
+    /// before this is asked).
+    fn parse(&self, source: &str) -> Result<DeviceAddr, String>;
+}
+
+/// Every device kind bosun resolves: one file each.
+pub static KINDS: &[&dyn DeviceKind] = &[&pci_block::PciBlock, &scsi::Scsi, &node::Node];
+
+/// The kind serving type `name`.
+pub fn kind(name: &str) -> Option<&'static dyn DeviceKind> {
+    KINDS.iter().copied().find(|k| k.names().contains(&name))
+}
+
+fn served() -> String {
+    KINDS
+        .iter()
+        .flat_map(|k| k.names().iter().copied())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl DeviceAddr {
-    /// The address of a block storage or device of Kata `driver`:
-    /// `blk`/`virtio-blk` (a PCI path, or bosun's own `/dev` path), `scsi`
-    /// (`T:L`, or a `/dev` path), `mmioblk` and `nvdimm` (a `/dev` path).
-    pub fn parse(driver: &str, source: &str) -> Result<Self, DeviceError> {
-        let bad = |reason: &str| DeviceError::BadAddress {
+    /// The address of a block storage or device of Kata type `kind`: a
+    /// `/dev` path as it is, else what the kind reads (`blk`: a PCI path;
+    /// `scsi`: `T:L`; `mmioblk`, `nvdimm`: only a `/dev` path).
+    pub fn parse(kind_name: &str, source: &str) -> Result<Self, DeviceError> {
+        let bad = |reason: String| DeviceError::BadAddress {
             addr: source.to_string(),
-            reason: reason.to_string(),
+            reason,
         };
         if source.starts_with("/dev/") && !source.contains("..") {
             return Ok(Self::Node(PathBuf::from(source)));
         }
-        match driver {
-            "blk" | "virtio-blk" => pci::PciPath::parse(source).map(Self::PciBlock).map_err(|e| bad(&e)),
-            "scsi" => {
-                let (t, l) = source
-                    .split_once(':')
-                    .ok_or_else(|| bad("a SCSI address is TARGET:LUN"))?;
-                let n = |s: &str| {
-                    s.parse::<u32>()
-                        .map_err(|_| bad("a SCSI address is TARGET:LUN, decimal"))
-                };
-                Ok(Self::Scsi {
-                    target: n(t)?,
-                    lun: n(l)?,
-                })
-            }
-            _ => Err(bad("a /dev path")),
-        }
+        let k = kind(kind_name).ok_or_else(|| bad(format!("device type {kind_name:?}: bosun serves {}", served())))?;
+        k.parse(source).map_err(bad)
     }
 }
 
@@ -115,17 +133,15 @@ pub struct ContainerDevice {
 impl ContainerDevice {
     /// `type` blk/mmioblk/scsi/nvdimm with `id` (PCI path, SCSI address) or
     /// `vm_path` (the guest node); vfio and the others are not served.
-    pub fn parse(kind: &str, id: &str, vm_path: &str, container_path: PathBuf) -> Result<Self, DeviceError> {
-        let addr = match kind {
-            "blk" | "virtio-blk" if !id.is_empty() => DeviceAddr::parse("blk", id)?,
-            "scsi" if !id.is_empty() => DeviceAddr::parse("scsi", id)?,
-            "blk" | "virtio-blk" | "mmioblk" | "nvdimm" | "scsi" => DeviceAddr::parse("mmioblk", vm_path)?,
-            other => {
-                return Err(DeviceError::BadAddress {
-                    addr: id.to_string(),
-                    reason: format!("device type {other:?}: bosun serves blk, mmioblk, scsi and nvdimm devices"),
-                })
-            }
+    pub fn parse(kind_name: &str, id: &str, vm_path: &str, container_path: PathBuf) -> Result<Self, DeviceError> {
+        let k = kind(kind_name).ok_or_else(|| DeviceError::BadAddress {
+            addr: id.to_string(),
+            reason: format!("device type {kind_name:?}: bosun serves {} devices", served()),
+        })?;
+        let addr = if k.by_bus_address() && !id.is_empty() {
+            DeviceAddr::parse(kind_name, id)?
+        } else {
+            DeviceAddr::parse("mmioblk", vm_path)?
         };
         Ok(Self {
             addr,
@@ -179,12 +195,10 @@ pub async fn resolve(addr: &DeviceAddr, roots: &Roots, timeout: Duration) -> Res
             DeviceAddr::PciBlock(p) => pci::block_device(p, roots),
             DeviceAddr::Scsi { target, lun } => {
                 if !scanned {
-                    // Ask every SCSI host to look for the LUN, as the Kata
-                    // agent does ("0 T L" to scan), once.
-                    scan_scsi(&roots.sysfs, *target, *lun);
+                    scsi::scan_scsi(&roots.sysfs, *target, *lun);
                     scanned = true;
                 }
-                scsi_block_device(&roots.sysfs, *target, *lun)
+                scsi::scsi_block_device(&roots.sysfs, *target, *lun)
             }
         };
         match found {
@@ -218,7 +232,7 @@ fn not_found(addr: &DeviceAddr, timeout: Duration, detail: String) -> DeviceErro
 }
 
 /// The one entry of a directory (a block device's name under `block/`).
-fn only_entry(dir: &Path) -> Option<String> {
+pub(crate) fn only_entry(dir: &Path) -> Option<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(Result::ok)
@@ -226,31 +240,6 @@ fn only_entry(dir: &Path) -> Option<String> {
         .collect();
     names.sort();
     names.into_iter().next()
-}
-
-fn scan_scsi(sysfs: &Path, target: u32, lun: u32) {
-    let Ok(hosts) = std::fs::read_dir(sysfs.join("class/scsi_host")) else {
-        return;
-    };
-    for h in hosts.filter_map(Result::ok) {
-        let _ = std::fs::write(h.path().join("scan"), format!("0 {target} {lun}"));
-    }
-}
-
-/// `sdX` of the disk at channel 0, `target`, `lun` of any SCSI host.
-fn scsi_block_device(sysfs: &Path, target: u32, lun: u32) -> Result<PathBuf, String> {
-    let dir = sysfs.join("bus/scsi/devices");
-    let want = format!(":0:{target}:{lun}");
-    let rd = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for e in rd.filter_map(Result::ok) {
-        let n = e.file_name().to_string_lossy().into_owned();
-        if n.ends_with(&want) && n.split(':').count() == 4 {
-            if let Some(b) = only_entry(&e.path().join("block")) {
-                return Ok(PathBuf::from(b));
-            }
-        }
-    }
-    Err(format!("no SCSI device *{want} under {}", dir.display()))
 }
 
 #[cfg(test)]
@@ -279,11 +268,20 @@ mod tests {
             ("blk", "zz/00", None),
             ("mmioblk", "vdc", None),
             ("blk", "/dev/../etc/passwd", None),
+            ("vfio", "0000:00:05.0", None),
         ];
         for (i, (driver, source, want)) in cases.iter().enumerate() {
             let got = DeviceAddr::parse(driver, source).ok();
             assert_eq!(&got, want, "test[{i}]: {driver} {source}");
         }
+        let e = ContainerDevice::parse("vfio", "02/00", "", "/dev/x".into())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("blk, virtio-blk, scsi, mmioblk, nvdimm"), "{e}");
+        let by_id = ContainerDevice::parse("virtio-blk", "02/00", "/dev/vdb", "/dev/x".into()).unwrap();
+        assert!(matches!(by_id.addr, DeviceAddr::PciBlock(_)));
+        let by_node = ContainerDevice::parse("nvdimm", "", "/dev/pmem0", "/dev/x".into()).unwrap();
+        assert_eq!(by_node.addr, DeviceAddr::Node("/dev/pmem0".into()));
     }
 
     /// A sysfs tree laid out as the kernel lays out a q35 guest's: only for
