@@ -413,9 +413,12 @@ fn stale_socket_is_replaced_and_non_socket_is_kept() {
 fn sigterm_stops_gracefully_and_removes_only_its_socket() {
     let mut agent = Agent::start();
     let path = agent.socket_path();
+    let lock = agent.dir.path().join("run.lock");
+    assert!(lock.exists(), "the run directory's lock while serving");
     let st = agent.terminate();
     assert!(st.success(), "exit status {st:?}");
     assert!(!path.exists(), "socket file left behind");
+    assert!(!lock.exists(), "run-dir lock left behind");
 }
 
 #[test]
@@ -434,6 +437,25 @@ fn bosunctl_usage_errors_exit_2() {
     }
     let (code, _, err) = bosunctl(&["--addr", "unix:///nonexistent/bosun.sock", "check"]);
     assert_eq!(code, 1, "{err}");
+    let (code, out, err) = bosunctl(&["--version"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("bosunctl "), "{out}");
+}
+
+#[test]
+fn bosunctl_call_prints_a_text_answer_as_text() {
+    let agent = Agent::start();
+    let addr = agent.addr.to_string();
+    let (code, out, err) = bosunctl(&["--addr", &addr, "call", "GetMetrics"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines().any(|l| l.starts_with("# HELP ")),
+        "not Prometheus text: {out}"
+    );
+    let (code, out, err) = bosunctl(&["--addr", &addr, "--json", "call", "GetMetrics"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON with --json");
+    assert!(v["metrics"].as_str().is_some_and(|m| m.contains("# HELP")), "{out}");
 }
 
 #[test]

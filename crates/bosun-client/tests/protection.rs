@@ -212,21 +212,22 @@ fn bulk_operations_skip_protected_containers() {
     );
 }
 
-/// bosunctl run as `uid` (a child process with that real and effective
-/// uid), from a copy in a directory every user may enter: the build tree
-/// may be private to root.
-fn bosunctl_as(uid: u32, args: &[&str]) -> (i32, String) {
+/// A copy of bosunctl in a directory every user may enter (the build tree
+/// may be private to root), removed with the returned directory.
+fn bosunctl_copy() -> (tempfile::TempDir, PathBuf) {
     use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = d.path().join("bosunctl");
+    std::fs::copy(env!("CARGO_BIN_EXE_bosunctl"), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (d, exe)
+}
+
+/// bosunctl (the copy `exe`) run as `uid`: a child process with that real
+/// and effective uid.
+fn bosunctl_as(exe: &Path, uid: u32, args: &[&str]) -> (i32, String) {
     use std::os::unix::process::CommandExt;
-    static COPY: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
-    let (_, exe) = COPY.get_or_init(|| {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let exe = d.path().join("bosunctl");
-        std::fs::copy(env!("CARGO_BIN_EXE_bosunctl"), &exe).unwrap();
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-        (d, exe)
-    });
     let out = std::process::Command::new(exe)
         .args(args)
         .env_remove("BOSUNCTL_ADDR")
@@ -244,13 +245,14 @@ fn bosunctl_as(uid: u32, args: &[&str]) -> (i32, String) {
 #[ignore = "needs root"]
 fn only_root_may_connect_over_a_unix_socket_unless_allowed() {
     assert!(common::is_root(), "needs root");
+    let (_copy, exe) = bosunctl_copy();
     // An abstract socket has no file permissions: SO_PEERCRED is the guard.
     let name = common::abstract_name("peers");
     let addr = format!("unix://@{name}");
     let agent = Agent::start_at(Address::UnixAbstract(name.clone()), tempfile::tempdir().unwrap(), &[]);
-    let (code, out) = bosunctl_as(65534, &["--addr", &addr, "check"]);
+    let (code, out) = bosunctl_as(&exe, 65534, &["--addr", &addr, "check"]);
     assert_ne!(code, 0, "uid 65534 is refused: {out}");
-    let (code, out) = bosunctl_as(0, &["--addr", &addr, "check"]);
+    let (code, out) = bosunctl_as(&exe, 0, &["--addr", &addr, "check"]);
     assert_eq!((code, out.trim()), (0, "SERVING"));
     // The refusal is logged with the peer's uid.
     agent.log_with(&["connection refused", "65534"]);
@@ -263,7 +265,7 @@ fn only_root_may_connect_over_a_unix_socket_unless_allowed() {
         tempfile::tempdir().unwrap(),
         &["--allow-uids", "0,65534"],
     );
-    let (code, out) = bosunctl_as(65534, &["--addr", &addr, "check"]);
+    let (code, out) = bosunctl_as(&exe, 65534, &["--addr", &addr, "check"]);
     assert_eq!((code, out.trim()), (0, "SERVING"), "allowed by --allow-uids");
 
     // A path socket is 0600 by default, 0666 when others may connect.
@@ -275,7 +277,7 @@ fn only_root_may_connect_over_a_unix_socket_unless_allowed() {
         let agent = Agent::start_at(Address::Unix(sock.clone()), dir, &["--allow-uids", allow]);
         let got = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
         assert_eq!(got, mode, "--allow-uids {allow}");
-        let (code, out) = bosunctl_as(65534, &["--addr", &agent.addr.to_string(), "check"]);
+        let (code, out) = bosunctl_as(&exe, 65534, &["--addr", &agent.addr.to_string(), "check"]);
         assert_eq!(code == 0, allow == "any", "--allow-uids {allow}: {out}");
     }
 }

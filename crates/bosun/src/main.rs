@@ -132,7 +132,7 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
         sandbox.watch_oom();
         sandbox.watch_binds();
         let gate = std::sync::Arc::new(transport::limits::Gate::new(cfg.limits));
-        let peers = cfg.peers.clone().with_agent_uid(nix::unistd::geteuid().as_raw());
+        let peers = cfg.peers.clone().with_agent_uid(sysproc::effective_uid());
         let bound = transport::listen::bind(&cfg.server_addr, &peers, gate.clone(), log).context("listen")?;
         let opts = rpc::Options { poweroff_on_destroy: cfg.poweroff_on_destroy.clone(), pause_bundle: cfg.pause_bundle.clone(), gate: Some(gate) };
         rpc::serve(bound, sandbox, opts, log, cfg.shutdown_timeout, shutdown_signal()).await.context("serve")?;

@@ -1,6 +1,9 @@
 //! One agent per run directory: `<run-dir>.lock`, flock'ed for the life of
 //! the process, holds the owner's pid. A second bosun on the same run
 //! directory refuses to start and names the first; nothing is taken over.
+//! A clean exit removes the file; the lock is taken only on the file the
+//! path names when it is held (an agent that locked a file just unlinked
+//! by one exiting tries again), so removing it never lets two agents in.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -10,7 +13,7 @@ use nix::errno::Errno;
 
 /// The held lock.
 pub struct RunLock {
-    _lock: nix::fcntl::Flock<File>,
+    lock: nix::fcntl::Flock<File>,
     /// The lock file.
     pub path: PathBuf,
 }
@@ -49,28 +52,51 @@ pub fn claim(run_dir: &Path) -> Result<RunLock, RunLockError> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(io)?;
     }
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io)?;
-    let mut holder = String::new();
-    let _ = f.read_to_string(&mut holder);
-    let mut lock = match crate::sys::fd::lock_exclusive(f) {
-        Ok(l) => l,
-        Err(Errno::EWOULDBLOCK) => {
-            return Err(RunLockError::InUse {
-                dir: run_dir.to_path_buf(),
-                pid: holder.trim().parse().ok(),
-            })
+    loop {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        let mut holder = String::new();
+        let _ = f.read_to_string(&mut holder);
+        let mut lock = match crate::sys::fd::lock_exclusive(f) {
+            Ok(l) => l,
+            Err(Errno::EWOULDBLOCK) => {
+                return Err(RunLockError::InUse {
+                    dir: run_dir.to_path_buf(),
+                    pid: holder.trim().parse().ok(),
+                })
+            }
+            Err(e) => return Err(io(e.into())),
+        };
+        if !same_file(&path, &lock) {
+            continue; // unlinked by the agent that held it: take the new one
         }
-        Err(e) => return Err(io(e.into())),
-    };
-    lock.set_len(0)
-        .and_then(|_| lock.seek(SeekFrom::Start(0)))
-        .and_then(|_| writeln!(lock, "{}", std::process::id()))
-        .map_err(io)?;
-    Ok(RunLock { _lock: lock, path })
+        lock.set_len(0)
+            .and_then(|_| lock.seek(SeekFrom::Start(0)))
+            .and_then(|_| writeln!(lock, "{}", std::process::id()))
+            .map_err(io)?;
+        return Ok(RunLock { lock, path });
+    }
+}
+
+/// Whether `path` names the file `f` is open on.
+fn same_file(path: &Path, f: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(path), f.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+impl Drop for RunLock {
+    /// Removes the lock file, still holding the lock, if it is still ours.
+    fn drop(&mut self) {
+        if same_file(&self.path, &self.lock) {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }

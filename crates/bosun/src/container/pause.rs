@@ -3,19 +3,15 @@
 //! Runs when the pause container has no rootfs (remote-hypervisor mode,
 //! where the host never shares one) and by `bosun pause`.
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::Signal;
 
 /// Runs until SIGTERM or SIGINT; returns the exit code (0).
 pub fn run() -> i32 {
-    let mut set = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD] {
-        set.add(s);
-    }
     // Blocked signals are still delivered to sigwait, even as PID 1 of a
     // pid namespace (which otherwise ignores signals without a handler).
-    if nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).is_err() {
+    let Ok(set) = crate::sys::process::block_signals(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD]) else {
         return 1;
-    }
+    };
     loop {
         match set.wait() {
             Ok(Signal::SIGCHLD) => while crate::sys::process::reap_one().is_some() {},

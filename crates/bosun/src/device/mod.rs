@@ -161,7 +161,7 @@ pub fn block_numbers(node: &Path) -> Option<(u64, u64)> {
     let m = std::fs::metadata(node).ok()?;
     m.file_type()
         .is_block_device()
-        .then(|| (nix::sys::stat::major(m.rdev()), nix::sys::stat::minor(m.rdev())))
+        .then(|| crate::sys::process::dev_numbers(m.rdev()))
 }
 
 /// The sysfs and /dev a resolution reads (the machine's, or a test's tree).

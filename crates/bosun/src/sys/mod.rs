@@ -1,5 +1,10 @@
-//! Every direct kernel call bosun makes (nix, libc, `unsafe`) lives under
-//! this module, so the rest of the code stays safe and easy to fake.
+//! The kernel calls with consequences (mount, namespaces, credentials,
+//! signals, clone and exec, the clock, reboot, locks) and every `unsafe`
+//! block live under this module; the rest of the agent calls these
+//! functions, and uses std's safe wrappers only for plain files and
+//! sockets (and nix's types: signal names, errno). There is no fake behind
+//! it: the tests run against the real kernel, and the few faults it will
+//! not produce on demand are injected at named points (`crate::faults`).
 #![allow(unsafe_code)]
 
 pub mod fd;

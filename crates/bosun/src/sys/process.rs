@@ -203,6 +203,28 @@ pub fn set_realtime(sec: i64, usec: i64) -> Result<(), Errno> {
     nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts)
 }
 
+/// The agent's effective uid.
+pub fn effective_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Blocks `signals` for the calling thread (they stay pending for
+/// `wait_signal`), as a process that handles them with sigwait does.
+pub fn block_signals(signals: &[nix::sys::signal::Signal]) -> Result<nix::sys::signal::SigSet, Errno> {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    let mut set = SigSet::empty();
+    for s in signals {
+        set.add(*s);
+    }
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    Ok(set)
+}
+
+/// Major and minor numbers of a device number.
+pub fn dev_numbers(rdev: u64) -> (u64, u64) {
+    (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
+}
+
 /// Gives the allocator's free heap back to the kernel (glibc's
 /// malloc_trim): after a sandbox is destroyed, the memory its containers'
 /// bookkeeping and I/O buffers used is free but still resident.

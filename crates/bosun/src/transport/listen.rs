@@ -162,7 +162,7 @@ fn bind_unix_path(
     let owner_only = peers
         .uids
         .as_ref()
-        .is_some_and(|v| v.iter().all(|u| *u == 0 || *u == nix::unistd::geteuid().as_raw()));
+        .is_some_and(|v| v.iter().all(|u| *u == 0 || *u == crate::sys::process::effective_uid()));
     let mode = if owner_only { 0o600 } else { 0o666 };
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err)?;
     let m = fs::symlink_metadata(path).map_err(io_err)?;

@@ -255,5 +255,7 @@ fn main() {
         let count = |x| rows.iter().filter(|r| r.1 == x).count();
         println!("{} passed, {} failed, {} skipped", count("PASS"), failed, count("SKIP"));
     }
+    // exit() runs no destructors: the temp dir goes first.
+    drop(tmp);
     std::process::exit(if failed == 0 { 0 } else { 1 });
 }

@@ -48,7 +48,9 @@ COMMANDS:
     images                                  what the image store holds
     stats ID                                cpu, memory, pids, network (JSON)
     call METHOD [JSON]                      any Kata method by name, its request as protobuf
-                                            JSON (default {}); prints the answer as JSON
+                                            JSON (default {}); prints the answer as JSON, or
+                                            as text when it is one text field
+                                            (GetMetrics, GetDiagnosticData)
 
 OPTIONS:
     --addr ADDR      unix:///path, unix://@name, vsock://CID:PORT or
@@ -57,6 +59,7 @@ OPTIONS:
                      long poll (default 5)
     --json           print results as JSON
     -h, --help       this text
+    -V, --version    bosunctl's version
 
 EXIT CODES: 0 ok, 1 call failed, 2 usage; run, exec, wait: the process's status
 ";
@@ -101,6 +104,14 @@ fn parse(argv: Vec<String>) -> Result<Option<Opts>, String> {
         let mut value = |n: &str| inline.clone().or_else(|| it.next()).ok_or(format!("{n} needs a value"));
         match name.as_str() {
             "-h" | "--help" => return Ok(None),
+            "-V" | "--version" => {
+                println!(
+                    "bosunctl {} (kata agent protocol {})",
+                    env!("CARGO_PKG_VERSION"),
+                    bosun::rpc::PROTOCOL_VERSION
+                );
+                std::process::exit(0);
+            }
             "--addr" => addr = Some(value("--addr")?),
             "--timeout" => {
                 let v = value("--timeout")?;
@@ -238,12 +249,25 @@ async fn run(o: &mut Opts) -> Result<Out, Failure> {
             let method = a.positional("method")?;
             let json = a.maybe_positional().unwrap_or_else(|| "{}".into());
             a.done()?;
-            bosun_client::call::call(&c, &method, &json, o.timeout)
+            let answer = bosun_client::call::call(&c, &method, &json, o.timeout)
                 .await
-                .map(Out::Text)
-                .map_err(Failure::Call)
+                .map_err(Failure::Call)?;
+            Ok(Out::Text(if o.json { answer } else { text_of(&answer) }))
         }
         _ => unreachable!("checked in parse"),
+    }
+}
+
+/// An answer that is one text field (GetMetrics' Prometheus text,
+/// GetDiagnosticData's data) as that text; any other as its JSON.
+fn text_of(json: &str) -> String {
+    let v: serde_json::Value = match serde_json::from_str(json) {
+        Ok(v) => v,
+        Err(_) => return json.to_string(),
+    };
+    match v.as_object().map(|o| o.values().collect::<Vec<_>>()).as_deref() {
+        Some([serde_json::Value::String(text)]) => text.trim_end().to_string(),
+        _ => json.to_string(),
     }
 }
 
