@@ -831,6 +831,50 @@ fn frames_announced_but_not_sent_hold_no_memory() {
 }
 
 #[test]
+fn frames_sent_all_but_their_last_byte_are_held_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = bosun::transport::Address::Unix(dir.path().join("bosun.sock"));
+    let agent = Agent::start_at(addr, dir, &["--max-buffered-bytes", "16M"]);
+    let pid = agent.child.id();
+    assert!(serves(&agent));
+    let before = rss_kib(pid);
+    // 20 connections send 4 MiB - 1 of a 4 MiB frame each (80 MiB: ttrpc
+    // alone held all of it, +602 MiB for 150 such connections before the
+    // budget). Past 16 MiB the agent closes the connection that grows.
+    let body = vec![0u8; (4 << 20) - 1];
+    let senders: Vec<_> = (0..20)
+        .map(|_| {
+            let (path, body) = (agent.socket_path(), body.clone());
+            std::thread::spawn(move || {
+                let mut s = UnixStream::connect(path).unwrap();
+                s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+                s.write_all(&frame_header(4 << 20, 1)).unwrap();
+                let sent = s.write_all(&body).is_ok();
+                (s, sent)
+            })
+        })
+        .collect();
+    let conns: Vec<(UnixStream, bool)> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+    let held = metric(&agent, "bosun_buffered_request_bytes");
+    assert!(
+        held <= (16 << 20) as f64,
+        "{held} bytes held past --max-buffered-bytes 16M"
+    );
+    let refused = conns.iter().filter(|(_, sent)| !sent).count();
+    assert!(
+        refused > 0,
+        "every connection was let in: 80 MiB held under a 16 MiB budget?"
+    );
+    let grown = rss_kib(pid).saturating_sub(before);
+    assert!(grown < 48 << 10, "RSS grew {grown} KiB under a 16 MiB budget");
+    assert!(serves(&agent));
+    drop(conns);
+    eventually("the held bytes given back", || {
+        metric(&agent, "bosun_buffered_request_bytes") == 0.0
+    });
+}
+
+#[test]
 fn an_incomplete_frame_is_dropped_after_the_frame_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let addr = bosun::transport::Address::Unix(dir.path().join("bosun.sock"));

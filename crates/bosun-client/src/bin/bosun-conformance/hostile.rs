@@ -52,6 +52,10 @@ pub const ALL: &[(&str, &str)] = &[
         "150 connections announce 4 MiB frames and send a byte: resident memory stays bounded",
     ),
     (
+        "almost_whole_frames",
+        "150 connections send all but the last byte of a 4 MiB frame: resident memory stays bounded",
+    ),
+    (
         "pipelined_unread",
         "Checks pipelined without reading the answers: the sender is blocked, memory bounded",
     ),
@@ -74,6 +78,7 @@ pub async fn run(name: &str, h: &Hostile<'_>) -> Result<String, Verdict> {
         "creates_cut_off" => creates_cut_off(h).await,
         "deep_copy_file" => deep_copy_file(h).await,
         "announced_frames" => announced_frames(h).await,
+        "almost_whole_frames" => almost_whole_frames(h).await,
         "pipelined_unread" => pipelined_unread(h).await,
         other => Err(Verdict::Fail(format!("no hostile scenario {other}"))),
     }
@@ -325,6 +330,32 @@ async fn announced_frames(h: &Hostile<'_>) -> Result<String, Verdict> {
     drop(conns);
     let figures = format!("{} connections, RSS +{} MiB", 150, grown >> 10);
     check(serves && grown < 48 << 10, format!("unbounded: {figures}"))?;
+    Ok(figures)
+}
+
+async fn almost_whole_frames(h: &Hostile<'_>) -> Result<String, Verdict> {
+    let path = socket_path(h)?;
+    let (pid, before) = agent_rss(h.addr)?;
+    let body = vec![0u8; (4 << 20) - 1];
+    let senders: Vec<std::thread::JoinHandle<Option<UnixStream>>> = (0..150)
+        .map(|_| {
+            let (path, body) = (path.clone(), body.clone());
+            std::thread::spawn(move || {
+                let mut s = UnixStream::connect(&path).ok()?;
+                s.set_write_timeout(Some(Duration::from_secs(10))).ok()?;
+                s.write_all(&frame_header(4 << 20, 1)).ok()?;
+                let _ = s.write_all(&body); // a closed connection is the agent's answer
+                Some(s)
+            })
+        })
+        .collect();
+    let conns: Vec<UnixStream> = senders.into_iter().filter_map(|t| t.join().ok().flatten()).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let grown = rss_kib(pid).saturating_sub(before);
+    let serves = Client::connect(h.addr, Duration::from_secs(10)).await.is_ok();
+    drop(conns);
+    let figures = format!("150 connections x 4 MiB - 1, RSS +{} MiB", grown >> 10);
+    check(serves && grown < 160 << 10, format!("unbounded: {figures}"))?;
     Ok(figures)
 }
 
