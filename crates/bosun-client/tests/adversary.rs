@@ -645,16 +645,6 @@ fn a_crash_at_every_step_of_create_and_teardown_leaves_nothing() {
 
 // ---- hostile CopyFile ------------------------------------------------------
 
-fn copy(pod: &Pod, path: &str, size: i64, mode: u32, offset: i64, data: &[u8]) -> Result<(), Failure> {
-    let mut r = CopyFileRequest::new();
-    (r.path, r.file_size, r.file_mode, r.dir_mode, r.offset, r.data) =
-        (path.into(), size, mode, 0o750, offset, data.to_vec());
-    pod.rt
-        .block_on(pod.c.agent.copy_file(pod.c.ctx(), &r))
-        .map(|_| ())
-        .map_err(failure)
-}
-
 /// Every path below `dir` (`.bosun-copy` temporaries included).
 fn tree(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -680,9 +670,11 @@ fn hostile_copy_files_get_clear_codes_and_leave_nothing() {
     let deep = |n: usize| format!("{}/{}f", shared.display(), "d/".repeat(n));
     // Depth: within the bound works; past it, refused before any work.
     let at_limit = deep(bosun::sandbox::copy_file::MAX_COPY_DEPTH - 1);
-    copy(&pod, &at_limit, 1, 0o100644, 0, b"x").unwrap();
+    pod.copy_chunk(&at_limit, 1, 0o100644, 0, b"x").unwrap();
     for n in [bosun::sandbox::copy_file::MAX_COPY_DEPTH + 1, 250, 500, 1000] {
-        let (c, msg) = copy(&pod, &deep(n), 1, 0o100644, 0, b"x").expect_err(&format!("depth {n}"));
+        let (c, msg) = pod
+            .copy_chunk(&deep(n), 1, 0o100644, 0, b"x")
+            .expect_err(&format!("depth {n}"));
         assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT, "depth {n}: {msg}");
     }
     let journal = std::fs::metadata(pod.run_dir().join("state.json")).unwrap().len();
@@ -713,7 +705,9 @@ fn hostile_copy_files_get_clear_codes_and_leave_nothing() {
         ),
     ];
     for (i, (what, p, mode)) in cases.iter().enumerate() {
-        let (c, msg) = copy(&pod, p, 1, *mode, 0, b"/").expect_err(&format!("test[{i}]: {what}"));
+        let (c, msg) = pod
+            .copy_chunk(p, 1, *mode, 0, b"/")
+            .expect_err(&format!("test[{i}]: {what}"));
         assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT, "test[{i}]: {what}: {msg}");
     }
     let temps: Vec<PathBuf> = tree(&shared)
@@ -722,7 +716,8 @@ fn hostile_copy_files_get_clear_codes_and_leave_nothing() {
         .collect();
     assert_eq!(temps, Vec::<PathBuf>::new(), "failed copies left temporaries");
     // An abandoned chunked copy: its temporary goes with the sandbox.
-    copy(&pod, &format!("{}/half", shared.display()), 10, 0o100644, 0, b"hello").unwrap();
+    pod.copy_chunk(&format!("{}/half", shared.display()), 10, 0o100644, 0, b"hello")
+        .unwrap();
     assert!(shared.join("half.bosun-copy").exists());
     std::fs::remove_dir_all(shared.join("adir")).unwrap();
     std::fs::remove_file(shared.join("afile")).unwrap();
@@ -802,6 +797,26 @@ fn serves(agent: &Agent) -> bool {
     })
 }
 
+/// An agent on a unix socket in a temp dir, with `flags`.
+fn agent_with(flags: &[&str]) -> Agent {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = bosun::transport::Address::Unix(dir.path().join("bosun.sock"));
+    Agent::start_at(addr, dir, flags)
+}
+
+/// After a wire attack: resident memory grew less than 48 MiB since
+/// `before` (KiB), the agent serves, and once the attacker's connections
+/// close every byte they held is given back.
+fn still_bounded<T>(agent: &Agent, before: u64, conns: Vec<T>, what: &str) {
+    let grown = rss_kib(agent.child.id()).saturating_sub(before);
+    assert!(grown < 48 << 10, "RSS grew {grown} KiB with {what}");
+    assert!(serves(agent), "not served with {what}");
+    drop(conns);
+    eventually("the connections' bytes given back", || {
+        metric(agent, "bosun_buffered_request_bytes") == 0.0
+    });
+}
+
 #[test]
 fn frames_announced_but_not_sent_hold_no_memory() {
     let agent = Agent::start();
@@ -821,20 +836,12 @@ fn frames_announced_but_not_sent_hold_no_memory() {
     eventually("150 connections counted with 11 bytes each", || {
         metric(&agent, "bosun_buffered_request_bytes") == 150.0 * 11.0
     });
-    let grown = rss_kib(pid).saturating_sub(before);
-    assert!(grown < 48 << 10, "RSS grew {grown} KiB for 150 announced frames");
-    assert!(serves(&agent));
-    drop(conns);
-    eventually("the connections' bytes given back", || {
-        metric(&agent, "bosun_buffered_request_bytes") == 0.0
-    });
+    still_bounded(&agent, before, conns, "150 announced frames");
 }
 
 #[test]
 fn frames_sent_all_but_their_last_byte_are_held_within_the_budget() {
-    let dir = tempfile::tempdir().unwrap();
-    let addr = bosun::transport::Address::Unix(dir.path().join("bosun.sock"));
-    let agent = Agent::start_at(addr, dir, &["--max-buffered-bytes", "16M"]);
+    let agent = agent_with(&["--max-buffered-bytes", "16M"]);
     let pid = agent.child.id();
     assert!(serves(&agent));
     let before = rss_kib(pid);
@@ -865,20 +872,12 @@ fn frames_sent_all_but_their_last_byte_are_held_within_the_budget() {
         refused > 0,
         "every connection was let in: 80 MiB held under a 16 MiB budget?"
     );
-    let grown = rss_kib(pid).saturating_sub(before);
-    assert!(grown < 48 << 10, "RSS grew {grown} KiB under a 16 MiB budget");
-    assert!(serves(&agent));
-    drop(conns);
-    eventually("the held bytes given back", || {
-        metric(&agent, "bosun_buffered_request_bytes") == 0.0
-    });
+    still_bounded(&agent, before, conns, "a 16 MiB budget");
 }
 
 #[test]
 fn an_incomplete_frame_is_dropped_after_the_frame_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let addr = bosun::transport::Address::Unix(dir.path().join("bosun.sock"));
-    let agent = Agent::start_at(addr, dir, &["--frame-timeout", "1"]);
+    let agent = agent_with(&["--frame-timeout", "1"]);
     let mut s = UnixStream::connect(agent.socket_path()).unwrap();
     s.write_all(&frame_header(100, 1)).unwrap();
     s.write_all(b"abc").unwrap();
@@ -930,9 +929,7 @@ fn pipelined_requests_whose_answers_are_never_read_block_the_sender() {
 
 #[test]
 fn past_max_connections_new_ones_are_closed_and_the_rest_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let addr = bosun::transport::Address::Unix(dir.path().join("bosun.sock"));
-    let agent = Agent::start_at(addr, dir, &["--max-connections", "4"]);
+    let agent = agent_with(&["--max-connections", "4"]);
     let rt = common::rt();
     // Four admitted connections (a closed one is counted until the agent
     // has seen it close: the start-up probe's, at first).

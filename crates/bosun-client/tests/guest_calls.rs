@@ -8,19 +8,6 @@ use std::time::Duration;
 use bosun_protocols::agent::*;
 use common::pod::{spec, Pod};
 
-fn copy(pod: &Pod, path: &str, size: i64, mode: u32, offset: i64, data: &[u8]) -> Result<(), (ttrpc::Code, String)> {
-    let mut r = CopyFileRequest::new();
-    (r.path, r.file_size, r.file_mode, r.dir_mode, r.offset, r.data) =
-        (path.into(), size, mode, 0o750, offset, data.to_vec());
-    pod.rt
-        .block_on(pod.c.agent.copy_file(pod.c.ctx(), &r))
-        .map(|_| ())
-        .map_err(|e| match e {
-            ttrpc::Error::RpcStatus(s) => (s.code(), s.message().to_string()),
-            o => (ttrpc::Code::UNKNOWN, o.to_string()),
-        })
-}
-
 #[test]
 #[ignore = "needs root"]
 fn copy_file_in_chunks_and_refusals() {
@@ -28,9 +15,9 @@ fn copy_file_in_chunks_and_refusals() {
     let shared = pod.run_dir().join("shared");
     let dest = shared.join("cm/config.yaml");
     let d = dest.to_str().unwrap();
-    copy(&pod, d, 11, 0o100640, 0, b"hello ").unwrap();
+    pod.copy_chunk(d, 11, 0o100640, 0, b"hello ").unwrap();
     assert!(!dest.exists(), "a half-written file is visible");
-    copy(&pod, d, 11, 0o100640, 6, b"world").unwrap();
+    pod.copy_chunk(d, 11, 0o100640, 6, b"world").unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), b"hello world");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777, 0o640);
@@ -38,8 +25,7 @@ fn copy_file_in_chunks_and_refusals() {
         std::fs::metadata(dest.parent().unwrap()).unwrap().permissions().mode() & 0o7777,
         0o750
     );
-    copy(
-        &pod,
+    pod.copy_chunk(
         shared.join("link").to_str().unwrap(),
         14,
         0o120777,
@@ -56,7 +42,8 @@ fn copy_file_in_chunks_and_refusals() {
     let outside = pod.dir().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     std::os::unix::fs::symlink(&outside, shared.join("escape")).unwrap();
-    copy(&pod, shared.join("escape/x").to_str().unwrap(), 1, 0o100644, 0, b"x").unwrap();
+    pod.copy_chunk(shared.join("escape/x").to_str().unwrap(), 1, 0o100644, 0, b"x")
+        .unwrap();
     assert!(
         !outside.join("x").exists(),
         "CopyFile followed a symlink out of the shared dir"
@@ -82,7 +69,7 @@ fn copy_file_in_chunks_and_refusals() {
         (d.into(), 1, 0o060644, 0, b"x".to_vec()),
     ];
     for (i, (p, size, mode, off, data)) in cases.into_iter().enumerate() {
-        let err = copy(&pod, &p, size, mode, off, &data).unwrap_err();
+        let err = pod.copy_chunk(&p, size, mode, off, &data).unwrap_err();
         assert_eq!(err.0, ttrpc::Code::INVALID_ARGUMENT, "test[{i}]: {p}: {err:?}");
     }
     assert!(!other.exists());

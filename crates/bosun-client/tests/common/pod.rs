@@ -211,6 +211,15 @@ impl Pod {
             .map_err(failure)
     }
 
+    /// CopyFile of one chunk: `data` at `offset` of a file of `size`
+    /// bytes and `mode` at `path` (parent directories 0750).
+    pub fn copy_chunk(&self, path: &str, size: i64, mode: u32, offset: i64, data: &[u8]) -> Result<(), Failure> {
+        let mut r = CopyFileRequest::new();
+        (r.path, r.file_size, r.file_mode, r.dir_mode, r.offset, r.data) =
+            (path.into(), size, mode, 0o750, offset, data.to_vec());
+        self.copy_file(&r)
+    }
+
     pub fn create_with(&self, id: &str, spec: oci::Spec, storages: Vec<Storage>) -> Result<(), Failure> {
         let mut r = CreateContainerRequest::new();
         r.container_id = id.into();
