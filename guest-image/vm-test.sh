@@ -201,7 +201,7 @@ ctl call OnlineCPUMem '{"wait":true,"nb_cpus":1,"cpu_only":true}' >/dev/null || 
 cpus=$(ctl exec app e5 -- grep -c ^processor /proc/cpuinfo) || fail "read /proc/cpuinfo"
 [ "$cpus" = 2 ] || fail "OnlineCPUMem: $cpus CPUs online"
 echo "== a hot-added vCPU brought online by OnlineCPUMem: $cpus CPUs"
-ctl call GetMetrics | grep -q 'bosun_rpc_requests_total{method=\\"OnlineCPUMem\\",code=\\"OK\\"} 1' || fail "GetMetrics does not count the OnlineCPUMem call"
+ctl call GetMetrics | grep -q 'bosun_rpc_requests_total{method="OnlineCPUMem",code="OK"} 1' || fail "GetMetrics does not count the OnlineCPUMem call"
 echo "== GetMetrics counts the calls"
 ctl ps
 ctl sandbox destroy --verbose || fail "sandbox destroy"
