@@ -302,6 +302,11 @@ fn invalid_configuration_exits_2_with_a_clear_message() {
             &[],
             "cannot read kernel command line",
         ),
+        (
+            &["--config", "/nonexistent/agent-config.toml"],
+            &[],
+            "configuration file",
+        ),
     ];
     for (i, (args, env, needle)) in cases.iter().enumerate() {
         let (code, text) = bosun(args, env);
@@ -317,6 +322,62 @@ fn invalid_configuration_exits_2_with_a_clear_message() {
             flag.flag
         );
     }
+}
+
+/// Started as cloud-api-adaptor's pod VM unit starts the Kata agent:
+/// `kata-agent --config /etc/agent-config.toml` (or `-c`), the file in the
+/// Kata agent's format with its keys and one it has and bosun does not use.
+#[test]
+fn the_kata_agents_config_file_starts_bosun() {
+    for (i, flag) in ["--config", "-c"].iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("agent.sock");
+        let file = dir.path().join("agent-config.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "server_addr = \"unix://{}\"\nguest_components_procs = \"none\"\nrun_dir = \"{}\"\n",
+                sock.display(),
+                dir.path().join("run").display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(common::agent_bin())
+            .arg(flag)
+            .arg(&file)
+            .env_remove("BOSUN_SERVER_ADDR")
+            .env_remove("KATA_AGENT_SERVER_ADDR")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let a = Address::Unix(sock);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let served = loop {
+            let ok = rt().block_on(async {
+                match Client::connect(&a, Duration::from_millis(200)).await {
+                    Ok(c) => c.check().await.is_ok(),
+                    Err(_) => false,
+                }
+            });
+            if ok || Instant::now() > deadline {
+                break ok;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            served,
+            "test[{i}]: bosun {flag} FILE did not serve at the file's server_addr"
+        );
+    }
+    // A file that does not parse: exit 2, naming the file and the line.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent-config.toml");
+    std::fs::write(&file, "server_addr = \"unix:///x.sock\"\nlog_level = \n").unwrap();
+    let (code, text) = bosun(&["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("line 2"), "{text}");
 }
 
 #[test]

@@ -88,11 +88,22 @@ fn configure(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Op
         }
         Action::Serve => {}
     }
+    // A configuration file (--config, -c, or agent.config_file= on the
+    // kernel command line) stands where the command line would.
     let cmdline = match config::cmdline_source(&flags, env, std::process::id() == 1) {
-        Some(path) => Some(config::read_cmdline(&path)?),
-        None => None,
+        Some(path) if !flags.contains_key("config") => Some(config::read_cmdline(&path)?),
+        _ => None,
     };
-    Config::resolve(&flags, env, cmdline.as_deref()).map(Some)
+    let file = flags.get("config").cloned().or_else(|| {
+        let kv = config::parse_cmdline(cmdline.as_deref().unwrap_or(""));
+        kv.get("agent.config_file").cloned()
+    });
+    let lower = match (file, cmdline) {
+        (Some(f), _) => config::Lower::File(config::KataFile::read(std::path::Path::new(&f))?),
+        (None, Some(text)) => config::Lower::Cmdline(text),
+        (None, None) => config::Lower::None,
+    };
+    Config::resolve(&flags, env, &lower).map(Some)
 }
 
 fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
@@ -109,6 +120,9 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
     rt.block_on(async {
         let sources: Vec<String> = cfg.sources.iter().map(|(k, v)| format!("{k}={v}")).collect();
         info!(log, "starting"; "version" => rpc::AGENT_VERSION, "addr" => %cfg.server_addr, "config_sources" => sources.join(","));
+        for note in &cfg.notes {
+            info!(log, "configuration file"; "note" => note);
+        }
         // Container processes are reparented to bosun when their helper
         // exits; bosun reaps them (as PID 1 it does so anyway).
         // Claim the run directory before touching anything in it.
@@ -119,6 +133,7 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
             transport::Address::Unix(p) => Some(p.as_path()),
             _ => None,
         };
+        bosun::device::set_hotplug_timeout(cfg.hotplug_timeout);
         let guard = bosun::protect::Guard::new(socket, &cfg.run_dir, &cfg.image_dir);
         let sandbox = std::sync::Arc::new(Sandbox::new(log, &cfg.run_dir, &cfg.cgroup_parent, guard, reaper));
         let owns_dir = cfg.image_dir.starts_with(&cfg.run_dir);

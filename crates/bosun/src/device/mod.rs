@@ -17,9 +17,26 @@ mod scsi;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How long a device may take to appear after the runtime hot-plugged it
-/// (Kata's default `hotplug_timeout` is 3 s; TCG guests are slower).
+/// How long a device may take to appear after the runtime hot-plugged it,
+/// unless configured (`--hotplug-timeout`; Kata's default is 3 s, TCG
+/// guests are slower).
 pub const DEVICE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The configured bound, seconds (0: `DEVICE_TIMEOUT`): one agent, one
+/// setting, read at every wait.
+static HOTPLUG_TIMEOUT_SECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Sets the bound on waiting for a device (at start).
+pub fn set_hotplug_timeout(t: Duration) {
+    HOTPLUG_TIMEOUT_SECS.store(t.as_secs(), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn hotplug_timeout() -> Duration {
+    match HOTPLUG_TIMEOUT_SECS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => DEVICE_TIMEOUT,
+        s => Duration::from_secs(s),
+    }
+}
 const POLL: Duration = Duration::from_millis(20);
 
 /// Where a device is, as the request says.
@@ -218,9 +235,9 @@ pub async fn resolve(addr: &DeviceAddr, roots: &Roots, timeout: Duration) -> Res
     }
 }
 
-/// `resolve` in this guest's /sys and /dev, bounded by `DEVICE_TIMEOUT`.
+/// `resolve` in this guest's /sys and /dev, bounded by the hotplug timeout.
 pub async fn wait_for(addr: &DeviceAddr) -> Result<PathBuf, DeviceError> {
-    resolve(addr, &Roots::default(), DEVICE_TIMEOUT).await
+    resolve(addr, &Roots::default(), hotplug_timeout()).await
 }
 
 fn not_found(addr: &DeviceAddr, timeout: Duration, detail: String) -> DeviceError {

@@ -14,6 +14,7 @@
 
 pub mod layer;
 pub mod manifest;
+pub mod proxy;
 pub mod reference;
 pub mod registry;
 pub mod unpack;
@@ -202,6 +203,11 @@ impl ImageStore {
     /// The writable directory of container `cid`'s overlay.
     pub fn container_dir(&self, cid: &str) -> PathBuf {
         self.dir.join("containers").join(cid)
+    }
+
+    /// Bound on one pull in all (the configured image pull timeout).
+    pub fn pull_timeout(&self) -> std::time::Duration {
+        self.registry.pull_timeout()
     }
 
     /// Pulls `reference` (layers already in the store are not fetched

@@ -29,6 +29,12 @@ pub struct RegistryConfig {
     pub stall_timeout: Duration,
     /// Retries after a failed attempt (5xx, 429, connection failure).
     pub retries: u32,
+    /// Bound on one pull in all (`--image-pull-timeout`).
+    pub pull_timeout: Duration,
+    /// The HTTP proxy registries are reached through, if any.
+    pub proxy: Option<super::proxy::Proxy>,
+    /// Hosts reached directly all the same.
+    pub no_proxy: super::proxy::NoProxy,
 }
 
 /// A user and password (never logged: Debug prints the user only).
@@ -83,7 +89,7 @@ pub enum RegistryError {
     },
 }
 
-type Http = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+type Http = Client<hyper_rustls::HttpsConnector<super::proxy::ProxyConnector>, Empty<Bytes>>;
 
 /// The client; one per agent, shared by every pull.
 pub struct Registry {
@@ -93,16 +99,24 @@ pub struct Registry {
     cfg: RegistryConfig,
     /// Bearer tokens by `host/repository`.
     tokens: Mutex<HashMap<String, String>>,
+    /// Which requests go through the proxy.
+    proxy: Option<hyper_util::client::proxy::matcher::Matcher>,
 }
 
 const MAX_REDIRECTS: usize = 5;
 const MAX_TOKEN_BODY: u64 = 1 << 20;
 
 impl Registry {
+    /// Bound on one pull in all.
+    pub fn pull_timeout(&self) -> Duration {
+        self.cfg.pull_timeout
+    }
+
     /// A client for `cfg`; nothing is set up until the first request.
     pub fn new(cfg: RegistryConfig) -> Self {
         Self {
             http: std::sync::OnceLock::new(),
+            proxy: super::proxy::matcher(cfg.proxy.as_ref(), &cfg.no_proxy),
             cfg,
             tokens: Mutex::new(HashMap::new()),
         }
@@ -129,7 +143,8 @@ impl Registry {
         http.enforce_http(false);
         http.set_connect_timeout(Some(cfg.stall_timeout));
         http.set_nodelay(true);
-        let conn = builder.https_or_http().enable_http1().wrap_connector(http);
+        let via = super::proxy::ProxyConnector::new(http, super::proxy::matcher(cfg.proxy.as_ref(), &cfg.no_proxy));
+        let conn = builder.https_or_http().enable_http1().wrap_connector(via);
         Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(conn)
@@ -237,7 +252,11 @@ impl Registry {
                 .parse()
                 .map_err(|e| self.unavailable(r, format!("bad URL {url:?}: {e}")))?;
             let same_host = uri.authority().map(|a| a.as_str()) == Some(r.api_host());
+            let proxy_auth = super::proxy::http_auth(self.proxy.as_ref(), &uri);
             let mut req = Request::get(uri).header(header::USER_AGENT, concat!("bosun/", env!("CARGO_PKG_VERSION")));
+            if let Some(a) = proxy_auth {
+                req = req.header(header::PROXY_AUTHORIZATION, a);
+            }
             if let Some(a) = accept {
                 req = req.header(header::ACCEPT, a);
             }

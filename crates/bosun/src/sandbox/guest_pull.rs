@@ -67,6 +67,9 @@ impl Sandbox {
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Pulled, AgentError> {
         let start = tokio::time::Instant::now();
+        // The configured bound, or the request's deadline when it is sooner.
+        let bound = start + store.pull_timeout();
+        let deadline = Some(deadline.map_or(bound, |d| d.min(bound)));
         let pull = store.pull(image);
         let res = match deadline {
             Some(d) => match tokio::time::timeout_at(d, pull).await {

@@ -1,8 +1,12 @@
-//! Agent configuration: flags > environment > kernel command line > defaults.
+//! Agent configuration: flags > environment > kernel command line (or a
+//! configuration file) > defaults.
 //!
 //! One table (`OPTIONS`) names every setting with its flag, environment
 //! variables (bosun's own first, then Kata's), kernel command-line key and
 //! default; `--help` is printed from the same table so it cannot drift.
+//! With a configuration file in the Kata agent's format (`--config`/`-c`,
+//! or `agent.config_file=`), the file stands where the kernel command
+//! line would, and the command line is not read, as with the Kata agent.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,170 +14,11 @@ use std::time::Duration;
 
 use crate::transport::Address;
 
-/// One setting and every place it can come from.
-pub struct OptionSpec {
-    /// Long flag without dashes.
-    pub flag: &'static str,
-    /// Environment variables, highest priority first.
-    pub env: &'static [&'static str],
-    /// Kernel command-line key.
-    pub cmdline: Option<&'static str>,
-    /// Default value, if any.
-    pub default: Option<&'static str>,
-    /// One-line help.
-    pub help: &'static str,
-}
+mod kata_file;
+mod options;
 
-/// Every setting the agent reads.
-pub const OPTIONS: &[OptionSpec] = &[
-    OptionSpec {
-        flag: "server-addr",
-        env: &["BOSUN_SERVER_ADDR", "KATA_AGENT_SERVER_ADDR"],
-        cmdline: Some("agent.server_addr"),
-        default: Some("vsock://-1:1024"),
-        help: "listen address: vsock://-1:PORT, unix:///path or unix://@name",
-    },
-    OptionSpec {
-        flag: "log-level",
-        env: &["BOSUN_LOG_LEVEL", "KATA_AGENT_LOG_LEVEL"],
-        cmdline: Some("agent.log"),
-        default: Some("info"),
-        help: "critical, error, warn, info, debug or trace",
-    },
-    OptionSpec {
-        flag: "log-format",
-        env: &["BOSUN_LOG_FORMAT"],
-        cmdline: Some("agent.log_format"),
-        default: Some("json"),
-        help: "json (one object a line) or text (key=value)",
-    },
-    OptionSpec {
-        flag: "shutdown-timeout",
-        env: &["BOSUN_SHUTDOWN_TIMEOUT"],
-        cmdline: Some("agent.shutdown_timeout"),
-        default: Some("5"),
-        help: "seconds in-flight calls get to finish after SIGTERM",
-    },
-    OptionSpec {
-        flag: "run-dir",
-        env: &["BOSUN_RUN_DIR"],
-        cmdline: Some("agent.run_dir"),
-        default: Some("/run/bosun"),
-        help: "directory for container run state; bosun only ever deletes what it created there",
-    },
-    OptionSpec {
-        flag: "cgroup-parent",
-        env: &["BOSUN_CGROUP_PARENT"],
-        cmdline: Some("agent.cgroup_parent"),
-        default: Some("bosun"),
-        help: "cgroup (under bosun's own) that holds the containers' cgroups",
-    },
-    OptionSpec {
-        flag: "poweroff-on-destroy",
-        env: &["BOSUN_POWEROFF_ON_DESTROY"],
-        cmdline: Some("agent.poweroff_on_destroy"),
-        default: Some("false"),
-        help: "as a guest's PID 1, power the VM off after a successful DestroySandbox: true, false, or a sandbox id (only that sandbox's)",
-    },
-    OptionSpec {
-        flag: "pause-bundle",
-        env: &["BOSUN_PAUSE_BUNDLE"],
-        cmdline: Some("agent.pause_bundle"),
-        default: Some("/pause_bundle"),
-        help: "the pod VM's pause bundle (config.json + rootfs/) for a sandbox container pulled as \"pause\"; without it, bosun's built-in pause",
-    },
-    OptionSpec {
-        flag: "image-dir",
-        env: &["BOSUN_IMAGE_DIR"],
-        cmdline: Some("agent.image_dir"),
-        default: None,
-        help: "the image store for image_guest_pull (layers, containers' writable parts); put it on a disk rather than RAM for big images [default: RUN_DIR/images]",
-    },
-    OptionSpec {
-        flag: "insecure-registries",
-        env: &["BOSUN_INSECURE_REGISTRIES"],
-        cmdline: Some("agent.insecure_registries"),
-        default: Some(""),
-        help: "registries (host[:port], comma list) pulled from in plain HTTP; every other one over HTTPS with the system's CA roots",
-    },
-    OptionSpec {
-        flag: "registry-auth-file",
-        env: &["BOSUN_REGISTRY_AUTH_FILE"],
-        cmdline: Some("agent.registry_auth_file"),
-        default: None,
-        help: "registry credentials, a docker config.json ({\"auths\": {HOST: {\"auth\": base64(user:password)}}}); read at start, never logged",
-    },
-    OptionSpec {
-        flag: "registry-timeout",
-        env: &["BOSUN_REGISTRY_TIMEOUT"],
-        cmdline: Some("agent.registry_timeout"),
-        default: Some("30"),
-        help: "seconds a registry may stay silent (connect, answer, mid-transfer) before the pull fails UNAVAILABLE",
-    },
-    OptionSpec {
-        flag: "allow-uids",
-        env: &["BOSUN_ALLOW_UIDS"],
-        cmdline: Some("agent.allow_uids"),
-        default: Some("0"),
-        help: "on a unix socket, the peer uids (SO_PEERCRED) served: a comma list, or any; others are closed at accept",
-    },
-    OptionSpec {
-        flag: "allow-cids",
-        env: &["BOSUN_ALLOW_CIDS"],
-        cmdline: Some("agent.allow_cids"),
-        default: Some("2"),
-        help: "on vsock, the peer CIDs served (2: the host): a comma list, or any; a container reaching the agent over vsock loopback is closed at accept",
-    },
-    OptionSpec {
-        flag: "worker-threads",
-        env: &["BOSUN_WORKER_THREADS"],
-        cmdline: Some("agent.worker_threads"),
-        default: Some("auto"),
-        help: "threads serving requests: a number (1 to 64), or auto (the guest's CPUs, at most 4)",
-    },
-    OptionSpec {
-        flag: "max-connections",
-        env: &["BOSUN_MAX_CONNECTIONS"],
-        cmdline: Some("agent.max_connections"),
-        default: Some("256"),
-        help: "connections served at once (1 to 65536); more are closed at accept and logged",
-    },
-    OptionSpec {
-        flag: "max-pending-requests",
-        env: &["BOSUN_MAX_PENDING_REQUESTS"],
-        cmdline: Some("agent.max_pending_requests"),
-        default: Some("1024"),
-        help: "requests one connection may have unanswered, long polls included (1 to 65536); past it the connection is not read until answers go out",
-    },
-    OptionSpec {
-        flag: "max-pending-total",
-        env: &["BOSUN_MAX_PENDING_TOTAL"],
-        cmdline: Some("agent.max_pending_total"),
-        default: Some("4096"),
-        help: "the same over every connection (1 to 1048576)",
-    },
-    OptionSpec {
-        flag: "max-buffered-bytes",
-        env: &["BOSUN_MAX_BUFFERED_BYTES"],
-        cmdline: Some("agent.max_buffered_bytes"),
-        default: Some("64M"),
-        help: "bytes of incomplete requests held over every connection (a number, or with K, M or G); a frame past it closes its connection",
-    },
-    OptionSpec {
-        flag: "frame-timeout",
-        env: &["BOSUN_FRAME_TIMEOUT"],
-        cmdline: Some("agent.frame_timeout"),
-        default: Some("30"),
-        help: "seconds a request frame may stay incomplete once begun (1 to 3600); then its connection is closed",
-    },
-    OptionSpec {
-        flag: "cmdline-file",
-        env: &["BOSUN_CMDLINE_FILE"],
-        cmdline: None,
-        default: None,
-        help: "read agent.* keys from this file (/proc/cmdline is read by default only when bosun is PID 1)",
-    },
-];
+pub use kata_file::KataFile;
+pub use options::{usage, OptionSpec, OPTIONS};
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,6 +59,13 @@ pub struct Config {
     pub registry: crate::image::registry::RegistryConfig,
     /// Bounds on what connections may make the agent hold.
     pub limits: crate::transport::limits::Limits,
+    /// How long a hot-plugged device may take to appear.
+    pub hotplug_timeout: Duration,
+    /// Bound on one image pull in all.
+    pub image_pull_timeout: Duration,
+    /// What the start-up log says about the configuration (keys of a
+    /// configuration file accepted and not acted on).
+    pub notes: Vec<String>,
     /// Where each value came from, for the start-up log line.
     pub sources: Vec<(&'static str, String)>,
 }
@@ -248,6 +100,16 @@ pub enum ConfigError {
         /// What is accepted.
         reason: String,
     },
+    /// The configuration file could not be read or parsed.
+    #[error("configuration file {path:?}{}: {reason}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Where in it.
+        line: Option<usize>,
+        /// What is wrong.
+        reason: String,
+    },
     /// The command-line file could not be read.
     #[error("cannot read kernel command line {path:?}: {reason}")]
     Cmdline {
@@ -279,7 +141,9 @@ pub fn parse_flags(args: &[String]) -> Result<(Action, HashMap<&'static str, Str
             "-V" | "--version" => return Ok((Action::Version, out)),
             _ => {}
         }
-        let body = arg
+        // `-c FILE`: the Kata agent's short form of --config.
+        let long = if arg == "-c" { "--config" } else { arg.as_str() };
+        let body = long
             .strip_prefix("--")
             .ok_or_else(|| ConfigError::UnknownFlag(arg.clone()))?;
         let (name, inline) = match body.split_once('=') {
@@ -302,6 +166,19 @@ pub fn parse_flags(args: &[String]) -> Result<(Action, HashMap<&'static str, Str
     Ok((Action::Serve, out))
 }
 
+/// What stands below flags and environment: the kernel command line, or a
+/// configuration file (which replaces it).
+#[derive(Debug, Default)]
+pub enum Lower {
+    /// Neither.
+    #[default]
+    None,
+    /// The kernel command line's text.
+    Cmdline(String),
+    /// A configuration file.
+    File(KataFile),
+}
+
 /// Parses `agent.key=value` words of a kernel command line.
 pub fn parse_cmdline(text: &str) -> HashMap<String, String> {
     text.split_whitespace()
@@ -312,14 +189,22 @@ pub fn parse_cmdline(text: &str) -> HashMap<String, String> {
 }
 
 impl Config {
-    /// Resolves every option from flags, then `env`, then `cmdline`, then
-    /// the default. `cmdline` is the already-read kernel command line, if any.
+    /// Resolves every option from flags, then `env`, then `lower` (the
+    /// already-read kernel command line or configuration file), then the
+    /// default.
     pub fn resolve(
         flags: &HashMap<&'static str, String>,
         env: &dyn Fn(&str) -> Option<String>,
-        cmdline: Option<&str>,
+        lower: &Lower,
     ) -> Result<Self, ConfigError> {
-        let kv = cmdline.map(parse_cmdline).unwrap_or_default();
+        let kv = match lower {
+            Lower::Cmdline(text) => parse_cmdline(text),
+            _ => HashMap::new(),
+        };
+        let file = match lower {
+            Lower::File(f) => Some(f),
+            _ => None,
+        };
         let mut sources = Vec::new();
         let mut pick = |flag: &'static str| -> Option<(String, String)> {
             let spec = OPTIONS.iter().find(|o| o.flag == flag).expect("option in table");
@@ -328,6 +213,7 @@ impl Config {
                 .map(|v| (v.clone(), format!("--{flag}")))
                 .or_else(|| spec.env.iter().find_map(|e| env(e).map(|v| (v, format!("${e}")))))
                 .or_else(|| spec.cmdline.and_then(|k| kv.get(k).map(|v| (v.clone(), k.to_string()))))
+                .or_else(|| file.and_then(|f| f.values.get(flag).map(|v| (v.clone(), f.source_of(flag)))))
                 .or_else(|| spec.default.map(|d| (d.to_string(), "default".to_string())));
             if let Some((_, src)) = &found {
                 sources.push((flag, src.clone()));
@@ -457,6 +343,12 @@ impl Config {
                 )
             })?,
         };
+        let proxy = match pick("https-proxy") {
+            None => None,
+            Some(v) => Some(crate::image::proxy::Proxy::parse(&v.0).map_err(|e| bad("https-proxy", v.clone(), e))?),
+        };
+        let v = pick("no-proxy").expect("has default");
+        let no_proxy = crate::image::proxy::NoProxy::parse(&v.0).map_err(|e| bad("no-proxy", v.clone(), e))?;
         let mut number = |flag: &'static str, range: std::ops::RangeInclusive<u64>| -> Result<u64, ConfigError> {
             let v = pick(flag).expect("has default");
             parse_size(&v.0).filter(|n| range.contains(n)).ok_or_else(|| {
@@ -467,6 +359,8 @@ impl Config {
                 )
             })
         };
+        let hotplug_timeout = Duration::from_secs(number("hotplug-timeout", 1..=3600)?);
+        let image_pull_timeout = Duration::from_secs(number("image-pull-timeout", 1..=86400)?);
         let limits = crate::transport::limits::Limits {
             max_connections: number("max-connections", 1..=65536)? as usize,
             max_pending_per_connection: number("max-pending-requests", 1..=65536)? as usize,
@@ -475,6 +369,9 @@ impl Config {
             frame_timeout: Duration::from_secs(number("frame-timeout", 1..=3600)?),
         };
         Ok(Config {
+            notes: file.map(|f| f.notes.clone()).unwrap_or_default(),
+            hotplug_timeout,
+            image_pull_timeout,
             limits,
             worker_threads,
             image_dir,
@@ -483,6 +380,9 @@ impl Config {
                 auths,
                 stall_timeout: Duration::from_secs(stall),
                 retries: 3,
+                pull_timeout: image_pull_timeout,
+                proxy,
+                no_proxy,
             },
             pause_bundle,
             peers: crate::transport::listen::Peers { uids, cids },
@@ -546,24 +446,6 @@ pub fn read_cmdline(path: &std::path::Path) -> Result<String, ConfigError> {
     })
 }
 
-/// The `--help` text.
-pub fn usage() -> String {
-    let mut s = String::from("bosun: in-guest agent for VM-isolated pods (Kata agent protocol over ttrpc)\n\nUSAGE:\n    bosun [FLAGS]\n    bosun --help | --version\n\nFLAGS (flag > environment > kernel command line > default):\n");
-    for o in OPTIONS {
-        s += &format!("    --{} <value>\n        {}\n", o.flag, o.help);
-        if !o.env.is_empty() {
-            s += &format!("        env: {}\n", o.env.join(", "));
-        }
-        if let Some(k) = o.cmdline {
-            s += &format!("        kernel command line: {k}=\n");
-        }
-        if let Some(d) = o.default {
-            s += &format!("        default: {d}\n");
-        }
-    }
-    s + "\nExit codes: 0 clean shutdown, 1 runtime failure (address in use, ...), 2 bad configuration.\n"
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -580,7 +462,38 @@ mod tests {
     fn resolve(flags: &[&str], env: &[(&str, &str)], cmdline: Option<&str>) -> Result<Config, ConfigError> {
         let (_, f) = parse_flags(&args(flags))?;
         let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::resolve(&f, &|k| env.get(k).cloned(), cmdline)
+        let lower = cmdline.map(|c| Lower::Cmdline(c.to_string())).unwrap_or_default();
+        Config::resolve(&f, &|k| env.get(k).cloned(), &lower)
+    }
+
+    #[test]
+    fn a_configuration_file_stands_where_the_command_line_would() {
+        let path = std::path::Path::new("/etc/agent-config.toml");
+        let text = "server_addr = \"unix:///run/kata-containers/agent.sock\"\nguest_components_procs = \"none\"\nlog_level = \"debug\"\nmax_connections = 64\n";
+        let file = KataFile::parse(path, text).unwrap();
+        let (_, f) = parse_flags(&args(&["-c", "/etc/agent-config.toml"])).unwrap();
+        assert_eq!(f.get("config").map(String::as_str), Some("/etc/agent-config.toml"));
+        let lower = Lower::File(file);
+        let none: HashMap<String, String> = HashMap::new();
+        let c = Config::resolve(&f, &|k| none.get(k).cloned(), &lower).unwrap();
+        assert_eq!(c.server_addr.to_string(), "unix:///run/kata-containers/agent.sock");
+        assert_eq!(c.log_level, slog::Level::Debug);
+        assert_eq!(c.limits.max_connections, 64);
+        assert!(c.notes.iter().any(|n| n.starts_with("guest_components_procs")));
+        // The Kata agent's environment overrides, as with the Kata agent; a flag still wins.
+        let env: HashMap<String, String> =
+            [("KATA_AGENT_SERVER_ADDR".to_string(), "unix:///e.sock".to_string())].into();
+        let c = Config::resolve(&f, &|k| env.get(k).cloned(), &lower).unwrap();
+        assert_eq!(c.server_addr.to_string(), "unix:///e.sock");
+        let (_, f2) = parse_flags(&args(&["--server-addr", "unix:///f.sock"])).unwrap();
+        let c = Config::resolve(&f2, &|k| env.get(k).cloned(), &lower).unwrap();
+        assert_eq!(c.server_addr.to_string(), "unix:///f.sock");
+        // A bad value names the file and its line.
+        let bad = KataFile::parse(path, "log_level = \"debug\"\nhotplug_timeout = \"soon\"\n").unwrap();
+        let e = Config::resolve(&f, &|k| none.get(k).cloned(), &Lower::File(bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/etc/agent-config.toml line 2"), "{e}");
     }
 
     #[test]
