@@ -341,3 +341,72 @@ fn runtime_rs_remote_pause_from_the_pod_vm_bundle() {
     pod.destroy().unwrap();
     assert_torn_down(&pod, "pause bundle");
 }
+
+/// The pod network a peer-pods pod VM has: `podns` (`ip netns add`, as
+/// CAA's `netns@podns.service`), holding the pod's interface with its IP
+/// (here one end of a veth from the agent's own namespace), and a cloud
+/// volume the forwarder mounted at `/run/cloud-volumes/<name>`.
+const POD_VM: &str = "ip netns add podns && ip -n podns link set lo up \
+    && ip link add veth-host type veth peer name eth0 netns podns \
+    && ip -n podns addr add 10.99.0.7/24 dev eth0 && ip -n podns link set eth0 up \
+    && ip addr add 10.99.0.1/24 dev veth-host && ip link set veth-host up \
+    && mkdir -p /run/cloud-volumes/data && mount -t tmpfs cloud-volume /run/cloud-volumes/data \
+    && echo from-the-cloud-volume > /run/cloud-volumes/data/f && ";
+
+#[test]
+#[ignore = "needs root"]
+fn a_peer_pods_pod_as_the_forwarder_rewrites_it_runs_in_podns() {
+    assert!(common::is_root(), "needs root");
+    let pod = Pod::start_isolated_after(POD_VM);
+    let agent_pid = pod.agent.child.id();
+    let podns = bosun::sys::ns::namespace_of(Path::new(&format!("/proc/{agent_pid}/root/run/netns/podns"))).unwrap();
+    let mounts_before = pod.agent.mounts_under("/");
+    // Over this one connection, as the forwarder keeps one for the pod's life.
+    let sb: CreateSandboxRequest = fixture("caa-CreateSandbox.json", &[]);
+    assert!(sb.dns.is_empty(), "the forwarder empties Dns");
+    pod.send_create_sandbox(&sb).unwrap();
+    for c in fixture_list::<CopyFileRequest>("runtime-rs-remote-CopyFile.json") {
+        pod.copy_file(&c).unwrap();
+    }
+    let pause: CreateContainerRequest = fixture("caa-CreateContainer-pause.json", &[]);
+    pod.send_create_container(&pause).unwrap();
+    pod.start_c(&pause.container_id).unwrap();
+    // The workload, its image's rootfs bound where the pull would mount it
+    // (tests/image_pull.rs pulls for real), and a cloud volume as the
+    // forwarder rewrites it: the mount's source made /run/cloud-volumes/<name>.
+    let wl: CreateContainerRequest = fixture("caa-CreateContainer-workload.json", &[]);
+    let mut wl = wl.clone();
+    let mut s = Storage::new();
+    (s.driver, s.source, s.fstype) = (
+        "bind".into(),
+        common::busybox_rootfs(pod.dir()).display().to_string(),
+        "bind".into(),
+    );
+    s.mount_point = wl.storages[0].mount_point.clone();
+    wl.storages = vec![s];
+    let mut vol = bosun_protocols::oci::Mount::new();
+    (vol.destination, vol.source, vol.type_) = ("/data".into(), "/run/cloud-volumes/data".into(), "bind".into());
+    vol.options = vec!["rbind".into(), "rw".into()];
+    wl.OCI.as_mut().unwrap().Mounts.push(vol);
+    pod.send_create_container(&wl).unwrap();
+    let id = wl.container_id.clone();
+    pod.start_c(&id).unwrap();
+    // Every container is in podns: its process's network namespace, and
+    // the interfaces it sees.
+    let listing: serde_json::Value = serde_json::from_str(&pod.diagnostic("containers").unwrap()).unwrap();
+    for c in listing.as_array().unwrap() {
+        let pid = c["pid"].as_i64().unwrap();
+        let net = bosun::sys::ns::namespace_of(Path::new(&format!("/proc/{pid}/ns/net"))).unwrap();
+        assert_eq!(net.inode, podns.inode, "container {} is not in podns", c["id"]);
+    }
+    let p = bosun_client::spec::process(&["sh".into(), "-c".into(), "cat /proc/net/dev /data/f".into()]);
+    pod.exec_with(&id, "probe", p).unwrap();
+    let out = String::from_utf8(pod.read_all(&id, "probe", false).unwrap()).unwrap();
+    assert!(
+        out.contains("eth0:") && !out.contains("veth-host"),
+        "interfaces seen: {out}"
+    );
+    assert!(out.contains("from-the-cloud-volume"), "the cloud volume: {out}");
+    pod.destroy().unwrap();
+    assert_eq!(pod.agent.mounts_under("/"), mounts_before, "mounts left");
+}

@@ -151,6 +151,25 @@ impl Guard {
         Ok(())
     }
 
+    /// A namespace a container may join by path: not the agent's own mount
+    /// namespace (the container's rootfs would be set up, and pivoted
+    /// into, in the agent's).
+    pub fn check_joined_namespace(
+        &self,
+        kind: crate::container::init_config::NsKind,
+        ns: &crate::sys::ns::Namespace,
+    ) -> Result<(), AgentError> {
+        use crate::container::init_config::NsKind;
+        let own = crate::sys::ns::namespace_of(Path::new("/proc/self/ns/mnt")).ok();
+        if kind == NsKind::Mnt && own.is_some_and(|o| o.inode == ns.inode) {
+            return Err(Self::refuse(
+                "set a container up in its own mount namespace",
+                format!("mnt:[{}]", ns.inode),
+            ));
+        }
+        Ok(())
+    }
+
     /// A file CopyFile may write: not one of bosun's files, and inside the
     /// run directory only below its `shared` directory.
     pub fn check_write(&self, dest: &Path) -> Result<(), AgentError> {

@@ -21,10 +21,12 @@ pub struct Agent {
     setup: &'static str,
 }
 
-/// The shell step of an isolated agent: a fresh tmpfs on /run in its own
+/// The shell steps of an isolated agent: a fresh tmpfs on /run in its own
 /// mount namespace, so the fixed paths runtimes use (/run/kata-containers)
-/// are the test's alone and vanish with it.
-const ISOLATED_RUN: &str = "mount -t tmpfs -o mode=0755,size=256m bosun-test-run /run && exec \"$0\" \"$@\"";
+/// are the test's alone and vanish with it; then the test's own set-up
+/// (it may make things under that /run); then bosun.
+const ISOLATED_RUN: &str = "mount -t tmpfs -o mode=0755,size=256m bosun-test-run /run && ";
+const EXEC_AGENT: &str = "exec \"$0\" \"$@\"";
 
 /// Spawns bosun with `args`, its stderr appended to DIR/bosun.log. An
 /// isolated one runs in its own mount, UTS, IPC and network namespaces
@@ -39,7 +41,7 @@ fn spawn(args: &[String], dir: &Path, env: &[(&str, &str)], isolated: bool, net:
         // New mount, UTS and IPC namespaces; the network namespace `net`
         // (a test registry's) or a new one.
         let mut c = bosun_client::local_registry::isolated_command(net);
-        c.args(["sh", "-c", &format!("{setup}{ISOLATED_RUN}")]);
+        c.args(["sh", "-c", &format!("{ISOLATED_RUN}{setup}{EXEC_AGENT}")]);
         c.arg(agent_bin());
         c
     } else {
@@ -247,6 +249,32 @@ pub fn agent_bin() -> PathBuf {
         "{} is missing: build the agent first (`make test` does; or `cargo build --workspace`)",
         bin.display()
     );
+    // A test of the client package does not rebuild the agent: an agent
+    // older than its sources would test yesterday's code.
+    static FRESH: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let newer = FRESH.get_or_init(|| {
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok()?;
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bosun/src");
+        let mut stack = vec![src];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).ok()?.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t > built) {
+                    return Some(p);
+                }
+            }
+        }
+        None
+    });
+    if let Some(p) = newer {
+        panic!(
+            "{} is older than {}: rebuild the agent (`make test` does; or `cargo build --workspace`)",
+            bin.display(),
+            p.display()
+        );
+    }
     bin
 }
 

@@ -117,6 +117,8 @@ fn flag(kind: NsKind) -> NsFlags {
         NsKind::Ipc => NsFlags::CLONE_NEWIPC,
         NsKind::Net => NsFlags::CLONE_NEWNET,
         NsKind::Pid => NsFlags::CLONE_NEWPID,
+        NsKind::User => NsFlags::CLONE_NEWUSER,
+        NsKind::Cgroup => NsFlags::CLONE_NEWCGROUP,
     }
 }
 
@@ -134,8 +136,14 @@ fn enter_namespaces(cfg: &InitConfig) -> Result<(), String> {
             )),
         }
     }
-    // The mount namespace last: after it, /proc is the container's.
-    joins.sort_by_key(|(k, _)| *k == NsKind::Mnt);
+    // A user namespace first (the others are then joined with its
+    // credentials, as runc does); the mount namespace last: after it,
+    // /proc is the container's.
+    joins.sort_by_key(|(k, _)| match k {
+        NsKind::User => 0,
+        NsKind::Mnt => 2,
+        _ => 1,
+    });
     for (kind, f) in &joins {
         sysproc::setns(f, flag(*kind)).map_err(|e| format!("join {} namespace: {e}", kind.proc_name()))?;
     }

@@ -23,6 +23,10 @@ pub enum NsKind {
     Net,
     /// Process ids.
     Pid,
+    /// Users and ids (joined by path only).
+    User,
+    /// The cgroup root (joined by path only).
+    Cgroup,
 }
 
 impl NsKind {
@@ -34,6 +38,8 @@ impl NsKind {
             Self::Ipc => "ipc",
             Self::Net => "net",
             Self::Pid => "pid",
+            Self::User => "user",
+            Self::Cgroup => "cgroup",
         }
     }
 
@@ -47,6 +53,8 @@ impl NsKind {
             "ipc" => Self::Ipc,
             "network" | "net" => Self::Net,
             "pid" => Self::Pid,
+            "user" => Self::User,
+            "cgroup" => Self::Cgroup,
             _ => return None,
         })
     }

@@ -23,6 +23,10 @@ pub struct ContainerSpec {
     pub annotations: HashMap<String, String>,
     /// The spec asks for a pid namespace of its own.
     pub new_pid_ns: bool,
+    /// Namespaces the spec names by path (network, mount, user, cgroup),
+    /// joined as the Kata agent joins them: a peer-pods forwarder adds the
+    /// pod's network namespace (`/run/netns/podns`) to every container.
+    pub joins: Vec<(super::init_config::NsKind, PathBuf)>,
     /// The spec carries a seccomp profile (not applied; see README).
     pub has_seccomp: bool,
     /// Linux.MaskedPaths.

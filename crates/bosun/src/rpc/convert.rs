@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::cgroup::resources::Resources;
-use crate::container::init_config::{CapabilitySets, MountSpec, ProcessSpec};
+use crate::container::init_config::{CapabilitySets, MountSpec, NsKind, ProcessSpec};
 use crate::container::spec::ContainerSpec;
 use crate::error::AgentError;
 use crate::ids::guest_path as check_guest_path;
@@ -233,6 +233,7 @@ pub fn container(spec: Option<&oci::Spec>) -> Result<ContainerSpec, AgentError> 
         hostname: (!spec.Hostname.is_empty()).then(|| spec.Hostname.clone()),
         annotations: spec.Annotations.clone(),
         new_pid_ns,
+        joins: namespace_joins(spec.Linux.as_ref().map(|l| l.Namespaces.as_slice()).unwrap_or(&[]))?,
         resources: resources(spec.Linux.as_ref().and_then(|l| l.Resources.as_ref()))?,
         has_seccomp: spec.Linux.as_ref().is_some_and(|l| l.Seccomp.is_some()),
         masked_paths: guest_paths(
@@ -254,6 +255,31 @@ pub fn container(spec: Option<&oci::Spec>) -> Result<ContainerSpec, AgentError> 
         shared_mounts: Vec::new(),
         guest_devices: Vec::new(),
     })
+}
+
+/// OCI namespaces with a path: network, mount, user and cgroup ones are
+/// joined; the sandbox's own ipc, uts and pid are used whatever path a
+/// spec names, as the Kata agent does.
+fn namespace_joins(v: &[oci::LinuxNamespace]) -> Result<Vec<(NsKind, PathBuf)>, AgentError> {
+    cap("OCI.Linux.Namespaces", v, MAX_ITEMS)?;
+    let mut out = Vec::new();
+    for n in v.iter().filter(|n| !n.Path.is_empty()) {
+        let kind = NsKind::from_oci(&n.Type).ok_or_else(|| {
+            AgentError::invalid(
+                "OCI.Linux.Namespaces",
+                format!(
+                    "{:?} with a path: network, mount, user, cgroup, ipc, uts or pid",
+                    n.Type
+                ),
+            )
+        })?;
+        if matches!(kind, NsKind::Net | NsKind::Mnt | NsKind::User | NsKind::Cgroup) {
+            let path = check_guest_path("OCI.Linux.Namespaces.path", &n.Path)?;
+            out.retain(|(k, _)| *k != kind);
+            out.push((kind, path));
+        }
+    }
+    Ok(out)
 }
 
 fn guest_paths(field: &'static str, v: &[String]) -> Result<Vec<PathBuf>, AgentError> {

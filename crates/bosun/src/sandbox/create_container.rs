@@ -107,6 +107,7 @@ impl Sandbox {
         let is_pause = undo.is_pause();
         self.check_storages(&storages)?;
         self.check_oci_mounts(&spec.mounts)?;
+        self.check_namespaces(&spec.joins)?;
         // `_pulled` pins the image's layers until the overlay's ledger entry names them.
         let (storages, _pulled) = self
             .until_closing(self.guest_pull(&id, storages, is_pause, deadline))
@@ -220,7 +221,12 @@ impl Sandbox {
         if own_pid_ns {
             namespaces.push((NsKind::Pid, NsMode::New));
         }
-        // The pod's network namespace is the agent's (the guest's), as in Kata.
+        // Namespaces the spec names by path replace what bosun would make;
+        // the pod's network is otherwise the agent's (the guest's), as in Kata.
+        for (kind, path) in &spec.joins {
+            namespaces.retain(|(k, _)| k != kind);
+            namespaces.push((*kind, NsMode::Join(path.clone())));
+        }
         let builtin = pause.is_none() && rootfs_absent(spec.rootfs.as_deref());
         let hostname = match pause {
             None => spec

@@ -62,7 +62,19 @@ impl Sandbox {
             });
         }
         let pid = c.init.pid;
-        let kinds = [NsKind::Uts, NsKind::Ipc, NsKind::Net, NsKind::Pid, NsKind::Mnt];
+        let mut kinds = vec![NsKind::Uts, NsKind::Ipc, NsKind::Net, NsKind::Pid, NsKind::Mnt];
+        // A user or cgroup namespace the container joined by path (joining
+        // the agent's own again is refused by the kernel).
+        for k in [NsKind::User, NsKind::Cgroup] {
+            let theirs =
+                crate::sys::ns::namespace_of(std::path::Path::new(&format!("/proc/{pid}/ns/{}", k.proc_name())));
+            let ours = crate::sys::ns::namespace_of(std::path::Path::new(&format!("/proc/self/ns/{}", k.proc_name())));
+            if let (Ok(t), Ok(o)) = (theirs, ours) {
+                if t.inode != o.inode {
+                    kinds.insert(0, k);
+                }
+            }
+        }
         let cfg = InitConfig {
             cgroup: c.cgroup.as_ref().map(|c| c.join()).unwrap_or_default(),
             namespaces: kinds.iter().map(|k| (*k, ns_path(pid, *k))).collect(),

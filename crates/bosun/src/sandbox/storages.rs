@@ -72,4 +72,31 @@ impl Sandbox {
         }
         Ok(())
     }
+
+    /// Namespaces a spec names by path: each must be a namespace of its
+    /// kind; the agent's own mount namespace is refused (a container set
+    /// up in it would pivot the agent's root).
+    pub(crate) fn check_namespaces(
+        &self,
+        joins: &[(crate::container::init_config::NsKind, std::path::PathBuf)],
+    ) -> Result<(), AgentError> {
+        use crate::sys::ns::namespace_of;
+        for (kind, path) in joins {
+            let ns = namespace_of(path)
+                .map_err(|e| AgentError::invalid("OCI.Linux.Namespaces.path", format!("{}: {e}", path.display())))?;
+            if ns.kind != kind.proc_name() {
+                return Err(AgentError::invalid(
+                    "OCI.Linux.Namespaces.path",
+                    format!(
+                        "{} is a {} namespace, not a {} one",
+                        path.display(),
+                        ns.kind,
+                        kind.proc_name()
+                    ),
+                ));
+            }
+            self.guard.check_joined_namespace(*kind, &ns)?;
+        }
+        Ok(())
+    }
 }

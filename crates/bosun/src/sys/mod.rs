@@ -12,6 +12,7 @@ pub mod fsnode;
 pub mod guest;
 pub mod identity;
 pub mod mount;
+pub mod ns;
 pub mod process;
 pub mod socket;
 pub mod spawn;
