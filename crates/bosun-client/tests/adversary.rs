@@ -1053,3 +1053,38 @@ fn a_spec_without_a_proc_mount_starts() {
     assert_eq!(pod.read_all("w", "", false).unwrap(), b"no-proc\n");
     assert_nothing_left(&pod, &before, "no /proc");
 }
+
+#[test]
+#[ignore = "needs root"]
+fn namespaces_by_path_must_be_namespaces_of_their_kind() {
+    let (pod, rootfs, before) = isolated();
+    pod.create_sandbox("ns", true).unwrap();
+    pod.create("pause", pause_spec(None)).unwrap();
+    let agent = pod.agent.child.id();
+    let cases = [
+        ("network", "/etc/hostname".to_string(), ttrpc::Code::INVALID_ARGUMENT),
+        (
+            "network",
+            format!("/proc/{agent}/ns/mnt"),
+            ttrpc::Code::INVALID_ARGUMENT,
+        ),
+        ("mount", format!("/proc/{agent}/ns/mnt"), ttrpc::Code::PERMISSION_DENIED),
+        ("network", "relative/net".to_string(), ttrpc::Code::INVALID_ARGUMENT),
+        ("time", "/proc/self/ns/time".to_string(), ttrpc::Code::INVALID_ARGUMENT),
+    ];
+    for (i, (kind, path, want)) in cases.iter().enumerate() {
+        let mut oci = spec(Some(&rootfs), &["true"]);
+        let mut n = bosun_protocols::oci::LinuxNamespace::new();
+        (n.Type, n.Path) = (kind.to_string(), path.clone());
+        oci.Linux.as_mut().unwrap().Namespaces.push(n);
+        let got = code(pod.send_create_container(&create_request("w", oci, vec![])));
+        assert_eq!(got, *want, "test[{i}]: {kind} {path}");
+    }
+    // The agent's own network namespace, by path: allowed (it is the default).
+    let mut oci = spec(Some(&rootfs), &["true"]);
+    let mut n = bosun_protocols::oci::LinuxNamespace::new();
+    (n.Type, n.Path) = ("network".into(), format!("/proc/{agent}/ns/net"));
+    oci.Linux.as_mut().unwrap().Namespaces.push(n);
+    pod.send_create_container(&create_request("w", oci, vec![])).unwrap();
+    assert_nothing_left(&pod, &before, "namespaces by path");
+}
