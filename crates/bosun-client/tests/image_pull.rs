@@ -438,6 +438,37 @@ fn stalled_registry_is_unavailable_and_leaves_nothing() {
     pod.destroy().unwrap();
 }
 
+/// A transfer cut mid-blob is resumed with a Range request where it
+/// stopped, not fetched again, and the layer still verifies.
+#[test]
+#[ignore = "needs root"]
+fn a_cut_blob_is_resumed_where_it_stopped() {
+    assert!(common::is_root(), "needs root");
+    let Proxied {
+        reg,
+        proxy,
+        image,
+        built,
+    } = proxied("cut", &busybox_and_big(2, 5, Comp::Gzip));
+    let pod = remote_pod(&reg, &[]);
+    // The big layer's answer is cut after 256 KiB of it.
+    let big = built.layers.last().unwrap().clone();
+    *proxy.cut_blob.lock().unwrap() = Some((big.clone(), 256 << 10));
+    let wl = workload(&pod, &image, "cut");
+    pod.send_create_container(&wl).unwrap();
+    assert!(proxy.cut_blob.lock().unwrap().is_none(), "the cut was never made");
+    let requests = proxy.requests.lock().unwrap().clone();
+    let resumed: Vec<&String> = requests
+        .iter()
+        .filter(|l| l.to_ascii_lowercase().starts_with("range: bytes=") && !l.ends_with("=0-"))
+        .collect();
+    assert!(!resumed.is_empty(), "no Range request: {requests:#?}");
+    assert_eq!(proxy.blob_gets(&big), 2, "the cut layer: one GET, then one resumed");
+    pod.start_c("cut").unwrap();
+    pod.remove("cut").unwrap();
+    pod.destroy().unwrap();
+}
+
 /// A registry answering 503 (overloaded, restarting): bosun retries with
 /// backoff and pulls; one that keeps failing is UNAVAILABLE after the
 /// bounded retries, with nothing left.

@@ -256,6 +256,9 @@ pub struct Proxy {
     /// The next this many connections get `503 Service Unavailable` to
     /// their first request, and are closed.
     pub fail_next: AtomicUsize,
+    /// The answer to the next GET of this blob is cut (the connection
+    /// closed) after this many bytes; then never again.
+    pub cut_blob: Mutex<Option<(String, u64)>>,
 }
 
 impl Proxy {
@@ -266,6 +269,7 @@ impl Proxy {
             requests: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
             fail_next: AtomicUsize::new(0),
+            cut_blob: Mutex::new(None),
         });
         let listener = ns
             .run(|| TcpListener::bind(("127.0.0.1", PROXY_PORT)).expect("bind proxy port"))
@@ -319,6 +323,10 @@ impl Proxy {
         };
         let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
         let p = self.clone();
+        // Set (to how many bytes to let through) when this connection asks
+        // for the blob to cut.
+        let cut_at = Arc::new(AtomicU64::new(u64::MAX));
+        let cut_up = cut_at.clone();
         // Requests: client → registry, lines recorded.
         let up = std::thread::spawn(move || {
             let mut buf = [0u8; 16384];
@@ -328,8 +336,18 @@ impl Proxy {
                     Ok(n) => n,
                 };
                 let text = String::from_utf8_lossy(&buf[..n]);
-                for l in text.lines().filter(|l| l.starts_with("GET ") || l.starts_with("HEAD ")) {
+                for l in text.lines().filter(|l| {
+                    l.starts_with("GET ") || l.starts_with("HEAD ") || l.to_ascii_lowercase().starts_with("range:")
+                }) {
                     p.requests.lock().unwrap().push(l.to_string());
+                    let mut cut = p.cut_blob.lock().unwrap();
+                    if cut
+                        .as_ref()
+                        .is_some_and(|(d, _)| l.starts_with("GET ") && l.contains(&format!("/blobs/{d}")))
+                    {
+                        let (_, after) = cut.take().unwrap();
+                        cut_up.store(after, Ordering::Relaxed);
+                    }
                 }
                 if s_write.write_all(&buf[..n]).is_err() {
                     break;
@@ -340,7 +358,15 @@ impl Proxy {
         let (mut s_read, mut c_write) = (server, client);
         let mut buf = [0u8; 16384];
         let mut sent = 0u64;
+        let mut counting_from = None;
         loop {
+            let cut = cut_at.load(Ordering::Relaxed);
+            if cut != u64::MAX {
+                let from = *counting_from.get_or_insert(sent);
+                if sent - from >= cut {
+                    break; // cut: the connection closes mid-answer
+                }
+            }
             let n = match s_read.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,

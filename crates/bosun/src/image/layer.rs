@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
-use slog::{info, Logger};
+use slog::{info, warn, Logger};
 
 use super::manifest::{Compression, Descriptor};
 use super::reference::Reference;
-use super::registry::Registry;
+use super::registry::{Registry, RegistryError};
 use super::unpack::{self, Limits, Stats};
 use super::PullError;
 
@@ -163,6 +163,15 @@ fn run<D: Read>(
     })
 }
 
+/// Resumptions of one blob's transfer after it broke mid-way.
+const MAX_RESUMES: u32 = 3;
+
+/// The first byte a 206 answer carries (`Content-Range: bytes N-M/T`).
+fn content_range_from(resp: &hyper::Response<hyper::body::Incoming>) -> Option<u64> {
+    let v = resp.headers().get(hyper::header::CONTENT_RANGE)?.to_str().ok()?;
+    v.strip_prefix("bytes ")?.split('-').next()?.trim().parse().ok()
+}
+
 /// Downloads and unpacks `desc` (whose tar must hash to `diff_id`) into
 /// `tmp`; the caller renames it into place.
 pub async fn fetch(
@@ -194,10 +203,21 @@ pub async fn fetch(
     let worker = tokio::task::spawn_blocking(move || unpack_counted(reader, &expected, size, comp, &dest, limits));
     let mut body = resp.into_body();
     let (start, mut last_log, mut sent) = (Instant::now(), Instant::now(), 0u64);
+    let (mut resumes, mut skip) = (0u32, 0u64);
     let short = &desc.digest[7..19];
     let net = loop {
-        match registry.next_chunk(r, &mut body).await {
-            Ok(Some(chunk)) => {
+        let broke = match registry.next_chunk(r, &mut body).await {
+            Ok(Some(mut chunk)) => {
+                // A registry that answered a Range request whole: drop what
+                // was already passed on.
+                if skip > 0 {
+                    let n = skip.min(chunk.len() as u64);
+                    skip -= n;
+                    chunk = chunk.slice(n as usize..);
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                }
                 sent += chunk.len() as u64;
                 if tx.send(Ok(chunk)).await.is_err() {
                     break Ok(()); // the unpacker stopped; its error says why
@@ -207,8 +227,35 @@ pub async fn fetch(
                     info!(log, "pulling layer"; "image" => %r, "layer" => short, "bytes" => sent, "total" => desc.size,
                         "mb_per_s" => format!("{:.1}", sent as f64 / 1e6 / start.elapsed().as_secs_f64()));
                 }
+                continue;
             }
-            Ok(None) => break Ok(()),
+            // The whole blob came; a short one is left to the size check.
+            Ok(None) if sent >= desc.size => break Ok(()),
+            Ok(None) => RegistryError::Unavailable {
+                registry: r.registry.clone(),
+                reason: format!("blob {} ended at byte {sent} of {}", desc.digest, desc.size),
+            },
+            Err(e) => e,
+        };
+        // A transfer that broke after some bytes is resumed where it
+        // stopped (the bytes go on into the same verifying unpacker), not
+        // fetched again.
+        if sent == 0 || resumes >= MAX_RESUMES || !matches!(broke, RegistryError::Unavailable { .. }) {
+            let _ = tx.send(Err(broke.to_string())).await;
+            break Err(broke);
+        }
+        resumes += 1;
+        warn!(log, "layer transfer broke; resuming"; "image" => %r, "layer" => short, "at" => sent, "error" => %broke);
+        match registry.blob_from(r, &desc.digest, sent).await {
+            Ok(resp) => {
+                skip = if resp.status() == hyper::StatusCode::PARTIAL_CONTENT && content_range_from(&resp) == Some(sent)
+                {
+                    0
+                } else {
+                    sent
+                };
+                body = resp.into_body();
+            }
             Err(e) => {
                 let _ = tx.send(Err(e.to_string())).await;
                 break Err(e);

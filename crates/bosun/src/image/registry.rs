@@ -180,8 +180,22 @@ impl Registry {
 
     /// GETs a blob; the caller streams the body (see `next_chunk`).
     pub async fn blob(&self, r: &Reference, digest: &str) -> Result<Response<Incoming>, RegistryError> {
+        self.blob_from(r, digest, 0).await
+    }
+
+    /// GETs a blob from byte `offset` on (a Range request, to resume a
+    /// transfer that broke); the answer says whether the registry honoured
+    /// it (206 with `Content-Range: bytes OFFSET-`) or sent it whole (200).
+    pub async fn blob_from(
+        &self,
+        r: &Reference,
+        digest: &str,
+        offset: u64,
+    ) -> Result<Response<Incoming>, RegistryError> {
         let url = format!("{}/blobs/{digest}", self.base(r));
-        self.get(r, &url, None, &format!("blob {digest}")).await
+        let range = (offset > 0).then(|| format!("bytes={offset}-"));
+        self.get_ranged(r, &url, None, range.as_deref(), &format!("blob {digest}"))
+            .await
     }
 
     /// The next chunk of a body, `None` at its end; a wait longer than the
@@ -244,6 +258,17 @@ impl Registry {
         accept: Option<&str>,
         what: &str,
     ) -> Result<Response<Incoming>, RegistryError> {
+        self.get_ranged(r, url, accept, None, what).await
+    }
+
+    async fn get_ranged(
+        &self,
+        r: &Reference,
+        url: &str,
+        accept: Option<&str>,
+        range: Option<&str>,
+        what: &str,
+    ) -> Result<Response<Incoming>, RegistryError> {
         let scope_key = format!("{}/{}", r.api_host(), r.repository);
         let mut url = url.to_string();
         let (mut attempt, mut redirects, mut challenged) = (0u32, 0usize, false);
@@ -259,6 +284,9 @@ impl Registry {
             }
             if let Some(a) = accept {
                 req = req.header(header::ACCEPT, a);
+            }
+            if let Some(range) = range {
+                req = req.header(header::RANGE, range);
             }
             // Credentials go to the registry itself only, never to the
             // blob store it redirects to.
