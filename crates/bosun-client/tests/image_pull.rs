@@ -23,6 +23,12 @@ const FIXTURE_CID: &str = "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3
 /// A pod as runtime-rs starts one in remote-hypervisor mode: sandbox, the
 /// pod's files by CopyFile, the pause pulled as "pause".
 fn remote_pod(reg: &TestRegistry, extra: &[&str]) -> Pod {
+    remote_pod_after(reg, extra, "")
+}
+
+/// As `remote_pod`, the agent started after the shell steps `setup` in its
+/// own namespaces (see `Agent::start_after`).
+fn remote_pod_after(reg: &TestRegistry, extra: &[&str], setup: &str) -> Pod {
     let mut flags = vec![
         "--insecure-registries",
         "127.0.0.1:5000,127.0.0.1:5001",
@@ -30,7 +36,7 @@ fn remote_pod(reg: &TestRegistry, extra: &[&str]) -> Pod {
         "3",
     ];
     flags.extend_from_slice(extra);
-    let pod = Pod::start_in_net(reg.ns.path(), &flags);
+    let pod = Pod::start_after(true, Some(reg.ns.path()), &flags, setup);
     let sb: CreateSandboxRequest = fixture("runtime-rs-remote-CreateSandbox.json", &[]);
     pod.send_create_sandbox(&sb).unwrap();
     let pause: CreateContainerRequest = fixture("runtime-rs-remote-CreateContainer-pause.json", &[]);
@@ -553,6 +559,70 @@ fn basic_auth_registry() {
     pod.send_create_container(&workload(&pod, &reg.image("private", "v1"), "authed"))
         .unwrap();
     run_remove_destroy_unlogged(&pod, "authed");
+}
+
+/// Bytes used on the filesystem holding `p` (statfs: what it takes of RAM
+/// when that is a tmpfs).
+fn fs_used(p: &Path) -> u64 {
+    let out = std::process::Command::new("stat")
+        .args(["-f", "-c", "%b %f %S"])
+        .arg(p)
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u64> = t.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    (v[0] - v[1]) * v[2]
+}
+
+/// A pod VM as cloud-api-adaptor provisions one: initdata's credentials at
+/// /run/peerpod/auth.json and the scratch disk mounted at
+/// /run/kata-containers/image. With no flag naming either, bosun pulls a
+/// private image with those credentials into that store, and the pull puts
+/// nothing in RAM elsewhere (the run dir and /run stay as they were).
+#[test]
+#[ignore = "needs root"]
+fn a_pod_vm_credentials_and_scratch_disk_are_used_unasked() {
+    assert!(common::is_root(), "needs root");
+    let reg = TestRegistry::basic();
+    let creds = format!("{}:{}", common::registry::USER, common::registry::PASSWORD);
+    reg.push("private", "v1", &busybox_and_big(8, 11, Comp::Gzip), Some(&creds));
+    let auth = creds_file(reg.dir.path(), "127.0.0.1:5000");
+    // The scratch disk is a tmpfs here: a mount of its own, as the disk is.
+    let setup = format!(
+        "mkdir -p /run/peerpod /run/kata-containers/image && cp {auth} /run/peerpod/auth.json && \
+         mount -t tmpfs -o size=128m podvm-scratch /run/kata-containers/image && "
+    );
+    // The run dir where a pod VM has it, on /run (RAM): the agent's own
+    // tmpfs here, so no other test's files count.
+    let pod = remote_pod_after(&reg, &["--run-dir", "/run/bosun"], &setup);
+    let log = pod.agent.log();
+    assert!(log.contains("the pod VM's /run/peerpod/auth.json"), "{log}");
+    let scratch = pod.agent.seen("/run/kata-containers/image");
+    let run = pod.agent.seen("/run");
+    let before = (fs_used(&scratch), fs_used(&run));
+    pod.send_create_container(&workload(&pod, &reg.image("private", "v1"), "scratch"))
+        .unwrap();
+    let after = (fs_used(&scratch), fs_used(&run));
+    let (disk, ram) = (after.0 - before.0, after.1.saturating_sub(before.1));
+    eprintln!(
+        "pull of 8 MiB: scratch disk +{} KiB, /run +{} KiB",
+        disk >> 10,
+        ram >> 10
+    );
+    assert!(disk >= 8 << 20, "the layers went to the scratch disk: {disk} bytes");
+    assert!(scratch.join("layers").is_dir() && !pod.agent.seen("/run/bosun/images").exists());
+    assert!(
+        ram < 1 << 20,
+        "/run (tmpfs, the run dir's) grew {ram} bytes during the pull"
+    );
+    run_remove_destroy_unlogged(&pod, "scratch");
+    // The scratch disk is the pod VM's: its root stays, bosun's files go
+    // with the last container.
+    assert!(scratch.is_dir(), "the mount point was removed");
+    let left: Vec<_> = std::fs::read_dir(scratch.join("containers"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "container dirs left: {left:?}");
 }
 
 /// The bearer-token flow: the registry's challenge names the token

@@ -18,7 +18,7 @@ pub struct Agent {
     /// A network namespace to run in (`/proc/PID/ns/net`) instead of a new one.
     net: Option<PathBuf>,
     /// Shell commands an isolated agent runs in its namespaces first.
-    setup: &'static str,
+    setup: String,
 }
 
 /// The shell steps of an isolated agent: a fresh tmpfs on /run in its own
@@ -92,7 +92,7 @@ impl Agent {
         extra: &[&str],
         isolated: bool,
         net: Option<PathBuf>,
-        setup: &'static str,
+        setup: &str,
     ) -> Self {
         // Every agent gets its own run dir (never the machine's /run/bosun).
         let mut args: Vec<String> = vec![
@@ -118,7 +118,7 @@ impl Agent {
             args,
             isolated,
             net,
-            setup,
+            setup: setup.to_string(),
         };
         a.wait_ready();
         a
@@ -139,7 +139,7 @@ impl Agent {
             env,
             self.isolated,
             self.net.as_deref(),
-            self.setup,
+            &self.setup,
         );
     }
 

@@ -91,7 +91,7 @@ impl Pod {
     }
 
     /// Starts bosun isolated, after `setup` (see `Agent::start_after`).
-    pub fn start_isolated_after(setup: &'static str) -> Self {
+    pub fn start_isolated_after(setup: &str) -> Self {
         Self::start_after(true, None, &[], setup)
     }
 
@@ -99,7 +99,9 @@ impl Pod {
         Self::start_after(isolated, net, extra, "")
     }
 
-    fn start_after(isolated: bool, net: Option<std::path::PathBuf>, extra: &[&str], setup: &'static str) -> Self {
+    /// Starts bosun with `extra` flags, isolated (in the network namespace
+    /// `net`, or a new one) after `setup`, or not.
+    pub fn start_after(isolated: bool, net: Option<std::path::PathBuf>, extra: &[&str], setup: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
         let addr = bosun::transport::Address::Unix(dir.path().join("bosun.sock"));

@@ -16,9 +16,11 @@ use crate::transport::Address;
 
 mod kata_file;
 mod options;
+mod podvm;
 
 pub use kata_file::KataFile;
 pub use options::{usage, OptionSpec, OPTIONS};
+pub use podvm::PodVmFiles;
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,12 +192,13 @@ pub fn parse_cmdline(text: &str) -> HashMap<String, String> {
 
 impl Config {
     /// Resolves every option from flags, then `env`, then `lower` (the
-    /// already-read kernel command line or configuration file), then the
-    /// default.
+    /// already-read kernel command line or configuration file), then what
+    /// a pod VM provides (`podvm`), then the default.
     pub fn resolve(
         flags: &HashMap<&'static str, String>,
         env: &dyn Fn(&str) -> Option<String>,
         lower: &Lower,
+        podvm: &PodVmFiles,
     ) -> Result<Self, ConfigError> {
         let kv = match lower {
             Lower::Cmdline(text) => parse_cmdline(text),
@@ -220,6 +223,7 @@ impl Config {
             }
             found
         };
+        let mut from_podvm = Vec::new();
         let bad = |option, (value, source_name): (String, String), reason: String| ConfigError::InvalidValue {
             option,
             value,
@@ -292,7 +296,13 @@ impl Config {
             return Err(bad("pause-bundle", v, "expected an absolute path without '..'".into()));
         }
         let image_dir = match pick("image-dir") {
-            None => run_dir.join("images"),
+            None => match &podvm.image_mount {
+                Some(m) => {
+                    from_podvm.push(("image-dir", format!("the pod VM's scratch disk {}", m.display())));
+                    m.clone()
+                }
+                None => run_dir.join("images"),
+            },
             Some(v) if PathBuf::from(&v.0).is_absolute() && !v.0.contains("..") => PathBuf::from(&v.0),
             Some(v) => return Err(bad("image-dir", v, "expected an absolute path without '..'".into())),
         };
@@ -313,7 +323,14 @@ impl Config {
                 "expected host[:port] names, comma separated".into(),
             ));
         }
-        let auths = match pick("registry-auth-file") {
+        let auth_file = pick("registry-auth-file").or_else(|| {
+            podvm.auth_file.as_ref().map(|p| {
+                let shown = p.display().to_string();
+                from_podvm.push(("registry-auth-file", format!("the pod VM's {shown}")));
+                (shown.clone(), format!("the pod VM's {shown}"))
+            })
+        });
+        let auths = match auth_file {
             None => Default::default(),
             Some(v) => {
                 let text =
@@ -393,7 +410,7 @@ impl Config {
             run_dir,
             cgroup_parent,
             poweroff_on_destroy,
-            sources,
+            sources: sources.into_iter().chain(from_podvm).collect(),
         })
     }
 }
@@ -463,7 +480,7 @@ mod tests {
         let (_, f) = parse_flags(&args(flags))?;
         let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let lower = cmdline.map(|c| Lower::Cmdline(c.to_string())).unwrap_or_default();
-        Config::resolve(&f, &|k| env.get(k).cloned(), &lower)
+        Config::resolve(&f, &|k| env.get(k).cloned(), &lower, &PodVmFiles::default())
     }
 
     #[test]
@@ -475,7 +492,7 @@ mod tests {
         assert_eq!(f.get("config").map(String::as_str), Some("/etc/agent-config.toml"));
         let lower = Lower::File(file);
         let none: HashMap<String, String> = HashMap::new();
-        let c = Config::resolve(&f, &|k| none.get(k).cloned(), &lower).unwrap();
+        let c = Config::resolve(&f, &|k| none.get(k).cloned(), &lower, &PodVmFiles::default()).unwrap();
         assert_eq!(c.server_addr.to_string(), "unix:///run/kata-containers/agent.sock");
         assert_eq!(c.log_level, slog::Level::Debug);
         assert_eq!(c.limits.max_connections, 64);
@@ -483,14 +500,14 @@ mod tests {
         // The Kata agent's environment overrides, as with the Kata agent; a flag still wins.
         let env: HashMap<String, String> =
             [("KATA_AGENT_SERVER_ADDR".to_string(), "unix:///e.sock".to_string())].into();
-        let c = Config::resolve(&f, &|k| env.get(k).cloned(), &lower).unwrap();
+        let c = Config::resolve(&f, &|k| env.get(k).cloned(), &lower, &PodVmFiles::default()).unwrap();
         assert_eq!(c.server_addr.to_string(), "unix:///e.sock");
         let (_, f2) = parse_flags(&args(&["--server-addr", "unix:///f.sock"])).unwrap();
-        let c = Config::resolve(&f2, &|k| env.get(k).cloned(), &lower).unwrap();
+        let c = Config::resolve(&f2, &|k| env.get(k).cloned(), &lower, &PodVmFiles::default()).unwrap();
         assert_eq!(c.server_addr.to_string(), "unix:///f.sock");
         // A bad value names the file and its line.
         let bad = KataFile::parse(path, "log_level = \"debug\"\nhotplug_timeout = \"soon\"\n").unwrap();
-        let e = Config::resolve(&f, &|k| none.get(k).cloned(), &Lower::File(bad))
+        let e = Config::resolve(&f, &|k| none.get(k).cloned(), &Lower::File(bad), &PodVmFiles::default())
             .unwrap_err()
             .to_string();
         assert!(e.contains("/etc/agent-config.toml line 2"), "{e}");
@@ -606,6 +623,43 @@ mod tests {
         std::fs::write(&f, r#"{"auths":{"r.local":{"username":"u","password":"p"}}}"#).unwrap();
         let c = resolve(&[], &[("BOSUN_REGISTRY_AUTH_FILE", f.to_str().unwrap())], None).unwrap();
         assert_eq!(c.registry.auths["r.local"].user, "u");
+    }
+
+    /// The pod VM's files stand in only for settings given no other way.
+    #[test]
+    fn pod_vm_files_are_the_last_word_before_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let found = dir.path().join("peerpod-auth.json");
+        std::fs::write(&found, r#"{"auths":{"found.local":{"username":"u","password":"p"}}}"#).unwrap();
+        let given = dir.path().join("given.json");
+        std::fs::write(&given, r#"{"auths":{"given.local":{"username":"g","password":"p"}}}"#).unwrap();
+        let podvm = PodVmFiles {
+            auth_file: Some(found.clone()),
+            image_mount: Some(PathBuf::from("/run/kata-containers/image")),
+        };
+        let at = |flags: &[&str]| {
+            let (_, f) = parse_flags(&args(flags)).unwrap();
+            Config::resolve(&f, &|_| None, &Lower::None, &podvm).unwrap()
+        };
+        let c = at(&[]);
+        assert!(
+            c.registry.auths.contains_key("found.local"),
+            "{:?}",
+            c.registry.auths.keys()
+        );
+        assert_eq!(c.image_dir, PathBuf::from("/run/kata-containers/image"));
+        assert!(c
+            .sources
+            .iter()
+            .any(|(k, s)| *k == "registry-auth-file" && s.contains("pod VM")));
+        let c = at(&["--registry-auth-file", given.to_str().unwrap(), "--image-dir", "/disk"]);
+        assert!(c.registry.auths.contains_key("given.local") && !c.registry.auths.contains_key("found.local"));
+        assert_eq!(c.image_dir, PathBuf::from("/disk"));
+        // A bad pod-VM file is a start-up error naming it, as a bad flag is.
+        std::fs::write(&found, "{").unwrap();
+        let (_, f) = parse_flags(&args(&[])).unwrap();
+        let e = Config::resolve(&f, &|_| None, &Lower::None, &podvm).unwrap_err();
+        assert!(e.to_string().contains("peerpod-auth.json"), "{e}");
     }
 
     #[test]

@@ -596,6 +596,8 @@ mod tests {
         assert_eq!(a["r.io:5000"].user, "a");
         assert_eq!(format!("{:?}", a["docker.io"]), "Credentials(\"u\", <redacted>)");
         assert!(parse_auth_file(r#"{"auths":{"x":{}}}"#).is_err());
+        // The empty file a CAA pod VM places at /run/peerpod/auth.json.
+        assert!(parse_auth_file("{\n  \"auths\": {}\n}\n").unwrap().is_empty());
         assert!(parse_auth_file(r#"{"auths":{"x":{"auth":"bm9jb2xvbg=="}}}"#).is_err());
     }
 
