@@ -11,15 +11,17 @@ what=${1:?usage: setup.sh run|test|vm-test|bench|ci}
 # mkfs.ext4 (block storage tests); qemu-system-x86, cpio, bc: the guest
 # image and the VM test; kmod: depmod, for the guest's modules.dep;
 # docker-registry, skopeo, openssl: the image-pull tests' registry, its
-# pushes and its token signing (tests/image_pull.rs, the VM test, the bench).
+# pushes and its token signing (tests/image_pull.rs, the VM test, the bench);
+# tinyproxy-bin: the HTTP proxy the pulls go through in tests (the binary
+# only: Debian's tinyproxy package would also start a system service).
 base="util-linux iproute2 gcc make busybox-static"
 registry="docker-registry skopeo openssl"
 case "$what" in
   run) pkgs="$base" ;;
-  test) pkgs="$base e2fsprogs $registry" ;;
+  test) pkgs="$base e2fsprogs $registry tinyproxy-bin" ;;
   vm-test) pkgs="$base e2fsprogs qemu-system-x86 cpio bc kmod $registry" ;;
   bench) pkgs="$base $registry" ;;
-  ci) pkgs="$base e2fsprogs qemu-system-x86 cpio bc kmod $registry" ;;
+  ci) pkgs="$base e2fsprogs qemu-system-x86 cpio bc kmod $registry tinyproxy-bin" ;;
   *) echo "setup.sh: unknown target $what" >&2; exit 2 ;;
 esac
 

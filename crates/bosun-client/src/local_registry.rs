@@ -145,6 +145,11 @@ pub struct Registry {
 impl Registry {
     /// Starts `docker-registry` in `ns` on `port`, its storage under `dir`.
     pub fn start(ns: &NetNs, dir: &Path, port: u16, auth: &Auth) -> io::Result<Self> {
+        Self::start_tls(ns, dir, port, auth, None)
+    }
+
+    /// As `start`, serving HTTPS with `tls` (PEM certificate, key) if given.
+    pub fn start_tls(ns: &NetNs, dir: &Path, port: u16, auth: &Auth, tls: Option<(&Path, &Path)>) -> io::Result<Self> {
         std::fs::create_dir_all(dir.join("data"))?;
         let auth_yaml = match auth {
             Auth::None => String::new(),
@@ -160,8 +165,16 @@ impl Registry {
             ),
         };
         let addr = format!("127.0.0.1:{port}");
+        let tls_yaml = match tls {
+            Some((cert, key)) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{tls_yaml}{auth_yaml}",
             dir.join("data").display()
         );
         std::fs::write(dir.join("config.yml"), config)?;

@@ -625,6 +625,136 @@ fn a_pod_vm_credentials_and_scratch_disk_are_used_unasked() {
     assert!(left.is_empty(), "container dirs left: {left:?}");
 }
 
+/// A registries.conf as a cluster behind a proxy has one: an origin that
+/// does not exist here, a mirror that refuses connections, then a mirror
+/// that serves the image; and a blocked prefix. bosun reaches them only
+/// through tinyproxy (the `https_proxy` of the Kata agent's file), skips
+/// the dead mirror, pulls from the live one, and refuses the blocked name.
+#[test]
+#[ignore = "needs root"]
+fn pulled_through_a_proxy_from_a_mirror() {
+    assert!(common::is_root(), "needs root");
+    let reg = TestRegistry::anonymous();
+    reg.push("mirror/team/app", "v1", &[(busybox_layer(), Comp::Gzip)], None);
+    reg.push("held/app", "v1", &[(busybox_layer(), Comp::Gzip)], None);
+    let proxy = common::registry::Tinyproxy::start(&reg.ns, reg.dir.path());
+    let conf = reg.dir.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        r#"
+[[registry]]
+prefix = "origin.example/team"
+location = "origin.example/team"
+
+[[registry.mirror]]
+location = "127.0.0.1:5009/dead"
+insecure = true
+
+[[registry.mirror]]
+location = "127.0.0.1:5000/mirror/team"
+insecure = true
+
+[[registry]]
+prefix = "127.0.0.1:5000/held"
+blocked = true
+"#,
+    )
+    .unwrap();
+    let pod = remote_pod(
+        &reg,
+        &[
+            "--registries-conf",
+            conf.to_str().unwrap(),
+            "--https-proxy",
+            &proxy.url(),
+            "--registry-timeout",
+            "5",
+        ],
+    );
+    pod.send_create_container(&workload(&pod, "origin.example/team/app:v1", "mirrored"))
+        .unwrap();
+    pod.start_c("mirrored").unwrap();
+    let (code, out) = run_in(&pod, "mirrored", "e1", "echo from-the-mirror");
+    assert_eq!((code, out.trim()), (0, "from-the-mirror"));
+    let log = pod.agent.log_with(&["pulling from a mirror"]);
+    assert!(
+        log.contains("127.0.0.1:5009/dead/app:v1"),
+        "the dead mirror was tried first: {log}"
+    );
+    let seen = proxy.requests();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("GET http://127.0.0.1:5000/v2/mirror/team/app/manifests/v1")),
+        "the manifest came through the proxy: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.contains("127.0.0.1:5009")),
+        "the dead mirror was asked through the proxy: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains("origin.example")),
+        "the origin was never needed: {seen:?}"
+    );
+    let (code, msg) = pod
+        .send_create_container(&workload(&pod, &reg.image("held/app", "v1"), "held"))
+        .unwrap_err();
+    assert_eq!(code, ttrpc::Code::PERMISSION_DENIED, "{msg}");
+    assert!(msg.contains("blocked"), "{msg}");
+    // Refused before any request: no mount, no writable part, nothing
+    // asked of the proxy for it.
+    assert!(pod.agent.mounts_under("/run/kata-containers/held").is_empty());
+    assert!(!store(&pod).join("containers").join("held").exists());
+    assert_eq!(tmp_entries(&pod), 0);
+    assert!(
+        !proxy.requests().iter().any(|l| l.contains("/held/")),
+        "{:?}",
+        proxy.requests()
+    );
+    pod.remove("mirrored").unwrap();
+    pod.destroy().unwrap();
+}
+
+/// An HTTPS registry reached only through tinyproxy: bosun opens a CONNECT
+/// tunnel and verifies the registry's certificate inside it (the CA given
+/// by SSL_CERT_FILE, as on a pod VM with its own roots); with the
+/// registry's host in `no_proxy` the proxy is not used.
+#[test]
+#[ignore = "needs root"]
+fn https_registry_through_a_connect_tunnel() {
+    assert!(common::is_root(), "needs root");
+    let (reg, ca) = TestRegistry::tls();
+    reg.push("app", "v1", &[(busybox_layer(), Comp::Gzip)], None);
+    let proxy = common::registry::Tinyproxy::start(&reg.ns, reg.dir.path());
+    let setup = format!("export SSL_CERT_FILE={} && ", ca.display());
+    let image = reg.image("app", "v1");
+    let pod = remote_pod_after(&reg, &["--https-proxy", &proxy.url()], &setup);
+    pod.send_create_container(&workload(&pod, &image, "tunnelled")).unwrap();
+    let connects = |p: &common::registry::Tinyproxy| {
+        p.requests()
+            .iter()
+            .filter(|l| l.contains("CONNECT 127.0.0.1:5443"))
+            .count()
+    };
+    assert!(connects(&proxy) >= 1, "no CONNECT: {:?}", proxy.requests());
+    pod.start_c("tunnelled").unwrap();
+    pod.remove("tunnelled").unwrap();
+    pod.destroy().unwrap();
+    drop(pod);
+    // The same with 127.0.0.1 in no_proxy: straight to the registry.
+    let before = connects(&proxy);
+    reg.push("direct", "v1", &[(busybox_layer(), Comp::Zstd)], None);
+    let pod = remote_pod_after(
+        &reg,
+        &["--https-proxy", &proxy.url(), "--no-proxy", "localhost,127.0.0.1"],
+        &setup,
+    );
+    pod.send_create_container(&workload(&pod, &reg.image("direct", "v1"), "direct"))
+        .unwrap();
+    assert_eq!(connects(&proxy), before, "no_proxy was not honoured");
+    pod.remove("direct").unwrap();
+    pod.destroy().unwrap();
+}
+
 /// The bearer-token flow: the registry's challenge names the token
 /// endpoint; bosun gets a token there with its credentials and pulls.
 #[test]

@@ -103,7 +103,7 @@ fn configure(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Op
         (None, Some(text)) => config::Lower::Cmdline(text),
         (None, None) => config::Lower::None,
     };
-    Config::resolve(&flags, env, &lower, &config::PodVmFiles::probe()).map(Some)
+    Config::resolve(&flags, env, &lower, &config::FoundFiles::probe()).map(Some)
 }
 
 fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {

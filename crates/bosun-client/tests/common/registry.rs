@@ -34,6 +34,7 @@ pub struct TestRegistry {
 pub const PORT: u16 = 5000;
 pub const PROXY_PORT: u16 = 5001;
 pub const TOKEN_PORT: u16 = 5002;
+pub const TLS_PORT: u16 = 5443;
 pub const USER: &str = "puller";
 pub const PASSWORD: &str = "s3cret-pw";
 
@@ -58,6 +59,84 @@ impl TestRegistry {
         let auth = auth(dir.path());
         let reg = Registry::start(&ns, &dir.path().join("registry"), PORT, &auth).expect("docker-registry");
         Self { reg, ns, dir }
+    }
+
+    /// HTTPS on TLS_PORT, anonymous: a certificate for 127.0.0.1 signed by
+    /// a CA made here, whose PEM is returned (for SSL_CERT_FILE).
+    pub fn tls() -> (Self, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = NetNs::new().expect("network namespace");
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=bosun-test-ca",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &["-keyout", "reg.key", "-out", "reg.csr", "-subj", "/CN=127.0.0.1"],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            d.join("ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "reg.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "reg.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        let reg = Registry::start_tls(
+            &ns,
+            &d.join("registry"),
+            TLS_PORT,
+            &Auth::None,
+            Some((&d.join("reg.pem"), &d.join("reg.key"))),
+        )
+        .expect("docker-registry");
+        let ca = d.join("ca.pem");
+        (Self { reg, ns, dir }, ca)
     }
 
     /// Token auth: the endpoint (served here) signs tokens for USER/PASSWORD.
@@ -473,4 +552,69 @@ pub fn raw_push(reg: &TestRegistry, name: &str, tag: &str, config: &[u8]) {
         manifest.to_string().into_bytes(),
     );
     assert_eq!(st, 201, "put manifest: {}", String::from_utf8_lossy(&body));
+}
+
+/// Debian's tinyproxy, a real HTTP proxy (CONNECT and absolute-URL GETs),
+/// in the registry's namespace on 127.0.0.1:TINYPROXY_PORT; stopped (by
+/// its pid) when dropped.
+pub struct Tinyproxy {
+    child: std::process::Child,
+    pub log: PathBuf,
+}
+
+pub const TINYPROXY_PORT: u16 = 8888;
+
+impl Tinyproxy {
+    pub fn start(ns: &NetNs, dir: &Path) -> Self {
+        let conf = dir.join("tinyproxy.conf");
+        let log = dir.join("tinyproxy.log");
+        // No ConnectPort line: CONNECT to any port.
+        std::fs::write(
+            &conf,
+            format!(
+                "Port {TINYPROXY_PORT}\nListen 127.0.0.1\nTimeout 30\nLogFile \"{}\"\nLogLevel Info\nMaxClients 50\nAllow 127.0.0.1\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        let child = ns
+            .command("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tinyproxy (apt install tinyproxy)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !ns
+            .run(|| TcpStream::connect(("127.0.0.1", TINYPROXY_PORT)).is_ok())
+            .unwrap()
+        {
+            assert!(std::time::Instant::now() < deadline, "tinyproxy did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, log }
+    }
+
+    /// The request lines tinyproxy logged ("GET http://…", "CONNECT …").
+    pub fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once("Request (file descriptor ").map(|(_, r)| r.to_string()))
+            .collect()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{TINYPROXY_PORT}")
+    }
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

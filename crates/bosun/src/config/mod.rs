@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use crate::transport::Address;
 
+mod found;
 mod kata_file;
 mod options;
-mod podvm;
 
+pub use found::FoundFiles;
 pub use kata_file::KataFile;
 pub use options::{usage, OptionSpec, OPTIONS};
-pub use podvm::PodVmFiles;
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,12 +193,12 @@ pub fn parse_cmdline(text: &str) -> HashMap<String, String> {
 impl Config {
     /// Resolves every option from flags, then `env`, then `lower` (the
     /// already-read kernel command line or configuration file), then what
-    /// a pod VM provides (`podvm`), then the default.
+    /// the machine provides (`found`), then the default.
     pub fn resolve(
         flags: &HashMap<&'static str, String>,
         env: &dyn Fn(&str) -> Option<String>,
         lower: &Lower,
-        podvm: &PodVmFiles,
+        found: &FoundFiles,
     ) -> Result<Self, ConfigError> {
         let kv = match lower {
             Lower::Cmdline(text) => parse_cmdline(text),
@@ -223,7 +223,7 @@ impl Config {
             }
             found
         };
-        let mut from_podvm = Vec::new();
+        let mut from_found = Vec::new();
         let bad = |option, (value, source_name): (String, String), reason: String| ConfigError::InvalidValue {
             option,
             value,
@@ -296,9 +296,9 @@ impl Config {
             return Err(bad("pause-bundle", v, "expected an absolute path without '..'".into()));
         }
         let image_dir = match pick("image-dir") {
-            None => match &podvm.image_mount {
+            None => match &found.image_mount {
                 Some(m) => {
-                    from_podvm.push(("image-dir", format!("the pod VM's scratch disk {}", m.display())));
+                    from_found.push(("image-dir", format!("the pod VM's scratch disk {}", m.display())));
                     m.clone()
                 }
                 None => run_dir.join("images"),
@@ -324,9 +324,9 @@ impl Config {
             ));
         }
         let auth_file = pick("registry-auth-file").or_else(|| {
-            podvm.auth_file.as_ref().map(|p| {
+            found.auth_file.as_ref().map(|p| {
                 let shown = p.display().to_string();
-                from_podvm.push(("registry-auth-file", format!("the pod VM's {shown}")));
+                from_found.push(("registry-auth-file", format!("the pod VM's {shown}")));
                 (shown.clone(), format!("the pod VM's {shown}"))
             })
         });
@@ -338,6 +338,25 @@ impl Config {
                 crate::image::registry::parse_auth_file(&text).map_err(|e| bad("registry-auth-file", v.clone(), e))?
             }
         };
+        let conf = match pick("registries-conf") {
+            Some(v) if v.0 == "none" => None,
+            Some(v) => Some(v),
+            None => found.registries_conf.as_ref().map(|p| {
+                let shown = p.display().to_string();
+                from_found.push(("registries-conf", shown.clone()));
+                (shown, "found".to_string())
+            }),
+        };
+        let mirrors = match conf {
+            None => Default::default(),
+            Some(v) => {
+                let text =
+                    std::fs::read_to_string(&v.0).map_err(|e| bad("registries-conf", v.clone(), e.to_string()))?;
+                crate::image::mirrors::Mirrors::parse(&text).map_err(|e| bad("registries-conf", v.clone(), e))?
+            }
+        };
+        let mut insecure = insecure;
+        insecure.extend(mirrors.insecure_hosts());
         let v = pick("registry-timeout").expect("has default");
         let stall: u64 = v.0.parse().ok().filter(|s| (1..=3600).contains(s)).ok_or_else(|| {
             bad(
@@ -400,6 +419,7 @@ impl Config {
                 pull_timeout: image_pull_timeout,
                 proxy,
                 no_proxy,
+                mirrors,
             },
             pause_bundle,
             peers: crate::transport::listen::Peers { uids, cids },
@@ -410,7 +430,7 @@ impl Config {
             run_dir,
             cgroup_parent,
             poweroff_on_destroy,
-            sources: sources.into_iter().chain(from_podvm).collect(),
+            sources: sources.into_iter().chain(from_found).collect(),
         })
     }
 }
@@ -480,7 +500,7 @@ mod tests {
         let (_, f) = parse_flags(&args(flags))?;
         let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let lower = cmdline.map(|c| Lower::Cmdline(c.to_string())).unwrap_or_default();
-        Config::resolve(&f, &|k| env.get(k).cloned(), &lower, &PodVmFiles::default())
+        Config::resolve(&f, &|k| env.get(k).cloned(), &lower, &FoundFiles::default())
     }
 
     #[test]
@@ -492,7 +512,7 @@ mod tests {
         assert_eq!(f.get("config").map(String::as_str), Some("/etc/agent-config.toml"));
         let lower = Lower::File(file);
         let none: HashMap<String, String> = HashMap::new();
-        let c = Config::resolve(&f, &|k| none.get(k).cloned(), &lower, &PodVmFiles::default()).unwrap();
+        let c = Config::resolve(&f, &|k| none.get(k).cloned(), &lower, &FoundFiles::default()).unwrap();
         assert_eq!(c.server_addr.to_string(), "unix:///run/kata-containers/agent.sock");
         assert_eq!(c.log_level, slog::Level::Debug);
         assert_eq!(c.limits.max_connections, 64);
@@ -500,14 +520,14 @@ mod tests {
         // The Kata agent's environment overrides, as with the Kata agent; a flag still wins.
         let env: HashMap<String, String> =
             [("KATA_AGENT_SERVER_ADDR".to_string(), "unix:///e.sock".to_string())].into();
-        let c = Config::resolve(&f, &|k| env.get(k).cloned(), &lower, &PodVmFiles::default()).unwrap();
+        let c = Config::resolve(&f, &|k| env.get(k).cloned(), &lower, &FoundFiles::default()).unwrap();
         assert_eq!(c.server_addr.to_string(), "unix:///e.sock");
         let (_, f2) = parse_flags(&args(&["--server-addr", "unix:///f.sock"])).unwrap();
-        let c = Config::resolve(&f2, &|k| env.get(k).cloned(), &lower, &PodVmFiles::default()).unwrap();
+        let c = Config::resolve(&f2, &|k| env.get(k).cloned(), &lower, &FoundFiles::default()).unwrap();
         assert_eq!(c.server_addr.to_string(), "unix:///f.sock");
         // A bad value names the file and its line.
         let bad = KataFile::parse(path, "log_level = \"debug\"\nhotplug_timeout = \"soon\"\n").unwrap();
-        let e = Config::resolve(&f, &|k| none.get(k).cloned(), &Lower::File(bad), &PodVmFiles::default())
+        let e = Config::resolve(&f, &|k| none.get(k).cloned(), &Lower::File(bad), &FoundFiles::default())
             .unwrap_err()
             .to_string();
         assert!(e.contains("/etc/agent-config.toml line 2"), "{e}");
@@ -633,10 +653,16 @@ mod tests {
         std::fs::write(&found, r#"{"auths":{"found.local":{"username":"u","password":"p"}}}"#).unwrap();
         let given = dir.path().join("given.json");
         std::fs::write(&given, r#"{"auths":{"given.local":{"username":"g","password":"p"}}}"#).unwrap();
-        let podvm = PodVmFiles {
+        let podvm = FoundFiles {
             auth_file: Some(found.clone()),
             image_mount: Some(PathBuf::from("/run/kata-containers/image")),
+            registries_conf: Some(dir.path().join("registries.conf")),
         };
+        std::fs::write(
+            dir.path().join("registries.conf"),
+            "[[registry]]\nprefix = \"docker.io\"\n[[registry.mirror]]\nlocation = \"m.local:5000\"\ninsecure = true\n",
+        )
+        .unwrap();
         let at = |flags: &[&str]| {
             let (_, f) = parse_flags(&args(flags)).unwrap();
             Config::resolve(&f, &|_| None, &Lower::None, &podvm).unwrap()
@@ -652,7 +678,20 @@ mod tests {
             .sources
             .iter()
             .any(|(k, s)| *k == "registry-auth-file" && s.contains("pod VM")));
-        let c = at(&["--registry-auth-file", given.to_str().unwrap(), "--image-dir", "/disk"]);
+        assert!(
+            c.registry.insecure.contains(&"m.local:5000".to_string()),
+            "{:?}",
+            c.registry.insecure
+        );
+        let c = at(&[
+            "--registry-auth-file",
+            given.to_str().unwrap(),
+            "--image-dir",
+            "/disk",
+            "--registries-conf",
+            "none",
+        ]);
+        assert!(c.registry.insecure.is_empty() && c.registry.mirrors == Default::default());
         assert!(c.registry.auths.contains_key("given.local") && !c.registry.auths.contains_key("found.local"));
         assert_eq!(c.image_dir, PathBuf::from("/disk"));
         // A bad pod-VM file is a start-up error naming it, as a bad flag is.

@@ -96,6 +96,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "registry credentials, a docker config.json ({\"auths\": {HOST: {\"auth\": base64(user:password)}}}); read at start, never logged",
     },
     OptionSpec {
+        flag: "registries-conf",
+        env: &["BOSUN_REGISTRIES_CONF"],
+        cmdline: Some("agent.registries_conf"),
+        default: None,
+        help: "registries' mirrors and blocks, a containers-registries.conf(5) version 2 file ([[registry]] prefix, location, insecure, blocked, [[registry.mirror]]); none for no file [default: /etc/containers/registries.conf when it exists]",
+    },
+    OptionSpec {
         flag: "registry-timeout",
         env: &["BOSUN_REGISTRY_TIMEOUT"],
         cmdline: Some("agent.registry_timeout"),

@@ -14,6 +14,7 @@
 
 pub mod layer;
 pub mod manifest;
+pub mod mirrors;
 pub mod proxy;
 pub mod reference;
 pub mod registry;
@@ -62,6 +63,9 @@ pub enum PullError {
     /// The store itself failed.
     #[error("image store: {0}")]
     Internal(String),
+    /// A registry the configuration blocks.
+    #[error(transparent)]
+    Blocked(#[from] mirrors::Blocked),
 }
 
 /// An image ready to be mounted: its layers, bottom first, pinned until
@@ -215,9 +219,9 @@ impl ImageStore {
     /// downloads run as their own tasks: a caller that stops waiting
     /// leaves them to finish, so that a retry finds them done.
     pub async fn pull(self: &Arc<Self>, reference: &str) -> Result<Pulled, PullError> {
-        let r = Reference::parse(reference)?;
+        let asked = Reference::parse(reference)?;
         self.prepare()?;
-        let (manifest_digest, config, layers) = self.resolve(&r).await?;
+        let (r, (manifest_digest, config, layers)) = self.resolve_at_a_source(&asked).await?;
         if config.size > manifest::MAX_CONFIG {
             return Err(PullError::TooLarge(format!(
                 "image config is {} bytes, over the {}-byte cap",
@@ -258,16 +262,45 @@ impl ImageStore {
         };
         {
             let mut images = crate::sync::lock(&self.images);
-            images.insert(r.to_string(), rec);
+            images.insert(asked.to_string(), rec);
             self.write_index(&images)
         }
         .map_err(|e| PullError::Internal(format!("write images.json: {e}")))?;
         Ok(Pulled {
-            reference: r.to_string(),
+            reference: asked.to_string(),
             manifest_digest,
             layers: ids,
             _pin: pin,
         })
+    }
+
+    /// The manifest of `asked` at the first of its sources (mirrors, then
+    /// its registry: `mirrors`) that serves it, and that source, from
+    /// which the whole pull is then made. A source that fails is logged
+    /// and the next tried; the last one's error is the pull's.
+    async fn resolve_at_a_source(
+        &self,
+        asked: &Reference,
+    ) -> Result<(Reference, (String, Descriptor, Vec<Descriptor>)), PullError> {
+        let sources = self.registry.sources(asked)?;
+        let n = sources.len();
+        for (i, src) in sources.into_iter().enumerate() {
+            match self.resolve(&src.reference).await {
+                Ok(found) => {
+                    if src.mirror {
+                        info!(self.log, "pulling from a mirror"; "image" => %asked, "from" => %src.reference);
+                    }
+                    return Ok((src.reference, found));
+                }
+                Err(e @ (PullError::Internal(_) | PullError::Reference(_))) => return Err(e),
+                Err(e) if i + 1 == n => return Err(e),
+                Err(e) => {
+                    warn!(self.log, "a source of the image failed, trying the next";
+                        "image" => %asked, "source" => %src.reference, "error" => %e);
+                }
+            }
+        }
+        unreachable!("sources always end with the registry itself")
     }
 
     /// The manifest for this guest's platform: (digest, config, layers).

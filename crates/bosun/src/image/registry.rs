@@ -35,6 +35,8 @@ pub struct RegistryConfig {
     pub proxy: Option<super::proxy::Proxy>,
     /// Hosts reached directly all the same.
     pub no_proxy: super::proxy::NoProxy,
+    /// Registries' mirrors and blocks.
+    pub mirrors: super::mirrors::Mirrors,
 }
 
 /// A user and password (never logged: Debug prints the user only).
@@ -158,6 +160,11 @@ impl Registry {
             "https"
         };
         format!("{scheme}://{host}/v2/{}", r.repository)
+    }
+
+    /// Where to pull `r` from, in order (see `mirrors`).
+    pub fn sources(&self, r: &Reference) -> Result<Vec<super::mirrors::Source>, super::mirrors::Blocked> {
+        self.cfg.mirrors.sources(r)
     }
 
     fn credentials(&self, r: &Reference) -> Option<&Credentials> {

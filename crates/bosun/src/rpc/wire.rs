@@ -81,7 +81,7 @@ fn pull(p: &PullError) -> Code {
         PullError::Reference(_) => Code::INVALID_ARGUMENT,
         PullError::Registry(RegistryError::Unavailable { .. }) => Code::UNAVAILABLE,
         PullError::Registry(RegistryError::NotFound { .. }) => Code::NOT_FOUND,
-        PullError::Registry(RegistryError::Denied { .. }) => Code::PERMISSION_DENIED,
+        PullError::Registry(RegistryError::Denied { .. }) | PullError::Blocked(_) => Code::PERMISSION_DENIED,
         PullError::Registry(RegistryError::BadContent { .. })
         | PullError::BadContent(_)
         | PullError::Hostile(_)
