@@ -399,13 +399,18 @@ fn a_peer_pods_pod_as_the_forwarder_rewrites_it_runs_in_podns() {
         let net = bosun::sys::ns::namespace_of(Path::new(&format!("/proc/{pid}/ns/net"))).unwrap();
         assert_eq!(net.inode, podns.inode, "container {} is not in podns", c["id"]);
     }
-    let p = bosun_client::spec::process(&["sh".into(), "-c".into(), "cat /proc/net/dev /data/f".into()]);
+    let p = bosun_client::spec::process(&[
+        "sh".into(),
+        "-c".into(),
+        "cat /proc/net/dev /proc/net/fib_trie /data/f".into(),
+    ]);
     pod.exec_with(&id, "probe", p).unwrap();
     let out = String::from_utf8(pod.read_all(&id, "probe", false).unwrap()).unwrap();
     assert!(
         out.contains("eth0:") && !out.contains("veth-host"),
         "interfaces seen: {out}"
     );
+    assert!(out.contains("10.99.0.7"), "the pod's address is not seen: {out}");
     assert!(out.contains("from-the-cloud-volume"), "the cloud volume: {out}");
     pod.destroy().unwrap();
     assert_eq!(pod.agent.mounts_under("/"), mounts_before, "mounts left");

@@ -90,3 +90,26 @@ fn the_readme_lists_the_storage_drivers_as_the_registry_does() {
         .collect();
     assert_eq!(rows, want, "README.md's storage driver table and DRIVERS differ");
 }
+
+/// The README's table of bosun's flags lists every flag bosun takes, and
+/// no other.
+#[test]
+fn the_readme_lists_every_flag_of_bosun() {
+    let readme = std::fs::read_to_string(crate_dir("..").join("README.md")).unwrap();
+    let section = readme
+        .split("### Flags of `bosun`")
+        .nth(1)
+        .expect("a flags section")
+        .split("\n#")
+        .next()
+        .unwrap();
+    let mut listed: Vec<String> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `--"))
+        .map(|l| l.split('`').next().unwrap().to_string())
+        .collect();
+    listed.sort();
+    let mut flags: Vec<String> = bosun::config::OPTIONS.iter().map(|o| o.flag.to_string()).collect();
+    flags.sort();
+    assert_eq!(listed, flags, "README flags (left) vs bosun's OPTIONS (right)");
+}

@@ -91,6 +91,25 @@ pub fn sandbox(req: &CreateSandboxRequest) -> Result<SandboxSpec, AgentError> {
     })
 }
 
+/// What marks a confidential-containers sealed secret (the Kata agent's
+/// `SEALED_SECRET_PREFIX`), which its Confidential Data Hub unseals.
+const SEALED_SECRET_PREFIX: &str = "sealed.";
+
+/// A sealed secret in the environment: bosun has no Confidential Data Hub
+/// to unseal it, and handing the sealed text to the workload as if it were
+/// the secret would fail later and elsewhere. Only the variable is named.
+fn refuse_sealed(env: &[String]) -> Result<(), AgentError> {
+    match env
+        .iter()
+        .find_map(|e| e.split_once('=').filter(|(_, v)| v.starts_with(SEALED_SECRET_PREFIX)))
+    {
+        Some((name, _)) => Err(AgentError::Unimplemented(format!(
+            "environment variable {name:?} holds a sealed secret; bosun has no Confidential Data Hub to unseal it"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Terminal size used when the spec gives none (the VT100 default).
 pub const DEFAULT_CONSOLE: (u16, u16) = (24, 80);
 
@@ -104,6 +123,7 @@ pub fn process(p: &oci::Process) -> Result<ProcessSpec, AgentError> {
     }
     check_strings("Process.Args", &p.Args)?;
     check_strings("Process.Env", &p.Env)?;
+    refuse_sealed(&p.Env)?;
     let mut env = p.Env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push(DEFAULT_PATH.to_string());
@@ -400,5 +420,27 @@ mod fuzz {
                 prop_assert!(c.resources.memory_limit.is_none_or(|l| l >= -1));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod sealed {
+    use super::*;
+
+    #[test]
+    fn sealed_secrets_in_the_environment_are_refused_by_name() {
+        let mut p = oci::Process::new();
+        p.Args = vec!["sh".into()];
+        p.Env = vec![
+            "A=1".into(),
+            "NOT=notsealed.x".into(),
+            "TOKEN=sealed.eyJhbGciOi.payload.sig".into(),
+        ];
+        let e = process(&p).unwrap_err();
+        assert!(matches!(e, AgentError::Unimplemented(_)), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains("\"TOKEN\"") && !msg.contains("eyJ"), "{msg}");
+        p.Env.pop();
+        assert!(process(&p).is_ok());
     }
 }
