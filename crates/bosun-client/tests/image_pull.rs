@@ -716,8 +716,9 @@ blocked = true
 
 /// An HTTPS registry reached only through tinyproxy: bosun opens a CONNECT
 /// tunnel and verifies the registry's certificate inside it (the CA given
-/// by SSL_CERT_FILE, as on a pod VM with its own roots); with the
-/// registry's host in `no_proxy` the proxy is not used.
+/// by SSL_CERT_FILE, as on a pod VM with its own roots; without it the
+/// pull fails at once); with the registry's host in `no_proxy` the proxy
+/// is not used.
 #[test]
 #[ignore = "needs root"]
 fn https_registry_through_a_connect_tunnel() {
@@ -725,17 +726,28 @@ fn https_registry_through_a_connect_tunnel() {
     let (reg, ca) = TestRegistry::tls();
     reg.push("app", "v1", &[(busybox_layer(), Comp::Gzip)], None);
     let proxy = common::registry::Tinyproxy::start(&reg.ns, reg.dir.path());
-    let setup = format!("export SSL_CERT_FILE={} && ", ca.display());
     let image = reg.image("app", "v1");
-    let pod = remote_pod_after(&reg, &["--https-proxy", &proxy.url()], &setup);
-    pod.send_create_container(&workload(&pod, &image, "tunnelled")).unwrap();
     let connects = |p: &common::registry::Tinyproxy| {
         p.requests()
             .iter()
             .filter(|l| l.contains("CONNECT 127.0.0.1:5443"))
             .count()
     };
-    assert!(connects(&proxy) >= 1, "no CONNECT: {:?}", proxy.requests());
+    // Without the CA: the certificate does not verify, which no retry can
+    // mend: FAILED_PRECONDITION after one attempt.
+    let untrusting = remote_pod_after(&reg, &["--https-proxy", &proxy.url()], "");
+    let (code, msg) = untrusting
+        .send_create_container(&workload(&untrusting, &image, "untrusted"))
+        .unwrap_err();
+    assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION, "{msg}");
+    assert!(msg.contains("not trusted") && msg.contains("UnknownIssuer"), "{msg}");
+    assert_eq!(connects(&proxy), 1, "retried: {:?}", proxy.requests());
+    untrusting.destroy().unwrap();
+    drop(untrusting);
+    let setup = format!("export SSL_CERT_FILE={} && ", ca.display());
+    let pod = remote_pod_after(&reg, &["--https-proxy", &proxy.url()], &setup);
+    pod.send_create_container(&workload(&pod, &image, "tunnelled")).unwrap();
+    assert!(connects(&proxy) >= 2, "no CONNECT: {:?}", proxy.requests());
     pod.start_c("tunnelled").unwrap();
     pod.remove("tunnelled").unwrap();
     pod.destroy().unwrap();

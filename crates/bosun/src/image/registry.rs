@@ -81,6 +81,14 @@ pub enum RegistryError {
         /// What it said.
         reason: String,
     },
+    /// TLS refused the registry (its certificate does not verify).
+    #[error("registry {registry} is not trusted: {reason}")]
+    Untrusted {
+        /// The registry.
+        registry: String,
+        /// What TLS said.
+        reason: String,
+    },
     /// Content that is wrong: over a cap, a digest mismatch, bad JSON.
     #[error("registry {registry}: {reason}")]
     BadContent {
@@ -310,6 +318,14 @@ impl Registry {
             let sent = tokio::time::timeout(self.cfg.stall_timeout, self.http().request(req)).await;
             let failure = match sent {
                 Err(_) => format!("no answer within {:?}", self.cfg.stall_timeout),
+                Ok(Err(e)) if tls_refused(&e) => {
+                    // The registry is there and its certificate is not
+                    // trusted: trying again cannot help.
+                    return Err(RegistryError::Untrusted {
+                        registry: r.registry.clone(),
+                        reason: format!("{what}: {}", error_chain(&e)),
+                    });
+                }
                 Ok(Err(e)) => format!("{}: {}", what, error_chain(&e)),
                 Ok(Ok(resp)) => {
                     let status = resp.status();
@@ -449,6 +465,33 @@ fn header_str(resp: &Response<Incoming>, name: header::HeaderName) -> Option<&st
 
 fn content_length(resp: &Response<Incoming>) -> Option<u64> {
     header_str(resp, header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
+}
+
+/// Whether `e` is, somewhere down its chain, TLS refusing the peer (a
+/// certificate that does not verify, a handshake the registry failed).
+/// An `io::Error` hides what it wraps from `source()`: looked into too.
+fn tls_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    // What an error stands for: what an io::Error holds (hidden from
+    // `source()`), or itself.
+    fn unwrapped<'a>(e: &'a (dyn std::error::Error + 'static)) -> &'a (dyn std::error::Error + 'static) {
+        match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => unwrapped(inner),
+            None => e,
+        }
+    }
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(t) = unwrapped(c).downcast_ref::<rustls::Error>() {
+            return matches!(
+                t,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::AlertReceived(_)
+                    | rustls::Error::PeerIncompatible(_)
+            );
+        }
+        cur = unwrapped(c).source();
+    }
+    false
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

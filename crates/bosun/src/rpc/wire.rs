@@ -82,7 +82,7 @@ fn pull(p: &PullError) -> Code {
         PullError::Registry(RegistryError::Unavailable { .. }) => Code::UNAVAILABLE,
         PullError::Registry(RegistryError::NotFound { .. }) => Code::NOT_FOUND,
         PullError::Registry(RegistryError::Denied { .. }) | PullError::Blocked(_) => Code::PERMISSION_DENIED,
-        PullError::Registry(RegistryError::BadContent { .. })
+        PullError::Registry(RegistryError::BadContent { .. } | RegistryError::Untrusted { .. })
         | PullError::BadContent(_)
         | PullError::Hostile(_)
         | PullError::Stream(_) => Code::FAILED_PRECONDITION,
