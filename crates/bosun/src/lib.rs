@@ -18,6 +18,7 @@ pub mod logging;
 pub mod mount;
 pub mod net;
 pub mod netstats;
+pub mod policy;
 pub mod process;
 pub mod protect;
 /// The protocol, as generated in `bosun-protocols`.

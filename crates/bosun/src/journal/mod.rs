@@ -74,8 +74,13 @@ pub struct Journal {
 impl Journal {
     /// `<run_dir>/state.json`.
     pub fn new(run_dir: &Path) -> Self {
+        Self::at(run_dir.join("state.json"))
+    }
+
+    /// A journal in the file `path` (another state than the sandbox's).
+    pub fn at(path: PathBuf) -> Self {
         Self {
-            path: run_dir.join("state.json"),
+            path,
             write: std::sync::Mutex::new(()),
         }
     }
