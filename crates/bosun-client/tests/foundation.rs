@@ -47,51 +47,6 @@ fn check_and_version_over_abstract_socket() {
     check_and_version(&agent.addr);
 }
 
-/// The AgentService methods bosun serves; every other method declared in
-/// protocols/agent.proto must answer UNIMPLEMENTED.
-const SERVED: &[&str] = &[
-    "CreateSandbox",
-    "DestroySandbox",
-    "CreateContainer",
-    "StartContainer",
-    "RemoveContainer",
-    "ExecProcess",
-    "SignalProcess",
-    "WaitProcess",
-    "ReadStdout",
-    "ReadStderr",
-    "WriteStdin",
-    "CloseStdin",
-    "GetGuestDetails",
-    "OnlineCPUMem",
-    "UpdateContainer",
-    "StatsContainer",
-    "PauseContainer",
-    "ResumeContainer",
-    "GetDiagnosticData",
-    "TtyWinResize",
-    "CopyFile",
-    "SetGuestDateTime",
-    "UpdateEphemeralMounts",
-    "GetOOMEvent",
-    "ListInterfaces",
-    "UpdateInterface",
-    "ListRoutes",
-    "UpdateRoutes",
-    "AddARPNeighbors",
-    "GetMetrics",
-    "GetVolumeStats",
-    "ResizeVolume",
-    "AddSwap",
-    "AddSwapPath",
-    "MemHotplugByProbe",
-    "ReseedRandomDev",
-    "RemoveStaleVirtiofsShareMounts",
-    "GetIPTables",
-    "SetIPTables",
-    "SetPolicy",
-];
-
 fn agent_methods() -> Vec<String> {
     include_str!("../../bosun-protocols/protos/agent.proto")
         .lines()
@@ -111,7 +66,11 @@ fn every_unserved_method_answers_unimplemented() {
     let agent = Agent::start();
     rt().block_on(async {
         let c = Client::connect(&agent.addr, Duration::from_secs(2)).await.unwrap();
-        for (i, m) in methods.iter().filter(|m| !SERVED.contains(&m.as_str())).enumerate() {
+        for (i, m) in methods
+            .iter()
+            .filter(|m| !common::SERVED.contains(&m.as_str()))
+            .enumerate()
+        {
             let mut req = ttrpc::proto::Request::new();
             req.set_service("grpc.AgentService".into());
             req.set_method(m.clone());

@@ -80,19 +80,10 @@ fn metrics_parse_as_prometheus_text_and_count_calls() {
 }
 
 #[test]
-fn policy_memory_agent_and_machine_wide_calls() {
+fn memory_agent_and_machine_wide_calls() {
     let agent = Agent::start();
     rt().block_on(async {
         let c = Client::connect(&agent.addr, Duration::from_secs(5)).await.unwrap();
-        let mut p = SetPolicyRequest::new();
-        c.agent
-            .set_policy(c.ctx(), &p)
-            .await
-            .expect("an empty policy is accepted");
-        p.policy = "package agent_policy\ndefault CreateContainerRequest := true\n".into();
-        let (code, msg) = status(c.agent.set_policy(c.ctx(), &p).await.unwrap_err());
-        assert_eq!(code, ttrpc::Code::INVALID_ARGUMENT, "{msg}");
-        assert!(msg.contains("no policy engine"), "{msg}");
         let (code, msg) = status(
             c.agent
                 .mem_agent_memcg_set(c.ctx(), &MemAgentMemcgConfig::new())

@@ -108,6 +108,9 @@ pub enum AgentError {
     /// A network call the kernel refused.
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
+    /// The agent policy refused the request, or a policy could not be taken.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
     /// A bound was reached (a full file system, a limit of the agent).
     #[error("{0}")]
     ResourceExhausted(String),

@@ -127,6 +127,14 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
         // exits; bosun reaps them (as PID 1 it does so anyway).
         // Claim the run directory before touching anything in it.
         let _run_lock = bosun::runlock::claim(&cfg.run_dir)?;
+        // The policy before anything is served: the one in force before a
+        // restart, else the configured file.
+        let source = match &cfg.policy_file {
+            Some(p) => bosun::policy::Source::File(p),
+            None => bosun::policy::Source::None,
+        };
+        let debug = slog::Level::Debug.is_at_least(cfg.log_level);
+        let policy = bosun::policy::Policy::open(&cfg.run_dir, source, debug, log).map_err(|e| anyhow::anyhow!("{e}"))?;
         sysproc::set_child_subreaper().context("become a child subreaper")?;
         let reaper = Reaper::start().context("watch SIGCHLD")?;
         let socket = match &cfg.server_addr {
@@ -149,7 +157,7 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
         let gate = std::sync::Arc::new(transport::limits::Gate::new(cfg.limits));
         let peers = cfg.peers.clone().with_agent_uid(sysproc::effective_uid());
         let bound = transport::listen::bind(&cfg.server_addr, &peers, gate.clone(), log).context("listen")?;
-        let opts = rpc::Options { poweroff_on_destroy: cfg.poweroff_on_destroy.clone(), pause_bundle: cfg.pause_bundle.clone(), gate: Some(gate) };
+        let opts = rpc::Options { poweroff_on_destroy: cfg.poweroff_on_destroy.clone(), pause_bundle: cfg.pause_bundle.clone(), gate: Some(gate), policy: std::sync::Arc::new(policy) };
         rpc::serve(bound, sandbox, opts, log, cfg.shutdown_timeout, shutdown_signal()).await.context("serve")?;
         info!(log, "stopped");
         Ok(())

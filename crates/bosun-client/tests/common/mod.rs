@@ -379,3 +379,48 @@ impl Drop for Loop {
             .status();
     }
 }
+
+/// The AgentService methods bosun serves; every other method declared in
+/// protocols/agent.proto must answer UNIMPLEMENTED.
+pub const SERVED: &[&str] = &[
+    "CreateSandbox",
+    "DestroySandbox",
+    "CreateContainer",
+    "StartContainer",
+    "RemoveContainer",
+    "ExecProcess",
+    "SignalProcess",
+    "WaitProcess",
+    "ReadStdout",
+    "ReadStderr",
+    "WriteStdin",
+    "CloseStdin",
+    "GetGuestDetails",
+    "OnlineCPUMem",
+    "UpdateContainer",
+    "StatsContainer",
+    "PauseContainer",
+    "ResumeContainer",
+    "GetDiagnosticData",
+    "TtyWinResize",
+    "CopyFile",
+    "SetGuestDateTime",
+    "UpdateEphemeralMounts",
+    "GetOOMEvent",
+    "ListInterfaces",
+    "UpdateInterface",
+    "ListRoutes",
+    "UpdateRoutes",
+    "AddARPNeighbors",
+    "GetMetrics",
+    "GetVolumeStats",
+    "ResizeVolume",
+    "AddSwap",
+    "AddSwapPath",
+    "MemHotplugByProbe",
+    "ReseedRandomDev",
+    "RemoveStaleVirtiofsShareMounts",
+    "GetIPTables",
+    "SetIPTables",
+    "SetPolicy",
+];

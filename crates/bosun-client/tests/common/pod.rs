@@ -441,6 +441,16 @@ impl Pod {
             .collect()
     }
 
+    /// SetPolicy with `rego`.
+    pub fn set_policy(&self, rego: &str) -> Result<(), Failure> {
+        let mut r = SetPolicyRequest::new();
+        r.policy = rego.into();
+        self.rt
+            .block_on(self.c.agent.set_policy(self.c.ctx(), &r))
+            .map(|_| ())
+            .map_err(failure)
+    }
+
     pub fn destroy(&self) -> Result<(), Failure> {
         self.rt
             .block_on(

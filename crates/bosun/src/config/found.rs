@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 pub const AUTH_FILE: &str = "/run/peerpod/auth.json";
 /// Where CAA mounts the pod VM's scratch disk for images.
 pub const IMAGE_MOUNT: &str = "/run/kata-containers/image";
+/// The Kata agent's default policy file (in a CAA pod VM a link to
+/// initdata's `/run/peerpod/policy.rego`).
+pub const POLICY_FILE: &str = "/etc/kata-opa/default-policy.rego";
 /// containers-registries.conf(5)'s place.
 pub const REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
 
@@ -27,6 +30,8 @@ pub struct FoundFiles {
     pub image_mount: Option<PathBuf>,
     /// `REGISTRIES_CONF`, when it exists.
     pub registries_conf: Option<PathBuf>,
+    /// `POLICY_FILE`, when it exists.
+    pub policy_file: Option<PathBuf>,
 }
 
 impl FoundFiles {
@@ -41,6 +46,7 @@ impl FoundFiles {
             auth_file: file(AUTH_FILE),
             image_mount: mounted.then(|| image.to_path_buf()),
             registries_conf: file(REGISTRIES_CONF),
+            policy_file: file(POLICY_FILE),
         }
     }
 }

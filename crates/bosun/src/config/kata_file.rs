@@ -21,6 +21,7 @@ const MAPPED: &[(&str, &str)] = &[
     ("no_proxy", "no-proxy"),
     ("hotplug_timeout", "hotplug-timeout"),
     ("image_pull_timeout", "image-pull-timeout"),
+    ("policy_file", "policy-file"),
 ];
 
 /// Kata keys bosun accepts and does not act on, and why.
@@ -49,7 +50,6 @@ const IGNORED: &[(&str, &str)] = &[
     ("guest_components_rest_api", "bosun starts no guest components"),
     ("guest_components_procs", "bosun starts no guest components"),
     ("secure_storage_integrity", "bosun has no secure storage"),
-    ("policy_file", "bosun has no policy engine yet"),
 ];
 
 /// The settings a configuration file gives.

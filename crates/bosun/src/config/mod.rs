@@ -65,6 +65,8 @@ pub struct Config {
     pub hotplug_timeout: Duration,
     /// Bound on one image pull in all.
     pub image_pull_timeout: Duration,
+    /// The agent policy file at start, if any.
+    pub policy_file: Option<PathBuf>,
     /// What the start-up log says about the configuration (keys of a
     /// configuration file accepted and not acted on).
     pub notes: Vec<String>,
@@ -357,6 +359,14 @@ impl Config {
         };
         let mut insecure = insecure;
         insecure.extend(mirrors.insecure_hosts());
+        let policy_file = match pick("policy-file") {
+            Some(v) if v.0 == "none" => None,
+            Some(v) if PathBuf::from(&v.0).is_absolute() => Some(PathBuf::from(&v.0)),
+            Some(v) => return Err(bad("policy-file", v, "expected an absolute path, or none".into())),
+            None => found.policy_file.clone().inspect(|p| {
+                from_found.push(("policy-file", p.display().to_string()));
+            }),
+        };
         let v = pick("registry-timeout").expect("has default");
         let stall: u64 = v.0.parse().ok().filter(|s| (1..=3600).contains(s)).ok_or_else(|| {
             bad(
@@ -408,6 +418,7 @@ impl Config {
             notes: file.map(|f| f.notes.clone()).unwrap_or_default(),
             hotplug_timeout,
             image_pull_timeout,
+            policy_file,
             limits,
             worker_threads,
             image_dir,
@@ -657,6 +668,7 @@ mod tests {
             auth_file: Some(found.clone()),
             image_mount: Some(PathBuf::from("/run/kata-containers/image")),
             registries_conf: Some(dir.path().join("registries.conf")),
+            policy_file: Some(PathBuf::from("/etc/kata-opa/default-policy.rego")),
         };
         std::fs::write(
             dir.path().join("registries.conf"),
@@ -690,7 +702,10 @@ mod tests {
             "/disk",
             "--registries-conf",
             "none",
+            "--policy-file",
+            "none",
         ]);
+        assert_eq!(c.policy_file, None);
         assert!(c.registry.insecure.is_empty() && c.registry.mirrors == Default::default());
         assert!(c.registry.auths.contains_key("given.local") && !c.registry.auths.contains_key("found.local"));
         assert_eq!(c.image_dir, PathBuf::from("/disk"));

@@ -96,6 +96,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "registry credentials, a docker config.json ({\"auths\": {HOST: {\"auth\": base64(user:password)}}}); read at start, never logged",
     },
     OptionSpec {
+        flag: "policy-file",
+        env: &["BOSUN_POLICY_FILE", "KATA_AGENT_POLICY_FILE"],
+        cmdline: Some("agent.policy_file"),
+        default: None,
+        help: "the agent policy (Rego, package agent_policy) every request is checked against at start; SetPolicy replaces it, and after a restart the policy in force before holds; none: no policy [default: /etc/kata-opa/default-policy.rego when it exists, else every request allowed]",
+    },
+    OptionSpec {
         flag: "registries-conf",
         env: &["BOSUN_REGISTRIES_CONF"],
         cmdline: Some("agent.registries_conf"),

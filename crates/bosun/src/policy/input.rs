@@ -54,6 +54,37 @@ pub fn of(m: &dyn MessageDyn) -> Value {
     Value::Object(out)
 }
 
+/// CopyFile as the policy reads it: the Kata agent's PolicyCopyFileRequest
+/// (the file's place, kind, size, modes and owner; a symlink's target; not
+/// the data).
+pub fn copy_file(r: &crate::protocols::agent::CopyFileRequest) -> Result<Value, String> {
+    let kind = match r.file_mode & libc::S_IFMT {
+        libc::S_IFREG => "Regular",
+        libc::S_IFDIR => "Directory",
+        libc::S_IFLNK => "Symlink",
+        _ => "Unknown",
+    };
+    let symlink_target = match kind {
+        "Symlink" => Some(
+            std::str::from_utf8(&r.data)
+                .map_err(|_| "a symlink's target that is not UTF-8".to_string())?
+                .to_string(),
+        ),
+        _ => None,
+    };
+    Ok(serde_json::json!({
+        "path": r.path,
+        "file_type": kind,
+        "symlink_target": symlink_target,
+        "file_size": r.file_size,
+        "file_mode": r.file_mode,
+        "dir_mode": r.dir_mode,
+        "uid": r.uid,
+        "gid": r.gid,
+        "offset": r.offset,
+    }))
+}
+
 fn value(v: ReflectValueRef<'_>) -> Value {
     match v {
         ReflectValueRef::U32(x) => x.into(),

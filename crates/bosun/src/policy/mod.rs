@@ -82,6 +82,23 @@ pub struct Policy {
     log: Logger,
 }
 
+impl Default for Policy {
+    fn default() -> Self {
+        Self::open_to_all()
+    }
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match &*crate::sync::lock(&self.rules) {
+            Rules::Open => "open",
+            Rules::Rego(_) => "rego",
+            Rules::Closed(_) => "closed",
+        };
+        write!(f, "Policy({what})")
+    }
+}
+
 /// Where a policy came from, for the log.
 pub enum Source<'a> {
     /// A file named by configuration (`--policy-file`, the default file).
@@ -130,7 +147,7 @@ impl Policy {
         })
     }
 
-    /// Allowed when no policy is set.
+    /// No policy: every request allowed, nothing kept.
     pub fn open_to_all() -> Self {
         Self {
             rules: Mutex::new(Rules::Open),
@@ -143,6 +160,15 @@ impl Policy {
     /// Whether any policy is enforced.
     pub fn is_enforcing(&self) -> bool {
         !matches!(*crate::sync::lock(&self.rules), Rules::Open)
+    }
+
+    /// Decides a request by its type name, with its input as the Kata
+    /// agent renders it (built only when a policy is enforced).
+    pub fn check_request(&self, req: &dyn protobuf::MessageDyn) -> Result<(), PolicyError> {
+        if !self.is_enforcing() {
+            return Ok(());
+        }
+        self.check(req.descriptor_dyn().name(), &input::of(req))
     }
 
     /// Decides `request` (its type name) with `input`.

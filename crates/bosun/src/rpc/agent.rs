@@ -31,6 +31,8 @@ pub struct Agent {
     pub(super) pause_bundle: std::path::PathBuf,
     /// The connections' bounds and counters, for GetMetrics.
     pub(super) gate: Option<std::sync::Arc<crate::transport::limits::Gate>>,
+    /// What every request is checked against before it acts.
+    pub(super) policy: Arc<crate::policy::Policy>,
 }
 
 type R<T> = ttrpc::Result<T>;
@@ -50,15 +52,15 @@ fn request_deadline(timeout_nano: i64) -> Option<tokio::time::Instant> {
 #[async_trait::async_trait]
 impl agent_ttrpc::AgentService for Agent {
     async fn create_sandbox(&self, _: &TtrpcContext, req: CreateSandboxRequest) -> R<Empty> {
-        traced(&self.log, "CreateSandbox", async {
+        self.checked(&req, "CreateSandbox", async {
             self.sandbox.create_sandbox(convert::sandbox(&req)?).await?;
             Ok(Empty::new())
         })
         .await
     }
 
-    async fn destroy_sandbox(&self, _: &TtrpcContext, _: DestroySandboxRequest) -> R<Empty> {
-        traced(&self.log, "DestroySandbox", async {
+    async fn destroy_sandbox(&self, _: &TtrpcContext, req: DestroySandboxRequest) -> R<Empty> {
+        self.checked(&req, "DestroySandbox", async {
             let sid = self.sandbox.sandbox_id();
             self.sandbox.destroy_sandbox().await?;
             let wanted = self
@@ -80,7 +82,7 @@ impl agent_ttrpc::AgentService for Agent {
 
     async fn create_container(&self, ctx: &TtrpcContext, req: CreateContainerRequest) -> R<Empty> {
         let deadline = request_deadline(ctx.timeout_nano);
-        traced(&self.log, "CreateContainer", async {
+        self.checked(&req, "CreateContainer", async {
             let id = ContainerId::parse(&req.container_id)?;
             let oci = convert::with_pause_bundle(&req, &self.pause_bundle)?;
             let mut spec = convert::container(oci.as_ref().or(req.OCI.as_ref()))?;
@@ -101,7 +103,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn start_container(&self, _: &TtrpcContext, req: StartContainerRequest) -> R<Empty> {
-        traced(&self.log, "StartContainer", async {
+        self.checked(&req, "StartContainer", async {
             self.sandbox
                 .start_container(&ContainerId::parse(&req.container_id)?)
                 .await?;
@@ -111,7 +113,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn remove_container(&self, _: &TtrpcContext, req: RemoveContainerRequest) -> R<Empty> {
-        traced(&self.log, "RemoveContainer", async {
+        self.checked(&req, "RemoveContainer", async {
             let id = ContainerId::parse(&req.container_id)?;
             self.sandbox
                 .remove_container(&id, Duration::from_secs(req.timeout.into()))
@@ -122,7 +124,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn exec_process(&self, _: &TtrpcContext, req: ExecProcessRequest) -> R<Empty> {
-        traced(&self.log, "ExecProcess", async {
+        self.checked(&req, "ExecProcess", async {
             let id = ContainerId::parse(&req.container_id)?;
             let exec_id = parse_exec_id(&req.exec_id)?
                 .ok_or_else(|| crate::error::AgentError::invalid("exec_id", "empty; an exec needs its own id"))?;
@@ -138,7 +140,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn signal_process(&self, _: &TtrpcContext, req: SignalProcessRequest) -> R<Empty> {
-        traced(&self.log, "SignalProcess", async {
+        self.checked(&req, "SignalProcess", async {
             let id = ContainerId::parse(&req.container_id)?;
             self.sandbox
                 .signal(&id, parse_exec_id(&req.exec_id)?.as_deref(), req.signal)?;
@@ -148,7 +150,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn wait_process(&self, _: &TtrpcContext, req: WaitProcessRequest) -> R<WaitProcessResponse> {
-        traced(&self.log, "WaitProcess", async {
+        self.checked(&req, "WaitProcess", async {
             let id = ContainerId::parse(&req.container_id)?;
             let status = self.sandbox.wait(&id, parse_exec_id(&req.exec_id)?.as_deref()).await?;
             Ok(WaitProcessResponse {
@@ -168,7 +170,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn write_stdin(&self, _: &TtrpcContext, req: WriteStreamRequest) -> R<WriteStreamResponse> {
-        traced(&self.log, "WriteStdin", async {
+        self.checked(&req, "WriteStdin", async {
             let id = ContainerId::parse(&req.container_id)?;
             let n = self
                 .sandbox
@@ -183,7 +185,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn close_stdin(&self, _: &TtrpcContext, req: CloseStdinRequest) -> R<Empty> {
-        traced(&self.log, "CloseStdin", async {
+        self.checked(&req, "CloseStdin", async {
             let id = ContainerId::parse(&req.container_id)?;
             self.sandbox
                 .close_stdin(&id, parse_exec_id(&req.exec_id)?.as_deref())
@@ -194,7 +196,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn update_container(&self, _: &TtrpcContext, req: UpdateContainerRequest) -> R<Empty> {
-        traced(&self.log, "UpdateContainer", async {
+        self.checked(&req, "UpdateContainer", async {
             let id = ContainerId::parse(&req.container_id)?;
             self.sandbox
                 .update_container(&id, &convert::resources(req.resources.as_ref())?)?;
@@ -204,7 +206,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn stats_container(&self, _: &TtrpcContext, req: StatsContainerRequest) -> R<StatsContainerResponse> {
-        traced(&self.log, "StatsContainer", async {
+        self.checked(&req, "StatsContainer", async {
             let (stats, net) = self.sandbox.stats(&ContainerId::parse(&req.container_id)?)?;
             Ok(convert::stats_response(&stats, &net))
         })
@@ -212,7 +214,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn pause_container(&self, _: &TtrpcContext, req: PauseContainerRequest) -> R<Empty> {
-        traced(&self.log, "PauseContainer", async {
+        self.checked(&req, "PauseContainer", async {
             self.sandbox.freeze(&ContainerId::parse(&req.container_id)?, true)?;
             Ok(Empty::new())
         })
@@ -220,7 +222,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn resume_container(&self, _: &TtrpcContext, req: ResumeContainerRequest) -> R<Empty> {
-        traced(&self.log, "ResumeContainer", async {
+        self.checked(&req, "ResumeContainer", async {
             self.sandbox.freeze(&ContainerId::parse(&req.container_id)?, false)?;
             Ok(Empty::new())
         })
@@ -232,7 +234,7 @@ impl agent_ttrpc::AgentService for Agent {
         _: &TtrpcContext,
         req: GetDiagnosticDataRequest,
     ) -> R<GetDiagnosticDataResponse> {
-        traced(&self.log, "GetDiagnosticData", async {
+        self.checked(&req, "GetDiagnosticData", async {
             match req.log_type.as_str() {
                 "teardown" => {}
                 "containers" => {
@@ -273,7 +275,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn tty_win_resize(&self, _: &TtrpcContext, req: TtyWinResizeRequest) -> R<Empty> {
-        traced(&self.log, "TtyWinResize", async {
+        self.checked(&req, "TtyWinResize", async {
             let id = ContainerId::parse(&req.container_id)?;
             self.sandbox
                 .resize(&id, parse_exec_id(&req.exec_id)?.as_deref(), req.row, req.column)?;
@@ -284,6 +286,10 @@ impl agent_ttrpc::AgentService for Agent {
 
     async fn copy_file(&self, _: &TtrpcContext, req: CopyFileRequest) -> R<Empty> {
         traced(&self.log, "CopyFile", async {
+            // The policy reads a reduced request (no data), as the Kata
+            // agent's PolicyCopyFileRequest.
+            let input = crate::policy::input::copy_file(&req).map_err(|e| AgentError::invalid("data", e))?;
+            self.policy.check("CopyFileRequest", &input)?;
             let c = crate::sandbox::copy_file::CopyChunk {
                 path: req.path,
                 file_size: req.file_size,
@@ -301,7 +307,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn set_guest_date_time(&self, _: &TtrpcContext, req: SetGuestDateTimeRequest) -> R<Empty> {
-        traced(&self.log, "SetGuestDateTime", async {
+        self.checked(&req, "SetGuestDateTime", async {
             self.sandbox.set_time(req.Sec, req.Usec)?;
             Ok(Empty::new())
         })
@@ -309,15 +315,15 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn update_ephemeral_mounts(&self, _: &TtrpcContext, req: UpdateEphemeralMountsRequest) -> R<Empty> {
-        traced(&self.log, "UpdateEphemeralMounts", async {
+        self.checked(&req, "UpdateEphemeralMounts", async {
             self.sandbox.update_ephemeral(&convert::storages(&req.storages)?)?;
             Ok(Empty::new())
         })
         .await
     }
 
-    async fn get_oom_event(&self, _: &TtrpcContext, _: GetOOMEventRequest) -> R<OOMEvent> {
-        traced(&self.log, "GetOOMEvent", async {
+    async fn get_oom_event(&self, _: &TtrpcContext, req: GetOOMEventRequest) -> R<OOMEvent> {
+        self.checked(&req, "GetOOMEvent", async {
             let id = self.sandbox.next_oom().await;
             Ok(OOMEvent {
                 container_id: id.as_str().to_string(),
@@ -327,8 +333,8 @@ impl agent_ttrpc::AgentService for Agent {
         .await
     }
 
-    async fn list_interfaces(&self, _: &TtrpcContext, _: ListInterfacesRequest) -> R<Interfaces> {
-        traced(&self.log, "ListInterfaces", async {
+    async fn list_interfaces(&self, _: &TtrpcContext, req: ListInterfacesRequest) -> R<Interfaces> {
+        self.checked(&req, "ListInterfaces", async {
             let v = self.net.list_interfaces().await.map_err(AgentError::Net)?;
             Ok(Interfaces {
                 Interfaces: v.iter().map(convert_net::pb_iface).collect(),
@@ -343,7 +349,7 @@ impl agent_ttrpc::AgentService for Agent {
         _: &TtrpcContext,
         req: UpdateInterfaceRequest,
     ) -> R<crate::protocols::types::Interface> {
-        traced(&self.log, "UpdateInterface", async {
+        self.checked(&req, "UpdateInterface", async {
             let want = convert_net::iface(
                 req.interface
                     .as_ref()
@@ -356,8 +362,8 @@ impl agent_ttrpc::AgentService for Agent {
         .await
     }
 
-    async fn list_routes(&self, _: &TtrpcContext, _: ListRoutesRequest) -> R<Routes> {
-        traced(&self.log, "ListRoutes", async {
+    async fn list_routes(&self, _: &TtrpcContext, req: ListRoutesRequest) -> R<Routes> {
+        self.checked(&req, "ListRoutes", async {
             let v = self.net.list_routes().await.map_err(AgentError::Net)?;
             Ok(Routes {
                 Routes: v.iter().map(convert_net::pb_route).collect(),
@@ -368,7 +374,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn update_routes(&self, _: &TtrpcContext, req: UpdateRoutesRequest) -> R<Routes> {
-        traced(&self.log, "UpdateRoutes", async {
+        self.checked(&req, "UpdateRoutes", async {
             let want = convert_net::routes(req.routes.as_ref().map(|r| r.Routes.as_slice()).unwrap_or(&[]))?;
             let v = self.net.update_routes(&want).await.map_err(AgentError::Net)?;
             Ok(Routes {
@@ -380,7 +386,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn add_arp_neighbors(&self, _: &TtrpcContext, req: AddARPNeighborsRequest) -> R<Empty> {
-        traced(&self.log, "AddARPNeighbors", async {
+        self.checked(&req, "AddARPNeighbors", async {
             let v = convert_net::neighbours(req.neighbors.as_ref().map(|n| n.ARPNeighbors.as_slice()).unwrap_or(&[]))?;
             self.net.add_neighbours(&v).await.map_err(AgentError::Net)?;
             Ok(Empty::new())
@@ -389,11 +395,12 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn get_guest_details(&self, _: &TtrpcContext, req: GuestDetailsRequest) -> R<GuestDetailsResponse> {
-        traced(&self.log, "GetGuestDetails", async { Ok(super::guest::details(&req)) }).await
+        self.checked(&req, "GetGuestDetails", async { Ok(super::guest::details(&req)) })
+            .await
     }
 
     async fn online_cpu_mem(&self, _: &TtrpcContext, req: OnlineCPUMemRequest) -> R<Empty> {
-        traced(&self.log, "OnlineCPUMem", async {
+        self.checked(&req, "OnlineCPUMem", async {
             let done = guestops::hotplug::online(req.nb_cpus, req.cpu_only, req.wait).await?;
             slog::info!(self.log, "onlined"; "cpus" => done.cpus, "memory_blocks" => done.memory_blocks);
             Ok(Empty::new())
@@ -402,15 +409,15 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn mem_hotplug_by_probe(&self, _: &TtrpcContext, req: MemHotplugByProbeRequest) -> R<Empty> {
-        traced(&self.log, "MemHotplugByProbe", async {
+        self.checked(&req, "MemHotplugByProbe", async {
             guestops::hotplug::probe(&req.memHotplugProbeAddr)?;
             Ok(Empty::new())
         })
         .await
     }
 
-    async fn get_metrics(&self, _: &TtrpcContext, _: GetMetricsRequest) -> R<Metrics> {
-        traced(&self.log, "GetMetrics", async {
+    async fn get_metrics(&self, _: &TtrpcContext, req: GetMetricsRequest) -> R<Metrics> {
+        self.checked(&req, "GetMetrics", async {
             let mut m = Metrics::new();
             m.metrics = super::metrics::render(self.gate.as_deref());
             Ok(m)
@@ -419,7 +426,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn get_volume_stats(&self, _: &TtrpcContext, req: VolumeStatsRequest) -> R<VolumeStatsResponse> {
-        traced(&self.log, "GetVolumeStats", async {
+        self.checked(&req, "GetVolumeStats", async {
             let u = guestops::volume::stats(&req.volume_guest_path)?;
             Ok(convert::volume_stats(&u))
         })
@@ -427,7 +434,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn resize_volume(&self, _: &TtrpcContext, req: ResizeVolumeRequest) -> R<Empty> {
-        traced(&self.log, "ResizeVolume", async {
+        self.checked(&req, "ResizeVolume", async {
             guestops::volume::resize(&req.volume_guest_path, req.size)?;
             Ok(Empty::new())
         })
@@ -435,7 +442,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn add_swap(&self, _: &TtrpcContext, req: AddSwapRequest) -> R<Empty> {
-        traced(&self.log, "AddSwap", async {
+        self.checked(&req, "AddSwap", async {
             let node = guestops::add_swap(&req.PCIPath).await?;
             slog::info!(self.log, "swap on"; "target" => %node.display());
             Ok(Empty::new())
@@ -444,7 +451,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn add_swap_path(&self, _: &TtrpcContext, req: AddSwapPathRequest) -> R<Empty> {
-        traced(&self.log, "AddSwapPath", async {
+        self.checked(&req, "AddSwapPath", async {
             guestops::add_swap_path(&req.path)?;
             Ok(Empty::new())
         })
@@ -452,7 +459,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn reseed_random_dev(&self, _: &TtrpcContext, req: ReseedRandomDevRequest) -> R<Empty> {
-        traced(&self.log, "ReseedRandomDev", async {
+        self.checked(&req, "ReseedRandomDev", async {
             guestops::reseed(&req.data)?;
             Ok(Empty::new())
         })
@@ -462,9 +469,9 @@ impl agent_ttrpc::AgentService for Agent {
     async fn remove_stale_virtiofs_share_mounts(
         &self,
         _: &TtrpcContext,
-        _: RemoveStaleVirtiofsShareMountsRequest,
+        req: RemoveStaleVirtiofsShareMountsRequest,
     ) -> R<Empty> {
-        traced(&self.log, "RemoveStaleVirtiofsShareMounts", async {
+        self.checked(&req, "RemoveStaleVirtiofsShareMounts", async {
             self.sandbox.touch_share_mounts();
             Ok(Empty::new())
         })
@@ -472,7 +479,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn get_ip_tables(&self, _: &TtrpcContext, req: GetIPTablesRequest) -> R<GetIPTablesResponse> {
-        traced(&self.log, "GetIPTables", async {
+        self.checked(&req, "GetIPTables", async {
             let mut r = GetIPTablesResponse::new();
             r.data = guestops::iptables::get(self.sandbox.reaper(), req.is_ipv6).await?;
             Ok(r)
@@ -481,7 +488,7 @@ impl agent_ttrpc::AgentService for Agent {
     }
 
     async fn set_ip_tables(&self, _: &TtrpcContext, req: SetIPTablesRequest) -> R<SetIPTablesResponse> {
-        traced(&self.log, "SetIPTables", async {
+        self.checked(&req, "SetIPTables", async {
             let mut r = SetIPTablesResponse::new();
             r.data = guestops::iptables::set(self.sandbox.reaper(), req.is_ipv6, &req.data).await?;
             Ok(r)
@@ -491,21 +498,15 @@ impl agent_ttrpc::AgentService for Agent {
 
     async fn set_policy(&self, _: &TtrpcContext, req: SetPolicyRequest) -> R<Empty> {
         traced(&self.log, "SetPolicy", async {
-            // bosun has no policy engine: it cannot enforce one, so it does
-            // not pretend to accept one.
-            if !req.policy.trim().is_empty() {
-                return Err(AgentError::invalid(
-                    "policy",
-                    "bosun has no policy engine; only an empty policy is accepted",
-                ));
-            }
+            // Checked by the policy in force, then it replaces it.
+            self.policy.set(&crate::policy::input::of(&req), &req.policy)?;
             Ok(Empty::new())
         })
         .await
     }
 
-    async fn mem_agent_memcg_set(&self, _: &TtrpcContext, _: MemAgentMemcgConfig) -> R<Empty> {
-        traced(&self.log, "MemAgentMemcgSet", async {
+    async fn mem_agent_memcg_set(&self, _: &TtrpcContext, req: MemAgentMemcgConfig) -> R<Empty> {
+        self.checked(&req, "MemAgentMemcgSet", async {
             Err(AgentError::Unimplemented(
                 "/grpc.AgentService/MemAgentMemcgSet is not implemented by bosun: it has no memory agent (the Kata mem-agent's memcg reclaim daemon)".into(),
             ))
@@ -513,8 +514,8 @@ impl agent_ttrpc::AgentService for Agent {
         .await
     }
 
-    async fn mem_agent_compact_set(&self, _: &TtrpcContext, _: MemAgentCompactConfig) -> R<Empty> {
-        traced(&self.log, "MemAgentCompactSet", async {
+    async fn mem_agent_compact_set(&self, _: &TtrpcContext, req: MemAgentCompactConfig) -> R<Empty> {
+        self.checked(&req, "MemAgentCompactSet", async {
             Err(AgentError::Unimplemented(
                 "/grpc.AgentService/MemAgentCompactSet is not implemented by bosun: it has no memory agent (the Kata mem-agent's compaction daemon)".into(),
             ))
@@ -531,13 +532,31 @@ impl Agent {
         which: Stream,
     ) -> Result<ReadStreamResponse, crate::error::AgentError> {
         let id = ContainerId::parse(&req.container_id)?;
-        let data = self
+        let mut data = self
             .sandbox
             .read(&id, parse_exec_id(&req.exec_id)?.as_deref(), which, req.len as usize)
             .await?;
+        // As the Kata agent: read, then asked; output the policy does not
+        // let out is withheld (an empty answer), not an error, so that the
+        // process's output keeps being drained.
+        if self.policy.check_request(&req).is_err() {
+            data.clear();
+        }
         Ok(ReadStreamResponse {
             data,
             ..Default::default()
         })
+    }
+
+    /// `f` traced as `method`, after the policy allowed `req`.
+    async fn checked<T, F>(&self, req: &dyn protobuf::MessageDyn, method: &'static str, f: F) -> R<T>
+    where
+        F: std::future::Future<Output = Result<T, AgentError>>,
+    {
+        traced(&self.log, method, async {
+            self.policy.check_request(req)?;
+            f.await
+        })
+        .await
     }
 }

@@ -73,6 +73,7 @@ pub fn render(gate: Option<&crate::transport::limits::Gate>) -> String {
         connections(&mut out, g);
     }
     calls(&mut out);
+    policy(&mut out);
     guest(&mut out);
     out
 }
@@ -93,6 +94,18 @@ fn connections(out: &mut String, g: &crate::transport::limits::Gate) {
     ] {
         help(out, name, "gauge", what);
         let _ = writeln!(out, "{name} {v}");
+    }
+}
+
+fn policy(out: &mut String) {
+    help(
+        out,
+        "bosun_policy_denials_total",
+        "counter",
+        "Requests the agent policy refused, by request type.",
+    );
+    for (r, n) in crate::policy::denials() {
+        let _ = writeln!(out, "bosun_policy_denials_total{{request=\"{r}\"}} {n}");
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Options {
     pub pause_bundle: std::path::PathBuf,
     /// The connections' bounds and counters (GetMetrics shows them).
     pub gate: Option<Arc<crate::transport::limits::Gate>>,
+    /// The agent policy.
+    pub policy: Arc<crate::policy::Policy>,
 }
 
 /// All services bosun registers, by ttrpc service name.
@@ -52,6 +54,7 @@ pub fn services(log: &Logger, sandbox: Arc<Sandbox>, opts: Options) -> HashMap<S
         poweroff_on_destroy: opts.poweroff_on_destroy,
         pause_bundle: opts.pause_bundle,
         gate: opts.gate,
+        policy: opts.policy,
     }));
     s.extend(health_ttrpc::create_health(Arc::new(health::Health { log })));
     s

@@ -34,6 +34,11 @@ pub fn code(e: &AgentError) -> Code {
         AgentError::Net(n) => net(n),
         AgentError::Pull(p) => pull(p),
         AgentError::Protected { .. } => Code::PERMISSION_DENIED,
+        AgentError::Policy(p) => match p {
+            crate::policy::PolicyError::Denied { .. } => Code::PERMISSION_DENIED,
+            crate::policy::PolicyError::Invalid(_) => Code::INVALID_ARGUMENT,
+            crate::policy::PolicyError::Store(_) => Code::INTERNAL,
+        },
         AgentError::Unimplemented(_) => Code::UNIMPLEMENTED,
         AgentError::Unavailable(_) => Code::UNAVAILABLE,
         AgentError::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
