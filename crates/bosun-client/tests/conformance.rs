@@ -83,6 +83,25 @@ fn every_hostile_scenario_passes_against_bosun() {
     assert_eq!(code, 0);
 }
 
+/// The policy probe: bosun's policy decides each request as the Kata
+/// agent's does (the same run against the Kata agent 4.1.0 gave the same
+/// decisions, README "Agent policy").
+#[test]
+#[ignore = "needs root"]
+fn the_policy_probe_passes_against_bosun() {
+    assert!(
+        common::is_root(),
+        "this test needs root: run it with `make test` as root"
+    );
+    let pod = common::pod::Pod::start_with(true, &[]);
+    let rootfs = common::busybox_rootfs(pod.dir());
+    let addr = pod.agent.addr.to_string();
+    let (code, rows) = suite(&addr, &["--policy", "--rootfs", rootfs.to_str().unwrap()]);
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["verdict"], "PASS", "{rows:#?}");
+    assert_eq!(code, 0);
+}
+
 /// Serves AgentService with every method at its default: UNIMPLEMENTED.
 struct Nothing;
 impl agent_ttrpc::AgentService for Nothing {}

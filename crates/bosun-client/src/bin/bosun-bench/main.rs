@@ -399,7 +399,8 @@ fn main() {
         rows.push(
             Row::new("binary size", format!("{mb:.1} MB"))
                 .baseline(kata::BINARY_MB, mb, "MB")
-                .target("stripped static under 8 MB", mb < 8.0 && is_static),
+                // 8 MB before the policy engine (regorus) came in.
+                .target("stripped static under 12 MB", mb < 12.0 && is_static),
         );
         rows.push(Row::new(
             "statically linked",

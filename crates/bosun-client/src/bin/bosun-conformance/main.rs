@@ -7,6 +7,7 @@ mod calls;
 mod ctx;
 mod golden;
 mod hostile;
+mod policy;
 mod scenarios;
 
 use std::path::{Path, PathBuf};
@@ -29,15 +30,26 @@ struct Opts {
     only: Option<String>,
     disks: Option<ctx::Disks>,
     image: Option<String>,
-    hostile: bool,
+    mode: Mode,
     restart: Option<String>,
+}
+
+/// Which scenarios: the plain and golden ones, the adversarial ones, or
+/// the policy probe.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Plain,
+    Hostile,
+    Policy,
 }
 
 const USAGE: &str = "usage: bosun-conformance --addr ADDR [--rootfs DIR] [--local] [--only SCENARIO] [--json]
                          [--blk-pci-path PATH --scsi-addr T:L] [--registry HOST[:PORT] | --image REF]
-                         [--hostile] [--restart CMD]
+                         [--hostile | --policy] [--restart CMD]
   --hostile     the adversarial scenarios instead (hostile storages and binds, races, cut-off
                 calls, deep paths; with --local, memory under wire attacks)
+  --policy      the policy probe instead: the agent's Rego policy must decide requests as the
+                Kata agent's does (it is left with a policy allowing everything)
   --restart CMD a shell command run before each scenario that (re)starts the agent at ADDR
                 (an agent that exits after DestroySandbox, as the Kata agent does)
   --rootfs DIR  a busybox rootfs as the agent sees it (with --local, one is made if omitted)
@@ -50,7 +62,7 @@ const USAGE: &str = "usage: bosun-conformance --addr ADDR [--rootfs DIR] [--loca
 fn parse() -> Result<Opts, String> {
     let (mut addr, mut rootfs, mut local, mut json, mut only) = (None, None, false, false, None);
     let (mut blk, mut scsi, mut image) = (None, None, None);
-    let (mut hostile, mut restart) = (false, None);
+    let (mut mode, mut restart) = (Mode::Plain, None);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = |n: &str| it.next().ok_or(format!("{n} needs a value"));
@@ -63,7 +75,8 @@ fn parse() -> Result<Opts, String> {
             "--registry" => image = Some(format!("{}/bosun-conformance/busybox:latest", val("--registry")?)),
             "--image" => image = Some(val("--image")?),
             "--local" => local = true,
-            "--hostile" => hostile = true,
+            "--hostile" => mode = Mode::Hostile,
+            "--policy" => mode = Mode::Policy,
             "--restart" => restart = Some(val("--restart")?),
             "--json" => json = true,
             _ => return Err(USAGE.into()),
@@ -89,7 +102,7 @@ fn parse() -> Result<Opts, String> {
         only,
         disks,
         image,
-        hostile,
+        mode,
         restart,
     })
 }
@@ -180,10 +193,10 @@ fn main() {
         .unwrap_or_else(|e| die("runtime", &e));
     let mut rows = Vec::new();
     let plain = ALL.iter().chain(golden::ALL.iter());
-    let list: Vec<&(&str, &str)> = if o.hostile {
-        hostile::ALL.iter().collect()
-    } else {
-        plain.collect()
+    let list: Vec<&(&str, &str)> = match o.mode {
+        Mode::Hostile => hostile::ALL.iter().collect(),
+        Mode::Policy => policy::ALL.iter().collect(),
+        Mode::Plain => plain.collect(),
     };
     for (name, proves) in list
         .into_iter()
@@ -207,7 +220,9 @@ fn main() {
         let t = Instant::now();
         let outcome = rt.block_on(async {
             let run = async {
-                if o.hostile {
+                if o.mode == Mode::Policy {
+                    policy::run(name, &ctx).await
+                } else if o.mode == Mode::Hostile {
                     let h = hostile::Hostile {
                         ctx: &ctx,
                         addr: &o.addr,
