@@ -173,6 +173,7 @@ impl Policy {
 
     /// Decides `request` (its type name) with `input`.
     pub fn check(&self, request: &str, input: &Value) -> Result<(), PolicyError> {
+        let started = std::time::Instant::now();
         let mut rules = crate::sync::lock(&self.rules);
         let decided = match &mut *rules {
             Rules::Open => return Ok(()),
@@ -183,6 +184,8 @@ impl Policy {
             Rules::Rego(e) => e.decide(request, input, &self.store),
         };
         drop(rules);
+        slog::debug!(self.log, "policy decided"; "request" => request, "allowed" => decided.is_ok(),
+            "us" => started.elapsed().as_micros() as u64);
         if let Some(d) = &self.decisions {
             crate::sync::lock(d).record(request, input, decided.is_ok());
         }
