@@ -12,6 +12,7 @@ what=${1:?usage: setup.sh run|test|vm-test|bench|ci}
 # image and the VM test; kmod: depmod, for the guest's modules.dep;
 # docker-registry, skopeo, openssl: the image-pull tests' registry, its
 # pushes and its token signing (tests/image_pull.rs, the VM test, the bench);
+# stress-ng: the bench's --load CPU hogs;
 # tinyproxy-bin: the HTTP proxy the pulls go through in tests (the binary
 # only: Debian's tinyproxy package would also start a system service).
 base="util-linux iproute2 gcc make busybox-static"
@@ -20,7 +21,7 @@ case "$what" in
   run) pkgs="$base" ;;
   test) pkgs="$base e2fsprogs $registry tinyproxy-bin" ;;
   vm-test) pkgs="$base e2fsprogs qemu-system-x86 cpio bc kmod $registry" ;;
-  bench) pkgs="$base $registry" ;;
+  bench) pkgs="$base $registry stress-ng" ;;
   ci) pkgs="$base e2fsprogs qemu-system-x86 cpio bc kmod $registry tinyproxy-bin" ;;
   *) echo "setup.sh: unknown target $what" >&2; exit 2 ;;
 esac

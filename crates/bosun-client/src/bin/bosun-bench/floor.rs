@@ -61,33 +61,72 @@ pub fn threads(n: usize) -> Result<Duration, String> {
     p50
 }
 
-/// p50 between this process and a child (`bosun-bench --floor-server`).
-pub fn processes(n: usize) -> Result<Duration, String> {
-    let (req, resp) = check_sizes();
-    let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
-    let path = dir.path().join("floor.sock");
-    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
-    let mut child = Command::new(exe)
-        .arg("--floor-server")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("spawn the floor server: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let s = loop {
-        match UnixStream::connect(&path) {
-            Ok(s) => break s,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("floor server: {e}"));
+/// The two-process floor kept up for the whole run, so that its blocks
+/// can be interleaved with the agents' (`bosun-bench --floor-server`).
+pub struct Floor {
+    child: std::process::Child,
+    conn: UnixStream,
+    req: usize,
+    resp: usize,
+    _dir: tempfile::TempDir,
+}
+
+impl Floor {
+    pub fn start() -> Result<Self, String> {
+        let (req, resp) = check_sizes();
+        let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+        let path = dir.path().join("floor.sock");
+        let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+        let mut child = Command::new(exe)
+            .arg("--floor-server")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawn the floor server: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let conn = loop {
+            match UnixStream::connect(&path) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("floor server: {e}"));
+                }
             }
+        };
+        let mut f = Floor {
+            child,
+            conn,
+            req,
+            resp,
+            _dir: dir,
+        };
+        f.block(1000)?; // warm-up
+        Ok(f)
+    }
+
+    /// `n` round trips.
+    pub fn block(&mut self, n: usize) -> Result<Samples, String> {
+        let (out, mut inb) = (vec![1u8; self.req], vec![0u8; self.resp]);
+        let mut s = Samples::default();
+        for _ in 0..n {
+            let t = Instant::now();
+            self.conn
+                .write_all(&out)
+                .and_then(|_| self.conn.read_exact(&mut inb))
+                .map_err(|e| format!("floor round trip: {e}"))?;
+            s.0.push(t.elapsed());
         }
-    };
-    let p50 = round_trips(s, req, resp, n);
-    let _ = child.wait();
-    p50
+        Ok(s)
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.conn.shutdown(std::net::Shutdown::Both);
+        let _ = self.child.wait();
+    }
 }
 
 /// The child side of `processes`.

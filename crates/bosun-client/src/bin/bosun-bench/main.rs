@@ -5,6 +5,7 @@
 //! a second one interleaved with the first.
 
 mod floor;
+mod load;
 mod pods;
 mod pull;
 mod stats;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bosun::transport::Address;
 use bosun_client::Client;
-use stats::{us, Row, Samples};
+use stats::{spread, us, Blocks, Row, Samples, Spread};
 
 /// The Kata agent 4.1.0 on a 2-core machine of this kind (issue 10).
 mod kata {
@@ -40,6 +41,7 @@ struct Opts {
     json: bool,
     checks: usize,
     pods: usize,
+    load: Option<usize>,
 }
 
 fn parse() -> Result<Opts, String> {
@@ -50,6 +52,7 @@ fn parse() -> Result<Opts, String> {
         json: false,
         checks: 20_000,
         pods: 100,
+        load: None,
     };
     let mut it = std::env::args().skip(1).peekable();
     if it.peek().map(String::as_str) == Some("--floor-server") {
@@ -66,7 +69,8 @@ fn parse() -> Result<Opts, String> {
             "--json" => o.json = true,
             "--checks" => o.checks = val("--checks")?.parse().map_err(|_| "--checks: a number")?,
             "--pods" => o.pods = val("--pods")?.parse().map_err(|_| "--pods: a number")?,
-            "-h" | "--help" => return Err("usage: bosun-bench [--addr ADDR] [--vs ADDR [--vs-restart CMD]] [--checks N] [--pods N] [--json]\n  without --addr, starts its own bosun (next to this binary) in private namespaces\n  --vs-restart CMD  a shell command that starts a fresh --vs agent and returns, run before each of its pods\n                    (the Kata agent exits after DestroySandbox)".into()),
+            "--load" => o.load = Some(val("--load")?.parse().map_err(|_| "--load: a number of CPU hogs")?),
+            "-h" | "--help" => return Err("usage: bosun-bench [--addr ADDR] [--vs ADDR [--vs-restart CMD]] [--checks N] [--pods N] [--load N] [--json]\n  without --addr, starts its own bosun (next to this binary) in private namespaces\n  --vs-restart CMD  a shell command that starts a fresh --vs agent and returns, run before each of its pods\n                    (the Kata agent exits after DestroySandbox)\n  --load N          then every row again while N CPU hogs (stress-ng) run in a cgroup of their own (root)".into()),
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
@@ -184,11 +188,17 @@ fn binary(pid: i32) -> Option<(f64, bool)> {
     Some((exe.len() as f64 / 1e6, !has_interp))
 }
 
-async fn check_latency(clients: &[&Client], n: usize) -> Result<Vec<Samples>, String> {
-    // Blocks of calls alternate between the agents so that machine noise
-    // falls on all of them alike.
+/// Check latency: blocks of plain-socket round trips (the floor) and of
+/// each agent's Checks, in turn, so that machine noise falls on all of them
+/// alike and every block of an agent has a floor block beside it.
+async fn check_blocks(
+    floor: &mut floor::Floor,
+    clients: &[&Client],
+    n: usize,
+) -> Result<(Blocks, Vec<Blocks>), String> {
     const BLOCK: usize = 1000;
-    let mut out = vec![Samples::default(); clients.len()];
+    let mut fl = Blocks::default();
+    let mut out = vec![Blocks::default(); clients.len()];
     for c in clients {
         for _ in 0..1000 {
             let _ = c.check().await; // warm-up
@@ -197,16 +207,101 @@ async fn check_latency(clients: &[&Client], n: usize) -> Result<Vec<Samples>, St
     let mut done = 0;
     while done < n {
         let k = BLOCK.min(n - done);
+        fl.0.push(floor.block(k)?);
         for (i, c) in clients.iter().enumerate() {
+            let mut s = Samples::default();
             for _ in 0..k {
                 let t = Instant::now();
                 c.check().await.map_err(|e| format!("Check: {e}"))?;
-                out[i].0.push(t.elapsed());
+                s.0.push(t.elapsed());
             }
+            out[i].0.push(s);
         }
         done += k;
     }
-    Ok(out)
+    Ok((fl, out))
+}
+
+/// Per-block ratios of an agent's p50 to the floor's block beside it.
+fn floor_ratios(agent: &Blocks, floor: &Blocks) -> Vec<f64> {
+    agent
+        .p50s_us()
+        .iter()
+        .zip(floor.p50s_us())
+        .map(|(a, f)| a / f)
+        .collect()
+}
+
+/// The Check rows: the floor, latency percentiles, the ratio to the floor.
+fn check_rows(
+    rt: &tokio::runtime::Runtime,
+    floor: &mut floor::Floor,
+    clients: &[&Client],
+    n: usize,
+    rows: &mut Vec<Row>,
+) -> Result<(), String> {
+    let (fl, lat) = rt.block_on(check_blocks(floor, clients, n))?;
+    let f = spread(&fl.p50s_us());
+    rows.push(
+        Row::new(
+            "plain unix socket round trip p50, 2 processes (the floor)",
+            f.show("us"),
+        )
+        .baseline(9.4, f.median, "us"),
+    );
+    let ours = spread(&lat[0].p50s_us());
+    let theirs = lat.get(1).map(|b| spread(&b.p50s_us()));
+    rows.push(
+        Row::new(
+            &format!("Check p50 ({n} sequential calls, {} blocks)", fl.0.len()),
+            ours.show("us"),
+        )
+        .vs(theirs.map(|t| t.show("us")))
+        .measured_ratio(ours.median, theirs.map(|t| t.median).unwrap_or(0.0))
+        .baseline(kata::CHECK_P50_US, ours.median, "us"),
+    );
+    let all: Vec<Samples> = lat.iter().map(Blocks::all).collect();
+    let q_us = |i: usize, q: f64| all.get(i).map(|s| us(s.pct(q))).unwrap_or(0.0);
+    let vs_us = |q: f64| all.get(1).map(|s| format!("{:.1} us", us(s.pct(q))));
+    rows.push(
+        Row::new("Check p99", format!("{:.1} us", q_us(0, 0.99)))
+            .vs(vs_us(0.99))
+            .measured_ratio(q_us(0, 0.99), q_us(1, 0.99))
+            .baseline(kata::CHECK_P99_US, q_us(0, 0.99), "us"),
+    );
+    rows.push(Row::new("Check p99.9", format!("{:.1} us", q_us(0, 0.999))).vs(vs_us(0.999)));
+    let ratio = spread(&floor_ratios(&lat[0], &fl));
+    let show = |s: Spread| format!("{:.2}x ({:.2}-{:.2})", s.median, s.lo, s.hi);
+    rows.push(
+        Row::new("Check p50 / floor (per block)", show(ratio))
+            .vs(lat.get(1).map(|b| show(spread(&floor_ratios(b, &fl)))))
+            .baseline(kata::FLOOR_RATIO, ratio.median, "x")
+            .target("within 1.5x of the floor", ratio.median <= 1.5),
+    );
+    Ok(())
+}
+
+/// Check throughput at 1, 8 and 64 connections, the `--vs` agent's after.
+fn throughput_rows(addr: &Address, vs: Option<&Address>, rows: &mut Vec<Row>) -> Result<(), String> {
+    for conns in [1, 8, 64] {
+        let t = throughput(addr, conns)?;
+        let mut r = Row::new(
+            &format!("Check throughput, {conns} connection(s)"),
+            format!("{:.0}/s", t),
+        );
+        if let Some(v) = vs {
+            r = match throughput(v, conns) {
+                Ok(theirs) => r.vs(Some(format!("{theirs:.0}/s"))).measured_ratio(t, theirs),
+                Err(e) => r.vs(Some(format!("FAILED: {e}"))),
+            };
+        }
+        r = match conns {
+            1 => r.baseline(kata::TPUT_1, t, "/s"),
+            _ => r.baseline(kata::TPUT_8, t, "/s"),
+        };
+        rows.push(r);
+    }
+    Ok(())
 }
 
 fn throughput(addr: &Address, conns: usize) -> Result<f64, String> {
@@ -291,80 +386,55 @@ fn main() {
     let idle = pid.and_then(rss_mib);
     let mut rows = Vec::new();
 
-    let floor = floor::processes(o.checks).unwrap_or_else(|e| fail(e));
+    let mut floor = floor::Floor::start().unwrap_or_else(|e| fail(e));
     let floor_threads = floor::threads(o.checks).unwrap_or_else(|e| fail(e));
     let mut clients = vec![&c];
     if let Some(v) = &vs {
         clients.push(&v.client);
     }
-    let lat = rt
-        .block_on(check_latency(&clients, o.checks))
-        .unwrap_or_else(|e| fail(e));
-    let (p50, p99, p999) = (lat[0].pct(0.5), lat[0].pct(0.99), lat[0].pct(0.999));
-    let vs_us = |q: f64| lat.get(1).map(|s| format!("{:.1} us", us(s.pct(q))));
-    let vs_q = |q: f64| lat.get(1).map(|s| us(s.pct(q))).unwrap_or(0.0);
-    rows.push(
+    check_rows(&rt, &mut floor, &clients, o.checks, &mut rows).unwrap_or_else(|e| fail(e));
+    rows.insert(
+        1,
         Row::new(
-            "plain unix socket round trip p50, 2 processes (the floor)",
-            format!("{:.1} us", us(floor)),
-        )
-        .baseline(9.4, us(floor), "us"),
+            "plain unix socket round trip p50, 2 threads",
+            format!("{:.1} us", us(floor_threads)),
+        ),
     );
-    rows.push(Row::new(
-        "plain unix socket round trip p50, 2 threads",
-        format!("{:.1} us", us(floor_threads)),
-    ));
-    rows.push(
-        Row::new(
-            &format!("Check p50 ({} sequential calls)", o.checks),
-            format!("{:.1} us", us(p50)),
-        )
-        .vs(vs_us(0.5))
-        .measured_ratio(us(p50), vs_q(0.5))
-        .baseline(kata::CHECK_P50_US, us(p50), "us"),
-    );
-    rows.push(
-        Row::new("Check p99", format!("{:.1} us", us(p99)))
-            .vs(vs_us(0.99))
-            .measured_ratio(us(p99), vs_q(0.99))
-            .baseline(kata::CHECK_P99_US, us(p99), "us"),
-    );
-    rows.push(Row::new("Check p99.9", format!("{:.1} us", us(p999))).vs(vs_us(0.999)));
-    let ratio = us(p50) / us(floor);
-    rows.push(
-        Row::new("Check p50 / floor", format!("{ratio:.2}x"))
-            .vs(lat.get(1).map(|s| format!("{:.2}x", us(s.pct(0.5)) / us(floor))))
-            .baseline(kata::FLOOR_RATIO, ratio, "x")
-            .target("within 2x of the floor", ratio <= 2.0),
-    );
-    for conns in [1, 8, 64] {
-        let t = throughput(&addr, conns).unwrap_or_else(|e| fail(e));
-        let mut r = Row::new(
-            &format!("Check throughput, {conns} connection(s)"),
-            format!("{:.0}/s", t),
-        );
-        if let Some(v) = &o.vs {
-            r = match throughput(v, conns) {
-                Ok(theirs) => r.vs(Some(format!("{theirs:.0}/s"))).measured_ratio(t, theirs),
-                Err(e) => r.vs(Some(format!("FAILED: {e}"))),
-            };
-        }
-        r = match conns {
-            1 => r.baseline(kata::TPUT_1, t, "/s"),
-            _ => r.baseline(kata::TPUT_8, t, "/s"),
-        };
-        rows.push(r);
-    }
+    throughput_rows(&addr, o.vs.as_ref(), &mut rows).unwrap_or_else(|e| fail(e));
 
     // Idle again after the Check load: the baseline for the leak check
     // (the allocator keeps some of what 64 connections used).
     let warm = pid.and_then(rss_mib);
-    if root {
-        let rootfs_dir = tempfile::tempdir().unwrap_or_else(|e| fail(format!("tempdir: {e}")));
-        let rootfs = pods::busybox_rootfs(rootfs_dir.path()).unwrap_or_else(|e| fail(e));
-        pods::run(&rt, &c, vs.as_mut(), &rootfs, o.pods, pid, warm, &mut rows);
-    } else {
-        rows.push(Row::new("pod lifecycle", "SKIP (needs root)".into()));
+    let rootfs_dir = tempfile::tempdir().unwrap_or_else(|e| fail(format!("tempdir: {e}")));
+    let rootfs = match root {
+        true => Some(pods::busybox_rootfs(rootfs_dir.path()).unwrap_or_else(|e| fail(e))),
+        false => None,
+    };
+    match &rootfs {
+        Some(r) => pods::run(&rt, &c, vs.as_mut(), r, o.pods, pid, warm, &mut rows),
+        None => rows.push(Row::new("pod lifecycle", "SKIP (needs root)".into())),
+    }
+    if let Some(n) = o.load {
+        // Every row again, both agents under the same load, in this run.
+        let before = rows.len();
+        match (root, load::Load::start(n)) {
+            (false, _) => rows.push(Row::new("under load", "SKIP (needs root: the hogs' cgroup)".into())),
+            (true, Err(e)) => rows.push(Row::new("under load", format!("FAILED: {e}"))),
+            (true, Ok(_hogs)) => {
+                let mut clients = vec![&c];
+                if let Some(v) = &vs {
+                    clients.push(&v.client);
+                }
+                check_rows(&rt, &mut floor, &clients, o.checks, &mut rows).unwrap_or_else(|e| fail(e));
+                throughput_rows(&addr, o.vs.as_ref(), &mut rows).unwrap_or_else(|e| fail(e));
+                if let Some(r) = &rootfs {
+                    pods::run(&rt, &c, vs.as_mut(), r, o.pods, pid, warm, &mut rows);
+                }
+            }
+        }
+        for r in &mut rows[before..] {
+            r.name = format!("[{n} CPU hogs] {}", r.name);
+        }
     }
     match &registry {
         Some(Ok(reg)) => {

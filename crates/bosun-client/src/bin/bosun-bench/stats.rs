@@ -19,6 +19,61 @@ impl Samples {
     }
 }
 
+/// Blocks measured in turn with other participants: a figure is the
+/// median of the per-block values, given with their range, so that a burst
+/// of machine noise moves one block rather than the result.
+#[derive(Default, Clone)]
+pub struct Blocks(pub Vec<Samples>);
+
+impl Blocks {
+    /// All samples together (for the tail percentiles).
+    pub fn all(&self) -> Samples {
+        Samples(self.0.iter().flat_map(|b| b.0.iter().copied()).collect())
+    }
+    /// The per-block p50s in µs.
+    pub fn p50s_us(&self) -> Vec<f64> {
+        self.0.iter().map(|b| us(b.pct(0.5))).collect()
+    }
+}
+
+/// The median of `v` and its range.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+pub fn spread(v: &[f64]) -> Spread {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return Spread {
+            median: 0.0,
+            lo: 0.0,
+            hi: 0.0,
+        };
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Spread {
+        median,
+        lo: v[0],
+        hi: v[n - 1],
+    }
+}
+
+impl Spread {
+    /// `20.6 us (19.8-23.1)`.
+    pub fn show(&self, unit: &str) -> String {
+        format!("{:.1} {unit} ({:.1}-{:.1})", self.median, self.lo, self.hi)
+    }
+}
+
 /// One row of the table.
 pub struct Row {
     pub name: String,
@@ -128,5 +183,34 @@ mod tests {
         assert_eq!(s.pct(0.99), Duration::from_micros(99));
         assert_eq!(s.pct(1.0), Duration::from_micros(100));
         assert_eq!(Samples::default().pct(0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn spreads() {
+        assert_eq!(
+            spread(&[3.0, 1.0, 2.0]),
+            Spread {
+                median: 2.0,
+                lo: 1.0,
+                hi: 3.0
+            }
+        );
+        assert_eq!(
+            spread(&[4.0, 1.0, 2.0, 3.0]),
+            Spread {
+                median: 2.5,
+                lo: 1.0,
+                hi: 4.0
+            }
+        );
+        assert_eq!(
+            spread(&[]),
+            Spread {
+                median: 0.0,
+                lo: 0.0,
+                hi: 0.0
+            }
+        );
+        assert_eq!(spread(&[f64::NAN, 5.0]).median, 5.0);
     }
 }
