@@ -16,6 +16,7 @@ const PROTOS: &[&str] = &[
     "protos/oci.proto",
     "protos/agent.proto",
     "protos/health.proto",
+    "protos/remote.proto",
 ];
 
 fn main() {

@@ -138,7 +138,7 @@ pub struct Registry {
     child: Child,
     /// Its data and log.
     pub dir: PathBuf,
-    /// `127.0.0.1:PORT` (inside the namespace).
+    /// `IP:PORT` inside the namespace (127.0.0.1 unless started at another).
     pub addr: String,
 }
 
@@ -150,6 +150,11 @@ impl Registry {
 
     /// As `start`, serving HTTPS with `tls` (PEM certificate, key) if given.
     pub fn start_tls(ns: &NetNs, dir: &Path, port: u16, auth: &Auth, tls: Option<(&Path, &Path)>) -> io::Result<Self> {
+        Self::start_at(ns, dir, &format!("127.0.0.1:{port}"), auth, tls)
+    }
+
+    /// As `start_tls`, listening on `addr` (`IP:PORT` of the namespace).
+    pub fn start_at(ns: &NetNs, dir: &Path, addr: &str, auth: &Auth, tls: Option<(&Path, &Path)>) -> io::Result<Self> {
         std::fs::create_dir_all(dir.join("data"))?;
         let auth_yaml = match auth {
             Auth::None => String::new(),
@@ -164,7 +169,7 @@ impl Registry {
                 cert.display()
             ),
         };
-        let addr = format!("127.0.0.1:{port}");
+        let addr = addr.to_string();
         let tls_yaml = match tls {
             Some((cert, key)) => format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",

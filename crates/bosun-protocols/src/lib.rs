@@ -29,4 +29,14 @@ macro_rules! generated {
     };
 }
 
-generated!(empty, types, oci, agent, agent_ttrpc, health, health_ttrpc);
+generated!(
+    empty,
+    types,
+    oci,
+    agent,
+    agent_ttrpc,
+    health,
+    health_ttrpc,
+    remote,
+    remote_ttrpc
+);

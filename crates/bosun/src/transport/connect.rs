@@ -77,21 +77,25 @@ async fn dial(addr: &Address) -> Result<Socket, ConnectError> {
                 .map_err(io_err)?;
             Ok(Socket::new(s))
         }
-        Address::HybridVsock { path, port } => {
-            let mut s = UnixStream::connect(path).await.map_err(io_err)?;
-            s.write_all(format!("CONNECT {port}\n").as_bytes())
-                .await
-                .map_err(io_err)?;
-            let reply = read_line(&mut s).await.map_err(io_err)?;
-            if !reply.starts_with("OK") {
-                return Err(ConnectError::HandshakeRefused {
-                    addr: addr.to_string(),
-                    reply,
-                });
-            }
-            Ok(Socket::new(s))
-        }
+        Address::HybridVsock { path, port } => Ok(Socket::new(hybrid_vsock(path, *port).await?)),
     }
+}
+
+/// A stream to guest `port` through the hybrid-vsock multiplexer at `path`
+/// (vhost-device-vsock, Firecracker, Cloud Hypervisor), the `CONNECT`
+/// handshake done: what follows is the guest port's stream.
+pub async fn hybrid_vsock(path: &std::path::Path, port: u32) -> Result<UnixStream, ConnectError> {
+    let addr = || format!("hvsock://{}:{port}", path.display());
+    let io_err = |source| ConnectError::Io { addr: addr(), source };
+    let mut s = UnixStream::connect(path).await.map_err(io_err)?;
+    s.write_all(format!("CONNECT {port}\n").as_bytes())
+        .await
+        .map_err(io_err)?;
+    let reply = read_line(&mut s).await.map_err(io_err)?;
+    if !reply.starts_with("OK") {
+        return Err(ConnectError::HandshakeRefused { addr: addr(), reply });
+    }
+    Ok(s)
 }
 
 /// Reads one `\n`-terminated line byte by byte, so that nothing past it (the

@@ -1,0 +1,621 @@
+//! bosun-podvm as runtime-rs drives it in remote mode: the test plays the
+//! shim. A node namespace with a bridge and a registry stands for the
+//! host's network; each pod gets a network namespace with a veth on that
+//! bridge, as a CNI bridge plugin makes it. CreateVM/StartVM boot a real
+//! QEMU VM (TCG) with bosun inside, in the pod's namespace; the golden
+//! runtime-rs remote-mode requests run the pod through `agentSocketPath`,
+//! the workload's image pulled in the guest through the pod's network;
+//! StopVM leaves nothing. Two pods at once, and the service restarted
+//! between StartVM and StopVM.
+//!
+//! Needs root, the guest image (`make guest-image`: guest-image/out),
+//! QEMU and vhost-device-vsock; skipped with the reason otherwise.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bosun::transport::Address;
+use bosun_client::local_registry::{Auth, NetNs, Registry};
+use bosun_client::Client;
+use bosun_protocols::agent::{
+    CopyFileRequest, CreateContainerRequest, CreateSandboxRequest, DestroySandboxRequest, ReadStreamRequest,
+    RemoveContainerRequest, StartContainerRequest, WaitProcessRequest,
+};
+use bosun_protocols::remote::{CreateVMRequest, StartVMRequest, StopVMRequest, VersionRequest};
+use bosun_protocols::remote_ttrpc::HypervisorClient;
+
+const REGISTRY: &str = "10.88.0.1:5000";
+const BUSYBOX: &str = "docker.io/library/busybox:1.36";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixtures() -> PathBuf {
+    repo().join("crates/bosun-client/tests/fixtures")
+}
+
+/// What the VM test needs, or why it is skipped.
+struct Needs {
+    image: PathBuf,
+    vhost: PathBuf,
+}
+
+fn needs() -> Result<Needs, String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Err("needs root".into());
+    }
+    let image = std::env::var_os("BOSUN_GUEST_IMAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("guest-image/out"));
+    for f in ["vmlinuz", "initrd.gz"] {
+        if !image.join(f).is_file() {
+            return Err(format!("no guest image at {} (make guest-image)", image.display()));
+        }
+    }
+    let which = |p: &str| -> Option<PathBuf> {
+        let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin"));
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(home)
+            .map(|d| d.join(p))
+            .find(|f| f.is_file())
+    };
+    let vhost = which("vhost-device-vsock").ok_or("no vhost-device-vsock (scripts/setup.sh vm-test)")?;
+    which("qemu-system-x86_64").ok_or("no qemu-system-x86_64 (scripts/setup.sh vm-test)")?;
+    Ok(Needs { image, vhost })
+}
+
+macro_rules! needs_or_skip {
+    () => {
+        match needs() {
+            Ok(n) => n,
+            Err(why) => {
+                eprintln!("SKIPPED: {why}");
+                return;
+            }
+        }
+    };
+}
+
+fn sh(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The node's network: a namespace with a bridge (10.88.0.1/24) and a
+/// registry on it holding busybox as docker.io would serve it.
+struct Node {
+    ns: NetNs,
+    _registry: Registry,
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn new() -> Node {
+        let ns = NetNs::new().unwrap();
+        sh(ns.command("ip").args(["link", "add", "br0", "type", "bridge"]));
+        sh(ns.command("ip").args(["addr", "add", "10.88.0.1/24", "dev", "br0"]));
+        sh(ns.command("ip").args(["link", "set", "br0", "up"]));
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::start_at(&ns, &dir.path().join("registry"), REGISTRY, &Auth::None, None).unwrap();
+        let layout = dir.path().join("layout");
+        let layer =
+            bosun_client::oci_layout::busybox_layer(&["sh", "echo", "cat", "ls", "sleep", "hostname", "nc"]).unwrap();
+        bosun_client::oci_layout::write_layout(&layout, "1.36", &[(layer, bosun_client::oci_layout::Comp::Gzip)], 0)
+            .unwrap();
+        registry.push(&ns, &layout, "1.36", "library/busybox", None).unwrap();
+        Node {
+            ns,
+            _registry: registry,
+            dir,
+        }
+    }
+
+    /// A pod's namespace with `eth0` at 10.88.0.N/24 on the bridge, the
+    /// default route through the node.
+    fn pod(&self, n: u8) -> NetNs {
+        let pod = NetNs::new().unwrap();
+        let host = format!("veth{n}");
+        sh(self
+            .ns
+            .command("ip")
+            .args(["link", "add", &host, "type", "veth", "peer", "name", "eth0"]));
+        sh(self
+            .ns
+            .command("ip")
+            .args(["link", "set", "eth0", "netns", &pod.path().display().to_string()]));
+        sh(self
+            .ns
+            .command("ip")
+            .args(["link", "set", &host, "master", "br0", "up"]));
+        sh(pod
+            .command("ip")
+            .args(["addr", "add", &format!("10.88.0.{n}/24"), "dev", "eth0"]));
+        sh(pod.command("ip").args(["link", "set", "eth0", "up"]));
+        sh(pod.command("ip").args(["route", "add", "default", "via", "10.88.0.1"]));
+        pod
+    }
+}
+
+/// A running bosun-podvm, killed (by pid) when dropped.
+struct Service {
+    child: Child,
+    sock: PathBuf,
+    state: PathBuf,
+    args: Vec<String>,
+}
+
+impl Service {
+    fn start(n: &Needs, dir: &Path) -> Service {
+        let sock = dir.join("hypervisor.sock");
+        let state = dir.join("state");
+        let args = vec![
+            "--listen".to_string(),
+            sock.display().to_string(),
+            "--kernel".into(),
+            n.image.join("vmlinuz").display().to_string(),
+            "--initrd".into(),
+            n.image.join("initrd.gz").display().to_string(),
+            "--state-dir".into(),
+            state.display().to_string(),
+            "--vhost-vsock".into(),
+            n.vhost.display().to_string(),
+            "--boot-timeout".into(),
+            "240".into(),
+            "--append".into(),
+            format!("agent.insecure_registries={REGISTRY}"),
+            "--log-level".into(),
+            "debug".into(),
+        ];
+        let child = Self::spawn(&args, dir);
+        let s = Service {
+            child,
+            sock,
+            state,
+            args,
+        };
+        s.wait_listening();
+        s
+    }
+
+    fn spawn(args: &[String], dir: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("podvm.log"))
+            .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_bosun-podvm"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&self.sock).is_err() {
+            assert!(Instant::now() < deadline, "bosun-podvm did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, then a new instance on the same state.
+    fn restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let dir = self.sock.parent().unwrap().to_path_buf();
+        self.child = Self::spawn(&self.args, &dir);
+        self.wait_listening();
+    }
+
+    async fn client(&self) -> HypervisorClient {
+        let s = tokio::net::UnixStream::connect(&self.sock).await.unwrap();
+        HypervisorClient::new(ttrpc::r#async::Client::new(ttrpc::r#async::transport::Socket::new(s)))
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ctx() -> ttrpc::context::Context {
+    ttrpc::context::with_timeout(Duration::from_secs(300).as_nanos() as i64)
+}
+
+fn fixture<M: protobuf::MessageFull>(name: &str, subst: &[(&str, &str)]) -> M {
+    let mut text = std::fs::read_to_string(fixtures().join(name)).unwrap();
+    for (k, v) in subst {
+        text = text.replace(k, v);
+    }
+    protobuf_json_mapping::parse_from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn fixture_list<M: protobuf::MessageFull>(name: &str) -> Vec<M> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join(name)).unwrap()).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| protobuf_json_mapping::parse_from_str(&m.to_string()).unwrap())
+        .collect()
+}
+
+/// CreateVM as runtime-rs sends it (`prepare_annotations`).
+fn create_vm_request(id: &str, netns: &Path) -> CreateVMRequest {
+    let mut r = CreateVMRequest::new();
+    r.id = id.into();
+    r.networkNamespacePath = netns.display().to_string();
+    let ann: HashMap<String, String> = [
+        ("io.kubernetes.cri.sandbox-name", "web-0"),
+        ("io.kubernetes.cri.sandbox-namespace", "default"),
+        ("io.katacontainers.config.hypervisor.machine_type", ""),
+        ("io.katacontainers.config.hypervisor.default_vcpus", "1"),
+        ("io.katacontainers.config.hypervisor.default_memory", "512"),
+        ("io.katacontainers.config.hypervisor.image", ""),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    r.annotations = ann;
+    r
+}
+
+/// The golden runtime-rs pod through the agent socket: sandbox, files,
+/// pause, the workload pulled in the guest; its output read.
+async fn run_pod(agent_sock: &Path) -> String {
+    let c = Client::connect(&Address::Unix(agent_sock.to_path_buf()), Duration::from_secs(30))
+        .await
+        .unwrap();
+    c.check().await.unwrap();
+    let sb: CreateSandboxRequest = fixture("runtime-rs-remote-CreateSandbox.json", &[]);
+    c.agent.create_sandbox(c.ctx(), &sb).await.unwrap();
+    for f in fixture_list::<CopyFileRequest>("runtime-rs-remote-CopyFile.json") {
+        c.agent.copy_file(c.ctx(), &f).await.unwrap();
+    }
+    let pause: CreateContainerRequest = fixture("runtime-rs-remote-CreateContainer-pause.json", &[]);
+    c.agent.create_container(c.ctx(), &pause).await.unwrap();
+    let mut start = StartContainerRequest::new();
+    start.container_id = pause.container_id.clone();
+    c.agent.start_container(c.ctx(), &start).await.unwrap();
+    // The workload's image, from the node's registry instead of docker.io.
+    let image = format!("{REGISTRY}/library/busybox:1.36");
+    let wl: CreateContainerRequest = fixture("runtime-rs-remote-CreateContainer-workload.json", &[(BUSYBOX, &image)]);
+    c.agent
+        .create_container(
+            ttrpc::context::with_timeout(Duration::from_secs(120).as_nanos() as i64),
+            &wl,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the workload, pulled in the guest: {e:?}"));
+    start.container_id = wl.container_id.clone();
+    c.agent.start_container(c.ctx(), &start).await.unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(&out).contains("default\n") && Instant::now() < deadline {
+        let mut r = ReadStreamRequest::new();
+        r.container_id = wl.container_id.clone();
+        r.exec_id = wl.container_id.clone();
+        r.len = 4096;
+        match c.agent.read_stdout(c.long_poll(), &r).await {
+            Ok(d) => out.extend(d.data),
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An exec in the workload that answers one TCP connection on `port`.
+async fn listen_in_guest(agent_sock: &Path, port: u16) {
+    let c = Client::connect(&Address::Unix(agent_sock.to_path_buf()), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let wl: CreateContainerRequest = fixture("runtime-rs-remote-CreateContainer-workload.json", &[]);
+    let mut r = bosun_protocols::agent::ExecProcessRequest::new();
+    r.container_id = wl.container_id.clone();
+    r.exec_id = format!("listen-{port}");
+    r.process = Some(bosun_client::spec::process(&[
+        "sh".into(),
+        "-c".into(),
+        format!("echo 'hello from the guest' | nc -l -p {port}"),
+    ]))
+    .into();
+    c.agent.exec_process(c.ctx(), &r).await.unwrap();
+}
+
+async fn teardown_pod(agent_sock: &Path) {
+    let c = Client::connect(&Address::Unix(agent_sock.to_path_buf()), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let wl: CreateContainerRequest = fixture("runtime-rs-remote-CreateContainer-workload.json", &[]);
+    let pause: CreateContainerRequest = fixture("runtime-rs-remote-CreateContainer-pause.json", &[]);
+    for id in [&wl.container_id, &pause.container_id] {
+        let mut sig = bosun_protocols::agent::SignalProcessRequest::new();
+        sig.container_id = id.clone();
+        sig.signal = 9;
+        let _ = c.agent.signal_process(c.ctx(), &sig).await;
+        let mut w = WaitProcessRequest::new();
+        w.container_id = id.clone();
+        let _ = c.agent.wait_process(c.long_poll(), &w).await;
+        let mut r = RemoveContainerRequest::new();
+        r.container_id = id.clone();
+        c.agent.remove_container(c.ctx(), &r).await.unwrap();
+    }
+    c.agent
+        .destroy_sandbox(c.ctx(), &DestroySandboxRequest::new())
+        .await
+        .unwrap();
+}
+
+/// What bosun-podvm may have left in a pod's namespace.
+fn leftovers_in(pod: &NetNs) -> Vec<String> {
+    let mut v = Vec::new();
+    let links = String::from_utf8(pod.command("ip").args(["-o", "link"]).output().unwrap().stdout).unwrap();
+    if links.contains("tap0_podvm") {
+        v.push("the tap".into());
+    }
+    let q = String::from_utf8(
+        pod.command("tc")
+            .args(["qdisc", "show", "dev", "eth0", "ingress"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    if q.contains("ingress") {
+        v.push("eth0's ingress qdisc".into());
+    }
+    v
+}
+
+/// Processes whose command line names `dir`.
+fn processes_naming(dir: &Path) -> Vec<String> {
+    let needle = dir.display().to_string();
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()).is_none() {
+            continue;
+        }
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(&needle) && !c.contains("bosun-podvm") {
+                v.push(c);
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn two_pods_in_real_vms_through_their_netns_with_a_restart_between_start_and_stop() {
+    let n = needs_or_skip!();
+    let node = Node::new();
+    let pods = [node.pod(2), node.pod(3)];
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = Service::start(&n, dir.path());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ids = [
+        "3f5d9c7e1a2b4c6d8e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d",
+        "7c1e4a9b2d8f6e3a5c0b9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a",
+    ];
+    let socks: Vec<PathBuf> = rt.block_on(async {
+        let hv = svc.client().await;
+        let v = hv.version(ctx(), &VersionRequest::new()).await.unwrap();
+        assert!(v.version.starts_with("bosun-podvm"), "{}", v.version);
+        let mut socks = Vec::new();
+        for (id, pod) in ids.iter().zip(&pods) {
+            let r = hv.create_vm(ctx(), &create_vm_request(id, &pod.path())).await.unwrap();
+            socks.push(PathBuf::from(r.agentSocketPath));
+        }
+        // Both booting at once.
+        let t0 = Instant::now();
+        let starts = ids.iter().map(|id| {
+            let hv = hv.clone();
+            let mut r = StartVMRequest::new();
+            r.id = id.to_string();
+            async move { hv.start_vm(ctx(), &r).await }
+        });
+        for r in futures::future::join_all(starts).await {
+            r.unwrap_or_else(|e| {
+                panic!(
+                    "StartVM: {e:?}\n{}",
+                    std::fs::read_to_string(dir.path().join("podvm.log")).unwrap_or_default()
+                )
+            });
+        }
+        eprintln!(
+            "== two VMs: CreateVM -> both agents ready in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        socks
+    });
+    // The pods run, each in its VM, pulling through its own netns.
+    for (sock, pod) in socks.iter().zip(&pods) {
+        let t0 = Instant::now();
+        let out = rt.block_on(run_pod(sock));
+        eprintln!(
+            "== pod through {}: running in {:.1} s",
+            sock.display(),
+            t0.elapsed().as_secs_f64()
+        );
+        assert!(out.starts_with("hello from web-0\n"), "{out}");
+        assert!(out.contains("namespace\ntoken\n"), "{out}");
+        // The tap and its redirects are there while the VM runs.
+        assert_eq!(leftovers_in(pod).len(), 2, "{:?}", leftovers_in(pod));
+    }
+    // The pulls came from the pods' addresses, through their namespaces.
+    let reg_log = std::fs::read_to_string(node.dir.path().join("registry/registry.log")).unwrap();
+    for ip in ["10.88.0.2", "10.88.0.3"] {
+        assert!(reg_log.contains(ip), "no pull from {ip}: {reg_log}");
+    }
+    // Traffic to a pod's IP reaches its guest: a listener in the guest's
+    // workload (nothing listens in the pod's namespace) answers the node.
+    for (sock, ip) in socks.iter().zip(["10.88.0.2", "10.88.0.3"]) {
+        rt.block_on(listen_in_guest(sock, 8080));
+        let addr = format!("{ip}:8080");
+        let got = node
+            .ns
+            .run(move || -> std::io::Result<String> {
+                use std::io::Read;
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    match std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(5)) {
+                        Ok(mut s) => {
+                            let mut out = String::new();
+                            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                            s.read_to_string(&mut out)?;
+                            return Ok(out);
+                        }
+                        Err(e) if Instant::now() > deadline => return Err(e),
+                        Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                    }
+                }
+            })
+            .unwrap()
+            .unwrap_or_else(|e| panic!("connect to the guest at {ip}:8080: {e}"));
+        assert_eq!(got, "hello from the guest\n");
+    }
+
+    // The service dies and comes back: both VMs are still its own.
+    svc.restart();
+    for sock in &socks {
+        rt.block_on(async {
+            let c = Client::connect(&Address::Unix(sock.clone()), Duration::from_secs(30))
+                .await
+                .unwrap();
+            c.check().await.expect("the agent through the restarted service");
+        });
+    }
+    rt.block_on(async {
+        for sock in &socks {
+            teardown_pod(sock).await;
+        }
+        let hv = svc.client().await;
+        for id in ids {
+            let mut r = StopVMRequest::new();
+            r.id = id.to_string();
+            hv.stop_vm(ctx(), &r).await.unwrap();
+            // Idempotent: the shim retries.
+            hv.stop_vm(ctx(), &r).await.unwrap();
+        }
+    });
+    for pod in &pods {
+        assert!(leftovers_in(pod).is_empty(), "{:?}", leftovers_in(pod));
+    }
+    assert!(
+        processes_naming(&svc.state).is_empty(),
+        "{:?}",
+        processes_naming(&svc.state)
+    );
+    let left: Vec<_> = std::fs::read_dir(&svc.state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    drop(node.dir);
+}
+
+#[test]
+fn bad_requests_get_clear_codes_and_a_failed_boot_leaves_nothing() {
+    let mut n = needs_or_skip!();
+    let dir = tempfile::tempdir().unwrap();
+    // A kernel QEMU cannot boot: StartVM fails, naming QEMU's complaint.
+    let image = dir.path().join("image");
+    std::fs::create_dir_all(&image).unwrap();
+    std::fs::write(image.join("vmlinuz"), b"not a kernel").unwrap();
+    std::fs::write(image.join("initrd.gz"), b"").unwrap();
+    n.image = image;
+    let svc = Service::start(&n, dir.path());
+    let pod = NetNs::new().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let hv = svc.client().await;
+        let code = |r: ttrpc::Result<_>| match r {
+            Err(ttrpc::Error::RpcStatus(s)) => (s.code(), s.message().to_string()),
+            other => panic!("not a status: {other:?}"),
+        };
+        let (c, m) = code(
+            hv.create_vm(ctx(), &create_vm_request("../etc", &pod.path()))
+                .await
+                .map(|_| ()),
+        );
+        assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT, "{m}");
+        let (c, m) = code(
+            hv.create_vm(ctx(), &create_vm_request("vm1", Path::new("/nonexistent/netns")))
+                .await
+                .map(|_| ()),
+        );
+        assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT, "{m}");
+        assert!(m.contains("/nonexistent/netns"), "{m}");
+        let (c, m) = code(
+            hv.create_vm(ctx(), &create_vm_request("vm1", Path::new("/proc/self/ns/uts")))
+                .await
+                .map(|_| ()),
+        );
+        assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT, "{m}");
+        assert!(m.contains("not a network one"), "{m}");
+        let mut start = StartVMRequest::new();
+        start.id = "unknown".into();
+        let (c, _) = code(hv.start_vm(ctx(), &start).await.map(|_| ()));
+        assert_eq!(c, ttrpc::Code::NOT_FOUND);
+        let mut stop = StopVMRequest::new();
+        stop.id = "unknown".into();
+        hv.stop_vm(ctx(), &stop).await.expect("StopVM of an unknown id is OK");
+
+        // CreateVM is idempotent; the same id with another netns is not.
+        let a = hv
+            .create_vm(ctx(), &create_vm_request("vm1", &pod.path()))
+            .await
+            .unwrap();
+        let b = hv
+            .create_vm(ctx(), &create_vm_request("vm1", &pod.path()))
+            .await
+            .unwrap();
+        assert_eq!(a.agentSocketPath, b.agentSocketPath);
+        let other = NetNs::new().unwrap();
+        let (c, _) = code(
+            hv.create_vm(ctx(), &create_vm_request("vm1", &other.path()))
+                .await
+                .map(|_| ()),
+        );
+        assert_eq!(c, ttrpc::Code::ALREADY_EXISTS);
+
+        // The pod has no interface with an address: the guest gets no NIC.
+        start.id = "vm1".into();
+        let (c, m) = code(hv.start_vm(ctx(), &start).await.map(|_| ()));
+        assert_eq!(c, ttrpc::Code::INTERNAL, "{m}");
+        assert!(m.contains("QEMU exited"), "{m}");
+        assert!(
+            processes_naming(&svc.state).is_empty(),
+            "{:?}",
+            processes_naming(&svc.state)
+        );
+        stop.id = "vm1".into();
+        hv.stop_vm(ctx(), &stop).await.unwrap();
+    });
+    let left: Vec<_> = std::fs::read_dir(&svc.state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
