@@ -29,11 +29,14 @@ run: setup-run build
 setup-%:
 	./scripts/setup.sh $*
 
+# As root, the tests include pods in real QEMU VMs (bosun-podvm's): the
+# guest image and the VM tools are set up first.
 test: setup-test
+	@if [ "$$(id -u)" = 0 ]; then ./scripts/setup.sh vm-test && $(MAKE) --no-print-directory guest-image; fi
 	$(CARGO) build --locked --workspace --all-targets
 	@if [ "$$(id -u)" = 0 ]; then \
 		echo "== tests (root: including root-only tests, in private namespaces)"; \
-		$(ISOLATE) $(CARGO) test --locked --offline --workspace -- --include-ignored; \
+		PATH="$$HOME/.cargo/bin:$$PATH" $(ISOLATE) $(CARGO) test --locked --offline --workspace -- --include-ignored; \
 	else \
 		echo "== tests (not root: root-only tests are listed as ignored, \"needs root\")"; \
 		$(CARGO) test --locked --workspace; \

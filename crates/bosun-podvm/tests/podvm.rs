@@ -226,9 +226,18 @@ impl Service {
 }
 
 impl Drop for Service {
+    /// The service, and, when a test failed before StopVM, the VMs it
+    /// started (they outlive the service by design): by pid, found by
+    /// their command lines naming this test's state directory.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for pid in pids_naming(&self.state, self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 
@@ -317,6 +326,44 @@ async fn run_pod(agent_sock: &Path) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// What `args` prints, run as an exec in the workload.
+async fn exec_output(agent_sock: &Path, exec_id: &str, args: &[&str]) -> String {
+    let c = Client::connect(&Address::Unix(agent_sock.to_path_buf()), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let wl: CreateContainerRequest = fixture("runtime-rs-remote-CreateContainer-workload.json", &[]);
+    let mut r = bosun_protocols::agent::ExecProcessRequest::new();
+    r.container_id = wl.container_id.clone();
+    r.exec_id = exec_id.into();
+    r.process = Some(bosun_client::spec::process(
+        &args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+    ))
+    .into();
+    c.agent.exec_process(c.ctx(), &r).await.unwrap();
+    let mut out = Vec::new();
+    loop {
+        let mut rd = ReadStreamRequest::new();
+        rd.container_id = wl.container_id.clone();
+        rd.exec_id = exec_id.into();
+        rd.len = 65536;
+        match c.agent.read_stdout(c.long_poll(), &rd).await {
+            Ok(d) if !d.data.is_empty() => out.extend(d.data),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `key:` of /proc/meminfo text, in MiB.
+fn meminfo_mib(text: &str, key: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
 /// An exec in the workload that answers one TCP connection on `port`.
 async fn listen_in_guest(agent_sock: &Path, port: u16) {
     let c = Client::connect(&Address::Unix(agent_sock.to_path_buf()), Duration::from_secs(30))
@@ -380,22 +427,48 @@ fn leftovers_in(pod: &NetNs) -> Vec<String> {
     v
 }
 
-/// Processes whose command line names `dir`.
-fn processes_naming(dir: &Path) -> Vec<String> {
+/// The host RSS of the QEMU whose command line names `dir`.
+fn rss_of_qemu(dir: &Path) -> String {
+    let needle = dir.display().to_string();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(c) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let c = String::from_utf8_lossy(&c);
+        if c.starts_with("qemu-system") && c.contains(&needle) {
+            let st = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+            return format!("{:.0} MiB", meminfo_mib(&st, "VmRSS:"));
+        }
+    }
+    "?".into()
+}
+
+/// Processes whose command line names `dir`, but `except` (the service,
+/// whose --state-dir names it): pid and command line.
+fn naming(dir: &Path, except: u32) -> Vec<(u32, String)> {
     let needle = dir.display().to_string();
     let mut v = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()).is_none() {
-            continue;
-        }
+        let pid = match e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
+            Some(pid) if pid != except => pid,
+            _ => continue,
+        };
         if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
             let c = String::from_utf8_lossy(&c).replace('\0', " ");
-            if c.contains(&needle) && !c.contains("bosun-podvm") {
-                v.push(c);
+            if c.contains(&needle) {
+                v.push((pid, c));
             }
         }
     }
     v
+}
+
+fn processes_naming(dir: &Path, except: u32) -> Vec<String> {
+    naming(dir, except).into_iter().map(|(_, c)| c).collect()
+}
+
+fn pids_naming(dir: &Path, except: u32) -> Vec<u32> {
+    naming(dir, except).into_iter().map(|(p, _)| p).collect()
 }
 
 #[test]
@@ -458,6 +531,17 @@ fn two_pods_in_real_vms_through_their_netns_with_a_restart_between_start_and_sto
         // The tap and its redirects are there while the VM runs.
         assert_eq!(leftovers_in(pod).len(), 2, "{:?}", leftovers_in(pod));
     }
+    // What a pod VM costs: the guest's own view and QEMU's on the host.
+    for sock in &socks {
+        let m = rt.block_on(exec_output(sock, "meminfo", &["cat", "/proc/meminfo"]));
+        let used = meminfo_mib(&m, "MemTotal:") - meminfo_mib(&m, "MemAvailable:");
+        let dir = sock.parent().unwrap();
+        eprintln!(
+            "== guest memory in use (MemTotal - MemAvailable): {used:.1} MiB of {:.0} MiB; QEMU's host RSS: {}",
+            meminfo_mib(&m, "MemTotal:"),
+            rss_of_qemu(dir)
+        );
+    }
     // The pulls came from the pods' addresses, through their namespaces.
     let reg_log = std::fs::read_to_string(node.dir.path().join("registry/registry.log")).unwrap();
     for ip in ["10.88.0.2", "10.88.0.3"] {
@@ -518,9 +602,9 @@ fn two_pods_in_real_vms_through_their_netns_with_a_restart_between_start_and_sto
         assert!(leftovers_in(pod).is_empty(), "{:?}", leftovers_in(pod));
     }
     assert!(
-        processes_naming(&svc.state).is_empty(),
+        processes_naming(&svc.state, svc.child.id()).is_empty(),
         "{:?}",
-        processes_naming(&svc.state)
+        processes_naming(&svc.state, svc.child.id())
     );
     let left: Vec<_> = std::fs::read_dir(&svc.state)
         .unwrap()
@@ -605,9 +689,9 @@ fn bad_requests_get_clear_codes_and_a_failed_boot_leaves_nothing() {
         assert_eq!(c, ttrpc::Code::INTERNAL, "{m}");
         assert!(m.contains("QEMU exited"), "{m}");
         assert!(
-            processes_naming(&svc.state).is_empty(),
+            processes_naming(&svc.state, svc.child.id()).is_empty(),
             "{:?}",
-            processes_naming(&svc.state)
+            processes_naming(&svc.state, svc.child.id())
         );
         stop.id = "vm1".into();
         hv.stop_vm(ctx(), &stop).await.unwrap();
