@@ -113,3 +113,25 @@ fn the_readme_lists_every_flag_of_bosun() {
     flags.sort();
     assert_eq!(listed, flags, "README flags (left) vs bosun's OPTIONS (right)");
 }
+
+/// `unsafe` lives where the README's layout says: the agent's `src/sys`,
+/// and one `pre_exec` each in bosun-podvm's `procs.rs` (setsid, setns)
+/// and the bench's `load.rs` (joining the hogs' cgroup before exec).
+#[test]
+fn unsafe_code_stays_in_its_few_modules() {
+    let allowed = |p: &Path| {
+        let s = p.to_string_lossy();
+        s.contains("/bosun/src/sys/") || s.ends_with("bosun-podvm/src/procs.rs") || s.ends_with("bosun-bench/load.rs")
+    };
+    let mut found = Vec::new();
+    for krate in ["bosun", "bosun-client", "bosun-podvm", "bosun-protocols"] {
+        for f in sources(&crate_dir(krate).join("src")) {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let code = text.lines().filter(|l| !l.trim_start().starts_with("//"));
+            if code.clone().any(|l| l.contains("unsafe {") || l.contains("unsafe fn")) && !allowed(&f) {
+                found.push(f.display().to_string());
+            }
+        }
+    }
+    assert!(found.is_empty(), "unsafe outside its modules: {found:?}");
+}

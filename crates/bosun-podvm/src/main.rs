@@ -31,7 +31,7 @@ fn main() {
         }
     };
     let (log, _guard) = bosun::logging::root(bosun::config::LogFormat::Json, opts.log_level);
-    let log = log.new(slog::o!("source" => "bosun-podvm"));
+    let log = log.new(slog::o!("service" => "bosun-podvm"));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
