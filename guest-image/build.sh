@@ -36,7 +36,7 @@ ln -s busybox "$tree/bin/sh"
 # Then the disks a runtime hot-plugs: virtio-blk, virtio-scsi with sd, and
 # nvdimm (pmem) (each after what it depends on; ext4 is built in); and
 # virtio-net, the pod's network (image pulls in remote-hypervisor mode).
-modules="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport overlay loop virtio_blk scsi_common scsi_mod virtio_scsi sd_mod libnvdimm nfit nd_btt nd_pmem failover net_failover virtio_net"
+modules="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport overlay loop virtio_blk scsi_common scsi_mod virtio_scsi sd_mod libnvdimm nfit nd_btt nd_pmem failover net_failover virtio_net qemu_fw_cfg"
 : > "$tree/etc/bosun/modules"
 # Loaded only when a CreateSandbox names them.
 on_request="vsock_loopback"

@@ -28,6 +28,11 @@ const CONSOLE: &str = "console.log";
 /// The annotations runtime-rs sends (`prepare_annotations`).
 const ANN_MEMORY: &str = "io.katacontainers.config.hypervisor.default_memory";
 const ANN_VCPUS: &str = "io.katacontainers.config.hypervisor.default_vcpus";
+const ANN_INITDATA: &str = "io.katacontainers.config.hypervisor.cc_init_data";
+/// The pod's initdata as the guest reads it: a QEMU firmware config entry
+/// (bosun's `--initdata` default when it is the guest's init).
+const INITDATA: &str = "initdata";
+const FW_CFG_INITDATA: &str = "opt/io.katacontainers.initdata";
 
 /// Why a call failed, by the code the shim gets.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +197,18 @@ impl Manager {
             .filter(|v| *v > 0.0 && *v <= 256.0)
             .map(|v| v.ceil() as u32)
             .unwrap_or(self.opts.vcpus);
+        // cc_init_data: base64 of the (gzip'd) TOML document.
+        let initdata = match annotations.get(ANN_INITDATA).map(|v| v.trim()) {
+            None | Some("") => None,
+            Some(v) => {
+                use base64::Engine;
+                Some(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(v)
+                        .map_err(|e| VmError::InvalidArgument(format!("annotation {ANN_INITDATA}: not base64: {e}")))?,
+                )
+            }
+        };
         let dir = self.dir(id);
         let mut vms = lock(&self.vms);
         if let Some(vm) = vms.get(id) {
@@ -210,6 +227,10 @@ impl Manager {
         let cid = (3u32..).find(|c| !used.contains(c)).unwrap_or(3);
         std::fs::create_dir_all(&dir).map_err(|e| VmError::Internal(format!("{}: {e}", dir.display())))?;
         let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        if let Some(data) = &initdata {
+            std::fs::write(dir.join(INITDATA), data)
+                .map_err(|e| VmError::Internal(format!("{}: {e}", dir.join(INITDATA).display())))?;
+        }
         let rec = Record {
             id: id.to_string(),
             netns,
@@ -413,6 +434,12 @@ impl Manager {
             "-device".into(),
             "vhost-user-vsock-pci,chardev=vsock".into(),
         ];
+        if dir.join(INITDATA).is_file() {
+            a.extend([
+                "-fw_cfg".into(),
+                format!("name={FW_CFG_INITDATA},file={}", dir.join(INITDATA).display()),
+            ]);
+        }
         if let (Some(p), Some(pod)) = (&rec.net, &rec.pod) {
             a.extend([
                 "-netdev".into(),

@@ -109,7 +109,8 @@ impl Node {
         let registry = Registry::start_at(&ns, &dir.path().join("registry"), REGISTRY, &Auth::None, None).unwrap();
         let layout = dir.path().join("layout");
         let layer =
-            bosun_client::oci_layout::busybox_layer(&["sh", "echo", "cat", "ls", "sleep", "hostname", "nc"]).unwrap();
+            bosun_client::oci_layout::busybox_layer(&["sh", "echo", "cat", "ls", "sleep", "hostname", "nc", "id"])
+                .unwrap();
         bosun_client::oci_layout::write_layout(&layout, "1.36", &[(layer, bosun_client::oci_layout::Comp::Gzip)], 0)
             .unwrap();
         registry.push(&ns, &layout, "1.36", "library/busybox", None).unwrap();
@@ -280,6 +281,38 @@ fn create_vm_request(id: &str, netns: &Path) -> CreateVMRequest {
     .collect();
     r.annotations = ann;
     r
+}
+
+/// Every AgentService request type, from the protocol's descriptors.
+fn request_types() -> Vec<String> {
+    let f = bosun_protocols::agent::file_descriptor();
+    let mut v: Vec<String> = f
+        .services()
+        .flat_map(|s| {
+            s.methods()
+                .map(|m| m.input_type().name().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// cc_init_data as runtime-rs sends it: base64 of the gzip'd TOML
+/// document, its policy allowing everything but an exec of `id`.
+fn initdata_denying_exec_of_id() -> String {
+    use base64::Engine;
+    use std::io::Write;
+    let mut rego = String::from("package agent_policy\n\nimport future.keywords.if\n\n");
+    for r in request_types() {
+        rego += &format!("default {r} := true\n");
+    }
+    rego += "\nExecProcessRequest := false if {\n    input.process.Args[0] == \"id\"\n    print(\"id is not to be run here\")\n}\n";
+    let doc = format!("version = \"0.1.0\"\nalgorithm = \"sha384\"\n\n[data]\n\"policy.rego\" = '''\n{rego}'''\n");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(doc.as_bytes()).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap())
 }
 
 /// The golden runtime-rs pod through the agent socket: sandbox, files,
@@ -491,8 +524,16 @@ fn two_pods_in_real_vms_through_their_netns_with_a_restart_between_start_and_sto
         let v = hv.version(ctx(), &VersionRequest::new()).await.unwrap();
         assert!(v.version.starts_with("bosun-podvm"), "{}", v.version);
         let mut socks = Vec::new();
-        for (id, pod) in ids.iter().zip(&pods) {
-            let r = hv.create_vm(ctx(), &create_vm_request(id, &pod.path())).await.unwrap();
+        for (i, (id, pod)) in ids.iter().zip(&pods).enumerate() {
+            let mut req = create_vm_request(id, &pod.path());
+            // The second pod's owner hands its VM a policy in initdata.
+            if i == 1 {
+                req.annotations.insert(
+                    "io.katacontainers.config.hypervisor.cc_init_data".into(),
+                    initdata_denying_exec_of_id(),
+                );
+            }
+            let r = hv.create_vm(ctx(), &req).await.unwrap();
             socks.push(PathBuf::from(r.agentSocketPath));
         }
         // Both booting at once.
@@ -541,6 +582,27 @@ fn two_pods_in_real_vms_through_their_netns_with_a_restart_between_start_and_sto
             meminfo_mib(&m, "MemTotal:"),
             rss_of_qemu(dir)
         );
+    }
+    // initdata's policy holds in the second VM only.
+    let id_out = rt.block_on(exec_output(&socks[0], "id", &["id"]));
+    assert!(id_out.starts_with("uid=0"), "{id_out}");
+    let denied = rt.block_on(async {
+        let c = Client::connect(&Address::Unix(socks[1].clone()), Duration::from_secs(30))
+            .await
+            .unwrap();
+        let wl: CreateContainerRequest = fixture("runtime-rs-remote-CreateContainer-workload.json", &[]);
+        let mut r = bosun_protocols::agent::ExecProcessRequest::new();
+        r.container_id = wl.container_id.clone();
+        r.exec_id = "id".into();
+        r.process = Some(bosun_client::spec::process(&["id".to_string()])).into();
+        c.agent.exec_process(c.ctx(), &r).await
+    });
+    match denied {
+        Err(ttrpc::Error::RpcStatus(s)) => {
+            assert_eq!(s.code(), ttrpc::Code::PERMISSION_DENIED, "{}", s.message());
+            assert!(s.message().contains("id is not to be run here"), "{}", s.message());
+        }
+        other => panic!("an exec of id in the VM with initdata's policy: {other:?}"),
     }
     // The pulls came from the pods' addresses, through their namespaces.
     let reg_log = std::fs::read_to_string(node.dir.path().join("registry/registry.log")).unwrap();

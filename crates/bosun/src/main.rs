@@ -106,6 +106,45 @@ fn configure(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Op
     Config::resolve(&flags, env, &lower, &config::FoundFiles::probe()).map(Some)
 }
 
+/// The pod's initdata, when there is one: its `policy.rego` written under
+/// the run dir and returned as the policy at start, unless a policy file
+/// was asked for. A document that does not read stops bosun: starting
+/// without the pod owner's policy would open the agent.
+fn apply_initdata(cfg: &Config, log: &slog::Logger) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let Some(path) = &cfg.initdata else {
+        return Ok(None);
+    };
+    let doc = config::initdata::read(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let files: Vec<&str> = doc.data.keys().map(String::as_str).collect();
+    info!(log, "initdata"; "from" => %path.display(), "version" => &doc.version, "digest" => &doc.digest, "files" => files.join(","));
+    for name in doc.data.keys().filter(|k| k.as_str() != "policy.rego") {
+        info!(log, "initdata: not acted on (no attestation agent or CDH in bosun)"; "file" => name);
+    }
+    let Some(rego) = doc.data.get("policy.rego") else {
+        return Ok(None);
+    };
+    if cfg.policy_explicit {
+        info!(log, "initdata: policy.rego not taken: a policy file was asked for");
+        return Ok(None);
+    }
+    std::fs::create_dir_all(&cfg.run_dir).with_context(|| format!("create {}", cfg.run_dir.display()))?;
+    let out = cfg.run_dir.join("initdata-policy.rego");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&out)
+            .with_context(|| format!("write {}", out.display()))?;
+        f.write_all(rego.as_bytes())
+            .with_context(|| format!("write {}", out.display()))?;
+    }
+    Ok(Some(out))
+}
+
 fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
     // The multi-thread runtime, a worker per CPU (at most 4 by default):
     // measured side by side with the current-thread runtime on a 2-core
@@ -129,9 +168,11 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
         let _run_lock = bosun::runlock::claim(&cfg.run_dir)?;
         // The policy before anything is served: the one in force before a
         // restart, else the configured file.
-        let source = match &cfg.policy_file {
-            Some(p) => bosun::policy::Source::File(p),
-            None => bosun::policy::Source::None,
+        let initdata_policy = apply_initdata(cfg, log)?;
+        let source = match (&initdata_policy, &cfg.policy_file) {
+            (Some(p), _) => bosun::policy::Source::File(p),
+            (None, Some(p)) => bosun::policy::Source::File(p),
+            (None, None) => bosun::policy::Source::None,
         };
         let debug = slog::Level::Debug.is_at_least(cfg.log_level);
         let policy = bosun::policy::Policy::open(&cfg.run_dir, source, debug, log).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -32,6 +32,9 @@ pub struct FoundFiles {
     pub registries_conf: Option<PathBuf>,
     /// `POLICY_FILE`, when it exists.
     pub policy_file: Option<PathBuf>,
+    /// QEMU's firmware config initdata entry, when bosun is the guest's
+    /// init and it exists (on any other machine it is not bosun's).
+    pub initdata: Option<PathBuf>,
 }
 
 impl FoundFiles {
@@ -47,6 +50,9 @@ impl FoundFiles {
             image_mount: mounted.then(|| image.to_path_buf()),
             registries_conf: file(REGISTRIES_CONF),
             policy_file: file(POLICY_FILE),
+            initdata: (std::process::id() == 1)
+                .then(|| file(super::initdata::FW_CFG))
+                .flatten(),
         }
     }
 }

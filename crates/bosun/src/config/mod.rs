@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::transport::Address;
 
 mod found;
+pub mod initdata;
 mod kata_file;
 mod options;
 
@@ -67,6 +68,13 @@ pub struct Config {
     pub image_pull_timeout: Duration,
     /// The agent policy file at start, if any.
     pub policy_file: Option<PathBuf>,
+    /// Whether the policy file was asked for (flag, environment, command
+    /// line or configuration file), not merely found: initdata's policy
+    /// stands between the two.
+    pub policy_explicit: bool,
+    /// The pod's initdata document, if any (`--initdata`, or QEMU's
+    /// firmware config entry when bosun is the guest's init).
+    pub initdata: Option<PathBuf>,
     /// What the start-up log says about the configuration (keys of a
     /// configuration file accepted and not acted on).
     pub notes: Vec<String>,
@@ -359,7 +367,17 @@ impl Config {
         };
         let mut insecure = insecure;
         insecure.extend(mirrors.insecure_hosts());
-        let policy_file = match pick("policy-file") {
+        // Asked for, not merely found: initdata's policy stands between.
+        let policy_pick = pick("policy-file");
+        let policy_explicit = policy_pick.is_some();
+        let initdata = match pick("initdata") {
+            Some(v) if PathBuf::from(&v.0).is_absolute() => Some(PathBuf::from(&v.0)),
+            Some(v) => return Err(bad("initdata", v, "expected an absolute path".into())),
+            None => found.initdata.clone().inspect(|p| {
+                from_found.push(("initdata", p.display().to_string()));
+            }),
+        };
+        let policy_file = match policy_pick {
             Some(v) if v.0 == "none" => None,
             Some(v) if PathBuf::from(&v.0).is_absolute() => Some(PathBuf::from(&v.0)),
             Some(v) => return Err(bad("policy-file", v, "expected an absolute path, or none".into())),
@@ -419,6 +437,8 @@ impl Config {
             hotplug_timeout,
             image_pull_timeout,
             policy_file,
+            policy_explicit,
+            initdata,
             limits,
             worker_threads,
             image_dir,
@@ -669,6 +689,9 @@ mod tests {
             image_mount: Some(PathBuf::from("/run/kata-containers/image")),
             registries_conf: Some(dir.path().join("registries.conf")),
             policy_file: Some(PathBuf::from("/etc/kata-opa/default-policy.rego")),
+            initdata: Some(PathBuf::from(
+                "/sys/firmware/qemu_fw_cfg/by_name/opt/io.katacontainers.initdata/raw",
+            )),
         };
         std::fs::write(
             dir.path().join("registries.conf"),
@@ -680,6 +703,8 @@ mod tests {
             Config::resolve(&f, &|_| None, &Lower::None, &podvm).unwrap()
         };
         let c = at(&[]);
+        // Found, not asked for: initdata's policy may stand in for it.
+        assert!(!c.policy_explicit && c.initdata.is_some());
         assert!(
             c.registry.auths.contains_key("found.local"),
             "{:?}",
@@ -706,6 +731,7 @@ mod tests {
             "none",
         ]);
         assert_eq!(c.policy_file, None);
+        assert!(c.policy_explicit, "--policy-file none is asked for");
         assert!(c.registry.insecure.is_empty() && c.registry.mirrors == Default::default());
         assert!(c.registry.auths.contains_key("given.local") && !c.registry.auths.contains_key("found.local"));
         assert_eq!(c.image_dir, PathBuf::from("/disk"));

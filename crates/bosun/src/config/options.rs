@@ -103,6 +103,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "the agent policy (Rego, package agent_policy) every request is checked against at start; SetPolicy replaces it, and after a restart the policy in force before holds; none: no policy [default: /etc/kata-opa/default-policy.rego when it exists, else every request allowed]",
     },
     OptionSpec {
+        flag: "initdata",
+        env: &["BOSUN_INITDATA"],
+        cmdline: Some("agent.initdata"),
+        default: None,
+        help: "the pod's initdata (Kata's cc_init_data: TOML with [data] files, gzip'd and/or base64'd); its policy.rego is the agent policy at start unless a policy file is asked for [default: QEMU's fw_cfg opt/io.katacontainers.initdata when bosun is the guest's init]",
+    },
+    OptionSpec {
         flag: "registries-conf",
         env: &["BOSUN_REGISTRIES_CONF"],
         cmdline: Some("agent.registries_conf"),
