@@ -466,3 +466,89 @@ fn cgroup_v2_processes_are_born_in_their_cgroup() {
     pod.destroy().unwrap();
     assert!(!parent.exists(), "{} left behind", parent.display());
 }
+
+/// The cpu cgroup (path in the hierarchy) of `pid`: v2's line, else v1's
+/// cpu line.
+fn cpu_cgroup(pid: u32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let line = |pred: &dyn Fn(&str) -> bool| {
+        text.lines()
+            .find(|l| pred(l.split(':').nth(1).unwrap_or("")))
+            .and_then(|l| l.splitn(3, ':').nth(2))
+            .map(str::to_string)
+    };
+    line(&|c| c.split(',').any(|x| x == "cpu"))
+        .or_else(|| line(&|c| c.is_empty()))
+        .unwrap()
+}
+
+/// `--agent-cgroup`: bosun runs in a cgroup of its own with ten times the
+/// default CPU weight; its containers are not in it; a clean stop removes it.
+#[test]
+#[ignore = "needs root"]
+fn the_agent_runs_in_a_cgroup_of_its_own_and_containers_do_not_inherit_it() {
+    assert!(common::is_root(), "needs root");
+    let name = format!("bosun-agent-test-{}", std::process::id());
+    // Dropped after the pod (whose drop SIGKILLs bosun): a failed test
+    // removes the cgroup bosun made and could not remove itself.
+    struct RmCgroup(std::path::PathBuf);
+    impl Drop for RmCgroup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    // bosun starts in this test's cgroup and makes its own below it.
+    let base = match v2 {
+        true => std::path::PathBuf::from("/sys/fs/cgroup"),
+        false => std::path::PathBuf::from("/sys/fs/cgroup/cpu"),
+    };
+    let _rm = RmCgroup(
+        base.join(cpu_cgroup(std::process::id()).trim_start_matches('/'))
+            .join(&name),
+    );
+    let mut pod = Pod::start_with(false, &["--agent-cgroup", &name]);
+    let pid = pod.agent.child.id();
+    let own = cpu_cgroup(pid);
+    assert!(own.ends_with(&format!("/{name}")), "bosun's cpu cgroup: {own}");
+    let dir = match v2 {
+        true => std::path::Path::new("/sys/fs/cgroup").join(own.trim_start_matches('/')),
+        false => std::path::Path::new("/sys/fs/cgroup/cpu").join(own.trim_start_matches('/')),
+    };
+    let (file, want) = if v2 {
+        ("cpu.weight", "1000")
+    } else {
+        ("cpu.shares", "10240")
+    };
+    assert_eq!(std::fs::read_to_string(dir.join(file)).unwrap().trim(), want);
+    // Every thread of bosun moved, not only the one that wrote.
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let tid: u32 = t.file_name().to_str().unwrap().parse().unwrap();
+        let tc = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/cgroup")).unwrap();
+        assert!(tc.contains(&name), "thread {tid}: {tc}");
+    }
+    let rootfs = common::busybox_rootfs(pod.dir());
+    pod.create_sandbox("agentcg", false).unwrap();
+    pod.create("w", spec(Some(&rootfs), &["sh", "-c", "cat /proc/self/cgroup"]))
+        .unwrap();
+    pod.start_c("w").unwrap();
+    let out = text(pod.read_all("w", "", false).unwrap());
+    assert!(!out.contains(&name), "the container is in the agent's cgroup: {out}");
+    let cpu = out
+        .lines()
+        .find(|l| {
+            l.split(':')
+                .nth(1)
+                .is_some_and(|c| c.is_empty() || c.split(',').any(|x| x == "cpu"))
+        })
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        cpu.contains(&format!("/{}/w", pod.cgroup_parent)),
+        "the container's cpu cgroup is under the parent: {out}"
+    );
+    pod.remove("w").unwrap();
+    pod.destroy().unwrap();
+    assert!(pod.agent.terminate().success());
+    assert!(!dir.exists(), "{} left after a clean stop", dir.display());
+}

@@ -185,6 +185,18 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
         bosun::device::set_hotplug_timeout(cfg.hotplug_timeout);
         let guard = bosun::protect::Guard::new(socket, &cfg.run_dir, &cfg.image_dir);
         let sandbox = std::sync::Arc::new(Sandbox::new(log, &cfg.run_dir, &cfg.cgroup_parent, guard, reaper));
+        // The agent's own CPU share, after the containers' parent is known
+        // (it is found from the cgroup bosun started in).
+        let agent_cg = cfg.agent_cgroup.as_deref().and_then(|name| match bosun::cgroup::agent::enter(name) {
+            Ok(cg) => {
+                info!(log, "agent cgroup: ten times the default CPU weight"; "dir" => %cg.dir.display());
+                Some(cg)
+            }
+            Err(e) => {
+                slog::warn!(log, "agent cgroup not entered; bosun shares the CPU as any process"; "name" => name, "error" => %e);
+                None
+            }
+        });
         let owns_dir = cfg.image_dir.starts_with(&cfg.run_dir);
         let images = bosun::image::ImageStore::open(&cfg.image_dir, owns_dir, cfg.registry.clone(), log)
             .map_err(|e| anyhow::anyhow!("image store: {e}"))?;
@@ -200,6 +212,11 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
         let bound = transport::listen::bind(&cfg.server_addr, &peers, gate.clone(), log).context("listen")?;
         let opts = rpc::Options { poweroff_on_destroy: cfg.poweroff_on_destroy.clone(), pause_bundle: cfg.pause_bundle.clone(), gate: Some(gate), policy: std::sync::Arc::new(policy) };
         rpc::serve(bound, sandbox, opts, log, cfg.shutdown_timeout, shutdown_signal()).await.context("serve")?;
+        if let Some(cg) = agent_cg {
+            if let Err(e) = cg.leave() {
+                slog::warn!(log, "agent cgroup not removed"; "dir" => %cg.dir.display(), "error" => %e);
+            }
+        }
         info!(log, "stopped");
         Ok(())
     })

@@ -5,6 +5,7 @@
 //! default `bosun`), nested under the agent's own cgroup, and only ever
 //! removes directories it created there.
 
+pub mod agent;
 pub mod resources;
 pub mod stats;
 

@@ -47,6 +47,8 @@ pub struct Config {
     pub run_dir: PathBuf,
     /// Name of the cgroup holding the containers' cgroups.
     pub cgroup_parent: String,
+    /// The cgroup bosun moves itself into (`--agent-cgroup`), if any.
+    pub agent_cgroup: Option<String>,
     /// Power the VM off after DestroySandbox (as PID 1 only): of any
     /// sandbox (`Some("")`), of the one with this id, or never (`None`).
     pub poweroff_on_destroy: Option<String>,
@@ -281,6 +283,18 @@ impl Config {
             ));
         }
         let cgroup_parent = v.0;
+        let agent_cgroup = match pick("agent-cgroup") {
+            Some(v) if v.0 == "none" => None,
+            Some(v) if crate::ids::ContainerId::parse(&v.0).is_ok() && v.0 != cgroup_parent => Some(v.0),
+            Some(v) => {
+                return Err(bad(
+                    "agent-cgroup",
+                    v,
+                    "expected one cgroup name ([A-Za-z0-9][A-Za-z0-9_.-]*) other than --cgroup-parent, or none".into(),
+                ))
+            }
+            None => (std::process::id() == 1).then(|| "bosun-agent".to_string()),
+        };
         let v = pick("poweroff-on-destroy").expect("has default");
         let poweroff_on_destroy = match v.0.as_str() {
             "true" | "1" | "yes" => Some(String::new()),
@@ -460,6 +474,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(secs),
             run_dir,
             cgroup_parent,
+            agent_cgroup,
             poweroff_on_destroy,
             sources: sources.into_iter().chain(from_found).collect(),
         })

@@ -61,6 +61,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "cgroup (under bosun's own) that holds the containers' cgroups",
     },
     OptionSpec {
+        flag: "agent-cgroup",
+        env: &["BOSUN_AGENT_CGROUP"],
+        cmdline: Some("agent.agent_cgroup"),
+        default: None,
+        help: "cgroup (under bosun's own, beside --cgroup-parent) bosun moves itself into, with ten times the default CPU weight, so a saturated guest still answers the runtime; none: stay [default: bosun-agent when bosun is the guest's init, else none]",
+    },
+    OptionSpec {
         flag: "poweroff-on-destroy",
         env: &["BOSUN_POWEROFF_ON_DESTROY"],
         cmdline: Some("agent.poweroff_on_destroy"),
