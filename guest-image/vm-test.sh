@@ -158,6 +158,10 @@ ctl rm pulled || fail "remove the pulled workload"
 ctl images | grep -q "^0 layer(s)" || fail "layers left after the pulled workload went: $(ctl images)"
 grep -q "kernel module.*vsock_loopback" "$console" || fail "the agent did not report loading vsock_loopback"
 echo "== kernel module from CreateSandbox: $(grep -o "kernel module.*vsock_loopback.*" "$console" | head -n1)"
+# bosun, the guest's init, runs in a cgroup of its own with ten times the
+# default CPU weight (cgroup v2 here), its containers beside it.
+grep -q "agent cgroup: ten times the default CPU weight" "$console" || fail "the agent did not enter its own cgroup"
+echo "== the agent's own cgroup: $(grep -o 'agent cgroup: ten times[^,]*,[^,]*dir[^,]*' "$console" | head -n1)"
 # Over vsock loopback (CID 1, there only because the module loaded), the
 # agent sees a peer that is not the host: closed at accept, logged.
 if ctl exec app e3 -- bosunctl --addr vsock://1:1024 --timeout 3 check; then
