@@ -96,7 +96,7 @@ qemu-system-x86_64 -M q35,memory-backend=mem,nvdimm=on -accel "$accel" -m 512M,s
   -qmp "unix:$work/qmp.sock,server=on,wait=off" \
   -nographic -nodefaults -serial "file:$console" -no-reboot \
   -kernel "$img/vmlinuz" -initrd "$img/initrd.gz" \
-  -append "console=ttyS0 panic=-1 quiet agent.server_addr=vsock://-1:1024 agent.log=info agent.log_format=text agent.poweroff_on_destroy=vm-pod agent.insecure_registries=$registry_in_guest" \
+  -append "console=ttyS0 panic=-1 quiet agent.server_addr=vsock://-1:1024 agent.log=info agent.log_format=text agent.poweroff_on_destroy=vm-pod agent.agent_cgroup=bosun-agent agent.insecure_registries=$registry_in_guest" \
   -chardev "socket,id=c,path=$work/vhost.sock" -device vhost-user-vsock-pci,chardev=c \
   -device pcie-root-port,id=rp1,bus=pcie.0,addr=0x2,chassis=1 \
   -drive "file=$work/blk.img,if=none,id=blk0,format=raw" -device virtio-blk-pci,drive=blk0,bus=rp1,addr=0x0 \
@@ -158,8 +158,8 @@ ctl rm pulled || fail "remove the pulled workload"
 ctl images | grep -q "^0 layer(s)" || fail "layers left after the pulled workload went: $(ctl images)"
 grep -q "kernel module.*vsock_loopback" "$console" || fail "the agent did not report loading vsock_loopback"
 echo "== kernel module from CreateSandbox: $(grep -o "kernel module.*vsock_loopback.*" "$console" | head -n1)"
-# bosun, the guest's init, runs in a cgroup of its own with ten times the
-# default CPU weight (cgroup v2 here), its containers beside it.
+# agent.agent_cgroup: bosun, the guest's init, runs in a cgroup of its own
+# with ten times the default CPU weight (cgroup v2 here), containers beside it.
 grep -q "agent cgroup: ten times the default CPU weight" "$console" || fail "the agent did not enter its own cgroup"
 echo "== the agent's own cgroup: $(grep -o 'agent cgroup: ten times[^,]*,[^,]*dir[^,]*' "$console" | head -n1)"
 # Over vsock loopback (CID 1, there only because the module loaded), the

@@ -1,4 +1,4 @@
-//! The agent's own CPU share: bosun moves itself into a cgroup of its own
+//! The agent's own CPU share (`--agent-cgroup`, off by default): bosun moves itself into a cgroup of its own
 //! (`<its cgroup>/<name>`, beside the containers' parent) whose CPU weight
 //! is ten times the default, so that a pod VM whose workload saturates its
 //! vCPUs still answers its runtime promptly. Containers never inherit it:

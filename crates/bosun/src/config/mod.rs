@@ -293,7 +293,9 @@ impl Config {
                     "expected one cgroup name ([A-Za-z0-9][A-Za-z0-9_.-]*) other than --cgroup-parent, or none".into(),
                 ))
             }
-            None => (std::process::id() == 1).then(|| "bosun-agent".to_string()),
+            // Not by default: measured on a cgroup v1 host with CPU hogs in
+            // a sibling cgroup it did not help (README, "Benchmark").
+            None => None,
         };
         let v = pick("poweroff-on-destroy").expect("has default");
         let poweroff_on_destroy = match v.0.as_str() {

@@ -65,7 +65,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         env: &["BOSUN_AGENT_CGROUP"],
         cmdline: Some("agent.agent_cgroup"),
         default: None,
-        help: "cgroup (under bosun's own, beside --cgroup-parent) bosun moves itself into, with ten times the default CPU weight, so a saturated guest still answers the runtime; none: stay [default: bosun-agent when bosun is the guest's init, else none]",
+        help: "cgroup (under bosun's own, beside --cgroup-parent) bosun moves itself into, with ten times the default CPU weight, so a saturated guest still answers the runtime; none: stay [default: none]",
     },
     OptionSpec {
         flag: "poweroff-on-destroy",
