@@ -43,7 +43,7 @@ test: setup-test
 	fi
 
 # BENCH_ARGS: --addr ADDR (another agent), --vs ADDR (a second one,
-# interleaved), --json, --checks N, --pods N.
+# interleaved), --json, --checks N, --pods N, --load N (CPU hogs in a cgroup).
 bench: setup-bench build
 	$(BIN)/bosun-bench $(BENCH_ARGS)
 

@@ -74,19 +74,41 @@ impl Load {
 
 impl Drop for Load {
     fn drop(&mut self) {
-        // stress-ng stops its workers on SIGTERM.
+        // stress-ng stops its workers on SIGTERM; whatever is still in the
+        // hogs' cgroup after that is a hog too (every process there is
+        // ours), and is killed.
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
         let _ = self.child.wait();
-        // The workers may take a moment to leave the group.
         for _ in 0..50 {
             if std::fs::remove_dir(&self.cgroup).is_ok() {
                 return;
+            }
+            let procs = std::fs::read_to_string(self.cgroup.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         eprintln!("bosun-bench: could not remove {}", self.cgroup.display());
     }
+}
+
+/// The running hogs, stopped by `stop` when the bench fails half-way
+/// (`std::process::exit` runs no destructor).
+static RUNNING: std::sync::Mutex<Option<Load>> = std::sync::Mutex::new(None);
+
+/// Starts the hogs (see `Load::start`); they run until `stop`.
+pub fn run(n: usize) -> Result<(), String> {
+    let l = Load::start(n)?;
+    *RUNNING.lock().unwrap_or_else(|p| p.into_inner()) = Some(l);
+    Ok(())
+}
+
+/// Stops the hogs, if any run.
+pub fn stop() {
+    let l = RUNNING.lock().unwrap_or_else(|p| p.into_inner()).take();
+    drop(l);
 }

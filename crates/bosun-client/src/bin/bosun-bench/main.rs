@@ -343,6 +343,7 @@ fn throughput(addr: &Address, conns: usize) -> Result<f64, String> {
 }
 
 fn fail(e: String) -> ! {
+    load::stop();
     eprintln!("bosun-bench: {e}");
     std::process::exit(1)
 }
@@ -417,10 +418,18 @@ fn main() {
     if let Some(n) = o.load {
         // Every row again, both agents under the same load, in this run.
         let before = rows.len();
-        match (root, load::Load::start(n)) {
-            (false, _) => rows.push(Row::new("under load", "SKIP (needs root: the hogs' cgroup)".into())),
-            (true, Err(e)) => rows.push(Row::new("under load", format!("FAILED: {e}"))),
-            (true, Ok(_hogs)) => {
+        let started = match root {
+            true => load::run(n),
+            false => Err("SKIP (needs root: the hogs' cgroup)".into()),
+        };
+        match started {
+            Err(e) if !root => rows.push(Row::new("under load", e)),
+            Err(e) => rows.push(Row::new("under load", format!("FAILED: {e}"))),
+            Ok(()) => {
+                // The --vs agent may have exited after its last pod (Kata's does).
+                if let Some(v) = vs.as_mut() {
+                    rt.block_on(v.fresh()).unwrap_or_else(|e| fail(e));
+                }
                 let mut clients = vec![&c];
                 if let Some(v) = &vs {
                     clients.push(&v.client);
@@ -430,6 +439,7 @@ fn main() {
                 if let Some(r) = &rootfs {
                     pods::run(&rt, &c, vs.as_mut(), r, o.pods, pid, warm, &mut rows);
                 }
+                load::stop();
             }
         }
         for r in &mut rows[before..] {

@@ -195,7 +195,8 @@ pub struct Peer<'a> {
 }
 
 impl Peer<'_> {
-    async fn fresh(&mut self) -> Result<(), String> {
+    /// A fresh agent (with `--vs-restart`) and a new connection to it.
+    pub async fn fresh(&mut self) -> Result<(), String> {
         let Some(cmd) = self.restart else { return Ok(()) };
         let st = tokio::process::Command::new("sh")
             .args(["-c", cmd])
