@@ -9,29 +9,11 @@ use std::time::Duration;
 
 use common::pod::{spec, started, Pod};
 
-/// Every AgentService request type, from the protocol's own descriptors
-/// (`ReadStreamRequest` for ReadStdout and ReadStderr, as the Kata agent
-/// names rules).
-fn request_types() -> Vec<String> {
-    let f = bosun_protocols::agent::file_descriptor();
-    let mut v: Vec<String> = f
-        .services()
-        .flat_map(|s| {
-            s.methods()
-                .map(|m| m.input_type().name().to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    v.sort();
-    v.dedup();
-    v
-}
-
 /// Allows every request type but `denied`, as kata-opa's policies are
 /// written: a default per type.
 fn allow_all_except(denied: &[&str]) -> String {
     let mut s = String::from("package agent_policy\n\n");
-    for r in request_types() {
+    for r in bosun_protocols::agent_request_types() {
         s += &format!("default {r} := {}\n", !denied.contains(&r.as_str()));
     }
     s

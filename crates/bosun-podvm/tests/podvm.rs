@@ -283,29 +283,13 @@ fn create_vm_request(id: &str, netns: &Path) -> CreateVMRequest {
     r
 }
 
-/// Every AgentService request type, from the protocol's descriptors.
-fn request_types() -> Vec<String> {
-    let f = bosun_protocols::agent::file_descriptor();
-    let mut v: Vec<String> = f
-        .services()
-        .flat_map(|s| {
-            s.methods()
-                .map(|m| m.input_type().name().to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    v.sort();
-    v.dedup();
-    v
-}
-
 /// cc_init_data as runtime-rs sends it: base64 of the gzip'd TOML
 /// document, its policy allowing everything but an exec of `id`.
 fn initdata_denying_exec_of_id() -> String {
     use base64::Engine;
     use std::io::Write;
     let mut rego = String::from("package agent_policy\n\nimport future.keywords.if\n\n");
-    for r in request_types() {
+    for r in bosun_protocols::agent_request_types() {
         rego += &format!("default {r} := true\n");
     }
     rego += "\nExecProcessRequest := false if {\n    input.process.Args[0] == \"id\"\n    print(\"id is not to be run here\")\n}\n";
@@ -699,26 +683,16 @@ fn bad_requests_get_clear_codes_and_a_failed_boot_leaves_nothing() {
             Err(ttrpc::Error::RpcStatus(s)) => (s.code(), s.message().to_string()),
             other => panic!("not a status: {other:?}"),
         };
-        let (c, m) = code(
-            hv.create_vm(ctx(), &create_vm_request("../etc", &pod.path()))
-                .await
-                .map(|_| ()),
-        );
-        assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT, "{m}");
-        let (c, m) = code(
-            hv.create_vm(ctx(), &create_vm_request("vm1", Path::new("/nonexistent/netns")))
-                .await
-                .map(|_| ()),
-        );
-        assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT, "{m}");
-        assert!(m.contains("/nonexistent/netns"), "{m}");
-        let (c, m) = code(
-            hv.create_vm(ctx(), &create_vm_request("vm1", Path::new("/proc/self/ns/uts")))
-                .await
-                .map(|_| ()),
-        );
-        assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT, "{m}");
-        assert!(m.contains("not a network one"), "{m}");
+        let pod_ns = pod.path();
+        for (id, netns, says) in [
+            ("../etc", pod_ns.as_path(), "id"),
+            ("vm1", Path::new("/nonexistent/netns"), "/nonexistent/netns"),
+            ("vm1", Path::new("/proc/self/ns/uts"), "not a network one"),
+        ] {
+            let (c, m) = code(hv.create_vm(ctx(), &create_vm_request(id, netns)).await.map(|_| ()));
+            assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT, "{id} {}: {m}", netns.display());
+            assert!(m.contains(says), "{m}");
+        }
         let mut start = StartVMRequest::new();
         start.id = "unknown".into();
         let (c, _) = code(hv.start_vm(ctx(), &start).await.map(|_| ()));

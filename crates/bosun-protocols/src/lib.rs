@@ -40,3 +40,21 @@ generated!(
     remote,
     remote_ttrpc
 );
+
+/// Every AgentService request type name, from the protocol's own
+/// descriptors (`ReadStreamRequest` serves ReadStdout and ReadStderr): the
+/// names an agent policy has rules for.
+pub fn agent_request_types() -> Vec<String> {
+    let f = agent::file_descriptor();
+    let mut v: Vec<String> = f
+        .services()
+        .flat_map(|s| {
+            s.methods()
+                .map(|m| m.input_type().name().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
