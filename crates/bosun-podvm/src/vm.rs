@@ -278,6 +278,17 @@ impl Manager {
                 ))),
             };
         }
+        // A start cut short (the service killed mid-boot, then restarted)
+        // left processes, a tap or redirects: undone before booting again.
+        let leftovers = vm.rec.qemu.is_some()
+            || vm.rec.vhost.is_some()
+            || vm.rec.net.is_some()
+            || !procs::naming(&with_slash(&vm.dir), &self.programs()).is_empty();
+        if leftovers {
+            info!(self.log, "VM: undoing a start cut short before booting"; "id" => id);
+            blocking(|| self.teardown(&mut vm)).map_err(VmError::Internal)?;
+            vm.rec.save(&vm.dir)?;
+        }
         let started = Instant::now();
         match self.boot(&mut vm).await {
             Ok(()) => {

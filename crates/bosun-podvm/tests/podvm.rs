@@ -739,3 +739,65 @@ fn bad_requests_get_clear_codes_and_a_failed_boot_leaves_nothing() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// The service SIGKILLed in the middle of StartVM (QEMU started, the
+/// agent not yet answering), then restarted: StartVM again boots the VM
+/// (what the cut-short start left is undone first), and StopVM then
+/// leaves nothing.
+#[test]
+fn a_service_killed_in_the_middle_of_start_vm_recovers_and_leaves_nothing() {
+    let n = needs_or_skip!();
+    let node = Node::new();
+    let pod = node.pod(4);
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = Service::start(&n, dir.path());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let id = "b1c2d3e4f5a6978812345678901234567890abcdefabcdefabcdefabcdefabcd";
+    let sock = rt.block_on(async {
+        let hv = svc.client().await;
+        let r = hv.create_vm(ctx(), &create_vm_request(id, &pod.path())).await.unwrap();
+        let mut start = StartVMRequest::new();
+        start.id = id.into();
+        // The call dies with the service; only its effects matter.
+        tokio::spawn(async move { hv.start_vm(ctx(), &start).await });
+        PathBuf::from(r.agentSocketPath)
+    });
+    let vm_dir = sock.parent().unwrap().to_path_buf();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !processes_naming(&vm_dir, svc.child.id())
+        .iter()
+        .any(|c| c.starts_with("qemu-system"))
+    {
+        assert!(Instant::now() < deadline, "QEMU never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    svc.restart();
+    rt.block_on(async {
+        let hv = svc.client().await;
+        let mut start = StartVMRequest::new();
+        start.id = id.into();
+        hv.start_vm(ctx(), &start)
+            .await
+            .unwrap_or_else(|e| panic!("StartVM after the restart: {e:?}"));
+        let c = Client::connect(&Address::Unix(sock.clone()), Duration::from_secs(30))
+            .await
+            .unwrap();
+        c.check().await.expect("the agent after a start cut short");
+        // One QEMU and one vsock backend for the VM, not two.
+        let procs = processes_naming(&vm_dir, svc.child.id());
+        assert_eq!(procs.len(), 2, "{procs:?}");
+        let mut stop = StopVMRequest::new();
+        stop.id = id.into();
+        hv.stop_vm(ctx(), &stop).await.unwrap();
+    });
+    assert!(leftovers_in(&pod).is_empty(), "{:?}", leftovers_in(&pod));
+    assert!(
+        processes_naming(&svc.state, svc.child.id()).is_empty(),
+        "{:?}",
+        processes_naming(&svc.state, svc.child.id())
+    );
+    assert!(!vm_dir.exists());
+}
