@@ -342,10 +342,13 @@ fn throughput(addr: &Address, conns: usize) -> Result<f64, String> {
     })
 }
 
+/// Says why and unwinds out of `main` (exit status 101), so that what the
+/// bench started is stopped by its destructors: its own bosun, the
+/// registry and its namespace, the floor server; and the hogs.
 fn fail(e: String) -> ! {
     load::stop();
     eprintln!("bosun-bench: {e}");
-    std::process::exit(1)
+    std::panic::resume_unwind(Box::new(e))
 }
 
 fn main() {
