@@ -158,9 +158,11 @@ impl Manager {
         Ok(m)
     }
 
-    /// The base names of the programs a VM runs.
-    fn programs(&self) -> [&str; 2] {
-        [basename(&self.opts.qemu), basename(&self.opts.vhost_vsock)]
+    /// Live QEMU and vsock-backend processes whose command line names the
+    /// VM's directory `dir`, recorded or not.
+    fn strays(&self, dir: &Path) -> Vec<Proc> {
+        let programs = [basename(&self.opts.qemu), basename(&self.opts.vhost_vsock)];
+        procs::naming(&with_slash(dir), &programs)
     }
 
     fn dir(&self, id: &str) -> PathBuf {
@@ -280,10 +282,8 @@ impl Manager {
         }
         // A start cut short (the service killed mid-boot, then restarted)
         // left processes, a tap or redirects: undone before booting again.
-        let leftovers = vm.rec.qemu.is_some()
-            || vm.rec.vhost.is_some()
-            || vm.rec.net.is_some()
-            || !procs::naming(&with_slash(&vm.dir), &self.programs()).is_empty();
+        let leftovers =
+            vm.rec.qemu.is_some() || vm.rec.vhost.is_some() || vm.rec.net.is_some() || !self.strays(&vm.dir).is_empty();
         if leftovers {
             info!(self.log, "VM: undoing a start cut short before booting"; "id" => id);
             blocking(|| self.teardown(&mut vm)).map_err(VmError::Internal)?;
@@ -471,7 +471,7 @@ impl Manager {
             let dir = self.dir(id);
             if dir.is_dir() {
                 blocking(|| {
-                    for p in procs::naming(&with_slash(&dir), &self.programs()) {
+                    for p in self.strays(&dir) {
                         procs::stop(&p, None, Duration::from_secs(5));
                     }
                     std::fs::remove_dir_all(&dir)
@@ -505,7 +505,7 @@ impl Manager {
             procs::stop(&p, vm.vhost.take(), grace);
         }
         // Anything of this VM's started but not recorded (a crash between).
-        for p in procs::naming(&with_slash(&vm.dir), &self.programs()) {
+        for p in self.strays(&vm.dir) {
             procs::stop(&p, None, grace);
         }
         if let (Some(ns), Some(p)) = (&vm.rec.netns, &vm.rec.net) {

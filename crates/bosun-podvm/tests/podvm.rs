@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use bosun::transport::Address;
 use bosun_client::local_registry::{Auth, NetNs, Registry};
-use bosun_client::Client;
+use bosun_client::{golden, Client};
 use bosun_protocols::agent::{
-    CopyFileRequest, CreateContainerRequest, CreateSandboxRequest, DestroySandboxRequest, ReadStreamRequest,
-    RemoveContainerRequest, StartContainerRequest, WaitProcessRequest,
+    CopyFileRequest, CreateContainerRequest, CreateSandboxRequest, DestroySandboxRequest, ExecProcessRequest,
+    ReadStreamRequest, RemoveContainerRequest, StartContainerRequest, WaitProcessRequest,
 };
 use bosun_protocols::remote::{CreateVMRequest, StartVMRequest, StopVMRequest, VersionRequest};
 use bosun_protocols::remote_ttrpc::HypervisorClient;
@@ -31,10 +31,6 @@ const BUSYBOX: &str = "docker.io/library/busybox:1.36";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn fixtures() -> PathBuf {
-    repo().join("crates/bosun-client/tests/fixtures")
 }
 
 /// What the VM test needs, or why it is skipped.
@@ -246,21 +242,28 @@ fn ctx() -> ttrpc::context::Context {
     ttrpc::context::with_timeout(Duration::from_secs(300).as_nanos() as i64)
 }
 
-fn fixture<M: protobuf::MessageFull>(name: &str, subst: &[(&str, &str)]) -> M {
-    let mut text = std::fs::read_to_string(fixtures().join(name)).unwrap();
-    for (k, v) in subst {
-        text = text.replace(k, v);
-    }
-    protobuf_json_mapping::parse_from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+/// The agent in a VM, through the socket CreateVM answered.
+async fn agent(sock: &Path) -> Client {
+    Client::connect(&Address::Unix(sock.to_path_buf()), Duration::from_secs(30))
+        .await
+        .unwrap()
 }
 
-fn fixture_list<M: protobuf::MessageFull>(name: &str) -> Vec<M> {
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join(name)).unwrap()).unwrap();
-    v.as_array()
+/// The golden workload's container id.
+fn workload_id() -> String {
+    golden::REMOTE_WORKLOAD
+        .parse::<CreateContainerRequest>(&[])
         .unwrap()
-        .iter()
-        .map(|m| protobuf_json_mapping::parse_from_str(&m.to_string()).unwrap())
-        .collect()
+        .container_id
+}
+
+/// ExecProcess of `args` in the golden workload.
+fn exec_request(exec_id: &str, args: &[String]) -> ExecProcessRequest {
+    let mut r = ExecProcessRequest::new();
+    r.container_id = workload_id();
+    r.exec_id = exec_id.into();
+    r.process = Some(bosun_client::spec::process(args)).into();
+    r
 }
 
 /// CreateVM as runtime-rs sends it (`prepare_annotations`).
@@ -302,23 +305,21 @@ fn initdata_denying_exec_of_id() -> String {
 /// The golden runtime-rs pod through the agent socket: sandbox, files,
 /// pause, the workload pulled in the guest; its output read.
 async fn run_pod(agent_sock: &Path) -> String {
-    let c = Client::connect(&Address::Unix(agent_sock.to_path_buf()), Duration::from_secs(30))
-        .await
-        .unwrap();
+    let c = agent(agent_sock).await;
     c.check().await.unwrap();
-    let sb: CreateSandboxRequest = fixture("runtime-rs-remote-CreateSandbox.json", &[]);
+    let sb: CreateSandboxRequest = golden::REMOTE_SANDBOX.parse(&[]).unwrap();
     c.agent.create_sandbox(c.ctx(), &sb).await.unwrap();
-    for f in fixture_list::<CopyFileRequest>("runtime-rs-remote-CopyFile.json") {
+    for f in golden::REMOTE_COPY_FILES.parse_list::<CopyFileRequest>().unwrap() {
         c.agent.copy_file(c.ctx(), &f).await.unwrap();
     }
-    let pause: CreateContainerRequest = fixture("runtime-rs-remote-CreateContainer-pause.json", &[]);
+    let pause: CreateContainerRequest = golden::REMOTE_PAUSE.parse(&[]).unwrap();
     c.agent.create_container(c.ctx(), &pause).await.unwrap();
     let mut start = StartContainerRequest::new();
     start.container_id = pause.container_id.clone();
     c.agent.start_container(c.ctx(), &start).await.unwrap();
     // The workload's image, from the node's registry instead of docker.io.
     let image = format!("{REGISTRY}/library/busybox:1.36");
-    let wl: CreateContainerRequest = fixture("runtime-rs-remote-CreateContainer-workload.json", &[(BUSYBOX, &image)]);
+    let wl: CreateContainerRequest = golden::REMOTE_WORKLOAD.parse(&[(BUSYBOX, &image)]).unwrap();
     c.agent
         .create_container(
             ttrpc::context::with_timeout(Duration::from_secs(120).as_nanos() as i64),
@@ -345,22 +346,16 @@ async fn run_pod(agent_sock: &Path) -> String {
 
 /// What `args` prints, run as an exec in the workload.
 async fn exec_output(agent_sock: &Path, exec_id: &str, args: &[&str]) -> String {
-    let c = Client::connect(&Address::Unix(agent_sock.to_path_buf()), Duration::from_secs(30))
+    let c = agent(agent_sock).await;
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    c.agent
+        .exec_process(c.ctx(), &exec_request(exec_id, &args))
         .await
         .unwrap();
-    let wl: CreateContainerRequest = fixture("runtime-rs-remote-CreateContainer-workload.json", &[]);
-    let mut r = bosun_protocols::agent::ExecProcessRequest::new();
-    r.container_id = wl.container_id.clone();
-    r.exec_id = exec_id.into();
-    r.process = Some(bosun_client::spec::process(
-        &args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-    ))
-    .into();
-    c.agent.exec_process(c.ctx(), &r).await.unwrap();
     let mut out = Vec::new();
     loop {
         let mut rd = ReadStreamRequest::new();
-        rd.container_id = wl.container_id.clone();
+        rd.container_id = workload_id();
         rd.exec_id = exec_id.into();
         rd.len = 65536;
         match c.agent.read_stdout(c.long_poll(), &rd).await {
@@ -383,29 +378,22 @@ fn meminfo_mib(text: &str, key: &str) -> f64 {
 
 /// An exec in the workload that answers one TCP connection on `port`.
 async fn listen_in_guest(agent_sock: &Path, port: u16) {
-    let c = Client::connect(&Address::Unix(agent_sock.to_path_buf()), Duration::from_secs(30))
-        .await
-        .unwrap();
-    let wl: CreateContainerRequest = fixture("runtime-rs-remote-CreateContainer-workload.json", &[]);
-    let mut r = bosun_protocols::agent::ExecProcessRequest::new();
-    r.container_id = wl.container_id.clone();
-    r.exec_id = format!("listen-{port}");
-    r.process = Some(bosun_client::spec::process(&[
+    let c = agent(agent_sock).await;
+    let args = [
         "sh".into(),
         "-c".into(),
         format!("echo 'hello from the guest' | nc -l -p {port}"),
-    ]))
-    .into();
-    c.agent.exec_process(c.ctx(), &r).await.unwrap();
+    ];
+    c.agent
+        .exec_process(c.ctx(), &exec_request(&format!("listen-{port}"), &args))
+        .await
+        .unwrap();
 }
 
 async fn teardown_pod(agent_sock: &Path) {
-    let c = Client::connect(&Address::Unix(agent_sock.to_path_buf()), Duration::from_secs(30))
-        .await
-        .unwrap();
-    let wl: CreateContainerRequest = fixture("runtime-rs-remote-CreateContainer-workload.json", &[]);
-    let pause: CreateContainerRequest = fixture("runtime-rs-remote-CreateContainer-pause.json", &[]);
-    for id in [&wl.container_id, &pause.container_id] {
+    let c = agent(agent_sock).await;
+    let pause: CreateContainerRequest = golden::REMOTE_PAUSE.parse(&[]).unwrap();
+    for id in [&workload_id(), &pause.container_id] {
         let mut sig = bosun_protocols::agent::SignalProcessRequest::new();
         sig.container_id = id.clone();
         sig.signal = 9;
@@ -571,15 +559,10 @@ fn two_pods_in_real_vms_through_their_netns_with_a_restart_between_start_and_sto
     let id_out = rt.block_on(exec_output(&socks[0], "id", &["id"]));
     assert!(id_out.starts_with("uid=0"), "{id_out}");
     let denied = rt.block_on(async {
-        let c = Client::connect(&Address::Unix(socks[1].clone()), Duration::from_secs(30))
+        let c = agent(&socks[1]).await;
+        c.agent
+            .exec_process(c.ctx(), &exec_request("id", &["id".to_string()]))
             .await
-            .unwrap();
-        let wl: CreateContainerRequest = fixture("runtime-rs-remote-CreateContainer-workload.json", &[]);
-        let mut r = bosun_protocols::agent::ExecProcessRequest::new();
-        r.container_id = wl.container_id.clone();
-        r.exec_id = "id".into();
-        r.process = Some(bosun_client::spec::process(&["id".to_string()])).into();
-        c.agent.exec_process(c.ctx(), &r).await
     });
     match denied {
         Err(ttrpc::Error::RpcStatus(s)) => {
@@ -625,10 +608,11 @@ fn two_pods_in_real_vms_through_their_netns_with_a_restart_between_start_and_sto
     svc.restart();
     for sock in &socks {
         rt.block_on(async {
-            let c = Client::connect(&Address::Unix(sock.clone()), Duration::from_secs(30))
+            agent(sock)
                 .await
-                .unwrap();
-            c.check().await.expect("the agent through the restarted service");
+                .check()
+                .await
+                .expect("the agent through the restarted service");
         });
     }
     rt.block_on(async {
@@ -782,10 +766,11 @@ fn a_service_killed_in_the_middle_of_start_vm_recovers_and_leaves_nothing() {
         hv.start_vm(ctx(), &start)
             .await
             .unwrap_or_else(|e| panic!("StartVM after the restart: {e:?}"));
-        let c = Client::connect(&Address::Unix(sock.clone()), Duration::from_secs(30))
+        agent(&sock)
             .await
-            .unwrap();
-        c.check().await.expect("the agent after a start cut short");
+            .check()
+            .await
+            .expect("the agent after a start cut short");
         // One QEMU and one vsock backend for the VM, not two.
         let procs = processes_naming(&vm_dir, svc.child.id());
         assert_eq!(procs.len(), 2, "{procs:?}");

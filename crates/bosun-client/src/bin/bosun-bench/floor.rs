@@ -36,29 +36,30 @@ pub fn echo(mut s: UnixStream, req: usize, resp: usize) {
     }
 }
 
-fn round_trips(mut a: UnixStream, req: usize, resp: usize, n: usize) -> Result<Duration, String> {
+/// `n` request/response round trips of `req` and `resp` bytes on `conn`.
+fn round_trips(conn: &mut UnixStream, req: usize, resp: usize, n: usize) -> Result<Samples, String> {
     let (out, mut inb) = (vec![1u8; req], vec![0u8; resp]);
     let mut s = Samples::default();
-    for i in 0..n + 1000 {
+    for _ in 0..n {
         let t = Instant::now();
-        a.write_all(&out)
-            .and_then(|_| a.read_exact(&mut inb))
+        conn.write_all(&out)
+            .and_then(|_| conn.read_exact(&mut inb))
             .map_err(|e| format!("floor round trip: {e}"))?;
-        if i >= 1000 {
-            s.0.push(t.elapsed());
-        }
+        s.0.push(t.elapsed());
     }
-    Ok(s.pct(0.5))
+    Ok(s)
 }
 
 /// p50 between two threads.
 pub fn threads(n: usize) -> Result<Duration, String> {
     let (req, resp) = check_sizes();
-    let (a, b) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let (mut a, b) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
     let server = std::thread::spawn(move || echo(b, req, resp));
-    let p50 = round_trips(a, req, resp, n);
+    // A warm-up block, then the measured one; then EOF ends the server.
+    let p50 = round_trips(&mut a, req, resp, 1000).and_then(|_| round_trips(&mut a, req, resp, n));
+    drop(a);
     let _ = server.join();
-    p50
+    p50.map(|s| s.pct(0.5))
 }
 
 /// The two-process floor kept up for the whole run, so that its blocks
@@ -108,17 +109,7 @@ impl Floor {
 
     /// `n` round trips.
     pub fn block(&mut self, n: usize) -> Result<Samples, String> {
-        let (out, mut inb) = (vec![1u8; self.req], vec![0u8; self.resp]);
-        let mut s = Samples::default();
-        for _ in 0..n {
-            let t = Instant::now();
-            self.conn
-                .write_all(&out)
-                .and_then(|_| self.conn.read_exact(&mut inb))
-                .map_err(|e| format!("floor round trip: {e}"))?;
-            s.0.push(t.elapsed());
-        }
-        Ok(s)
+        round_trips(&mut self.conn, self.req, self.resp, n)
     }
 }
 
