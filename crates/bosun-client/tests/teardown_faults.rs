@@ -83,8 +83,8 @@ fn row01_pause_rootfs_never_mounted() {
     run(&pod, "w", &rootfs, vec![]);
     assert_eq!(
         pod_processes(&pod).len(),
-        2,
-        "pause and workload should be found by the leak check"
+        4,
+        "pause and workload, and their monitors, should be found by the leak check"
     );
     assert_clean(&pod);
 }

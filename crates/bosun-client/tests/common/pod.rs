@@ -138,11 +138,16 @@ impl Pod {
         self.agent.respawn(env);
         if wait {
             self.agent.wait_ready();
-            self.c = self
-                .rt
-                .block_on(Client::connect(&self.agent.addr, Duration::from_secs(30)))
-                .unwrap();
+            self.reconnect();
         }
+    }
+
+    /// A new connection to the (restarted) agent.
+    pub fn reconnect(&mut self) {
+        self.c = self
+            .rt
+            .block_on(Client::connect(&self.agent.addr, Duration::from_secs(30)))
+            .unwrap();
     }
 
     /// Where tests put storage mount points: outside bosun's run dir, as a
@@ -314,6 +319,18 @@ impl Pod {
             .block_on(self.c.agent.write_stdin(self.c.ctx(), &r))
             .map(|r| r.len)
             .map_err(failure)
+    }
+
+    /// One ReadStdout of up to `len` bytes (empty at EOF).
+    pub fn read_some(&self, id: &str, exec_id: &str, len: u32) -> Vec<u8> {
+        let mut r = ReadStreamRequest::new();
+        r.container_id = id.into();
+        r.exec_id = exec_id.into();
+        r.len = len;
+        self.rt
+            .block_on(self.c.agent.read_stdout(self.c.ctx(), &r))
+            .unwrap()
+            .data
     }
 
     /// Reads stdout (or stderr) until EOF.

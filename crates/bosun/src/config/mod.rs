@@ -49,6 +49,8 @@ pub struct Config {
     pub cgroup_parent: String,
     /// The cgroup bosun moves itself into (`--agent-cgroup`), if any.
     pub agent_cgroup: Option<String>,
+    /// Pipe capacity of each process's stdout and stderr.
+    pub output_buffer: usize,
     /// Power the VM off after DestroySandbox (as PID 1 only): of any
     /// sandbox (`Some("")`), of the one with this id, or never (`None`).
     pub poweroff_on_destroy: Option<String>,
@@ -269,6 +271,12 @@ impl Config {
                 "expected whole seconds, 0 to 3600".into(),
             )
         })?;
+        let v = pick("output-buffer").expect("has default");
+        let output_buffer: usize =
+            v.0.parse()
+                .ok()
+                .filter(|b| (4096..=64 << 20).contains(b))
+                .ok_or_else(|| bad("output-buffer", v.clone(), "expected bytes, 4096 to 67108864".into()))?;
         let v = pick("run-dir").expect("has default");
         let run_dir = PathBuf::from(&v.0);
         if !run_dir.is_absolute() || v.0.contains("..") {
@@ -477,6 +485,7 @@ impl Config {
             run_dir,
             cgroup_parent,
             agent_cgroup,
+            output_buffer,
             poweroff_on_destroy,
             sources: sources.into_iter().chain(from_found).collect(),
         })
@@ -628,6 +637,8 @@ mod tests {
             (&[], &[("BOSUN_LOG_LEVEL", "loud")], "log-level"),
             (&["--log-format", "xml"], &[], "log-format"),
             (&["--shutdown-timeout", "-1"], &[], "shutdown-timeout"),
+            (&["--output-buffer", "100"], &[], "output-buffer"),
+            (&["--output-buffer", "1G"], &[], "output-buffer"),
             (&["--shutdown-timeout", "99999"], &[], "shutdown-timeout"),
             (&["--run-dir", "relative/dir"], &[], "run-dir"),
             (&["--cgroup-parent", "../x"], &[], "cgroup-parent"),

@@ -61,6 +61,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "cgroup (under bosun's own) that holds the containers' cgroups",
     },
     OptionSpec {
+        flag: "output-buffer",
+        env: &["BOSUN_OUTPUT_BUFFER"],
+        cmdline: Some("agent.output_buffer"),
+        default: Some("1048576"),
+        help: "bytes of a process's stdout (and of its stderr) kept for the runtime while nobody reads, bosun is down or restarting: the capacity of its pipe, 4096 to 67108864 (over /proc/sys/fs/pipe-max-size needs CAP_SYS_RESOURCE, else that size); past it the process waits for a reader, nothing is dropped",
+    },
+    OptionSpec {
         flag: "agent-cgroup",
         env: &["BOSUN_AGENT_CGROUP"],
         cmdline: Some("agent.agent_cgroup"),

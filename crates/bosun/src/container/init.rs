@@ -1,17 +1,23 @@
-//! `bosun init CONFIG`: the helper that becomes a container process.
+//! `bosun init CONFIG`: the helper that becomes a container process and
+//! stays behind as its monitor.
 //!
 //! The agent is multi-threaded, so it never forks to set up a container.
 //! It starts this helper (a fresh, single-threaded copy of its own binary);
-//! the helper enters or creates the namespaces, forks once so the child is
-//! inside the new pid namespace, reports the child's pid and exits. The
-//! child, reparented to the agent (a subreaper), mounts the rootfs, waits
-//! for StartContainer when asked to, and execs the process.
+//! the helper opens what it needs while the agent's view of the system is
+//! still its own (namespace files, cgroup files), enters the pid namespace
+//! for its child, forks once (into the v2 cgroup), reports the child's pid
+//! and becomes the child's monitor (`monitor.rs`): its parent for good,
+//! outside the container's namespaces and cgroup, keeping the agent's ends
+//! of the child's stdio and recording its exit status where a restarted
+//! agent finds it. The child joins a v1 cgroup and the other namespaces,
+//! mounts the rootfs, waits for StartContainer when asked to, and execs.
 //!
 //! Report pipe (fd 4), one `Message` a line (`message.rs`): `Pid` (from
 //! the helper), then `Ready` or `Error` (from the child, after set-up);
 //! after the start gate, the pipe closes on a successful exec or carries
 //! an `Error`.
 //! Start gate (fd 3): one byte opens it; EOF aborts.
+//! Fds 5 to 9: what the monitor keeps (`monitor.rs`).
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -33,6 +39,11 @@ pub const REPORT_FD: i32 = 4;
 /// failure or in the helper parent).
 pub fn main(config_path: &Path) -> i32 {
     let mut report = crate::sys::fd::take(REPORT_FD);
+    // What the monitor keeps is not the process's (its own stdin's write
+    // end would keep it from ever reading EOF): the exec closes them.
+    for fd in super::monitor::KEPT_FDS {
+        let _ = crate::sys::fd::set_cloexec(fd);
+    }
     let cfg: InitConfig = match fs::read(config_path)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -40,26 +51,26 @@ pub fn main(config_path: &Path) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(&mut report, &format!("read init config: {e}")),
     };
-    let v2_cgroup = match join_cgroup(&cfg.cgroup) {
-        Ok(d) => d,
+    let cgroup = match CgroupFiles::open(&cfg.cgroup) {
+        Ok(c) => c,
         Err(e) => return fail(&mut report, &e),
     };
-    if let Payload::Exec(p) = &cfg.payload {
-        if let Err(e) = set_oom_score(p) {
-            return fail(&mut report, &e);
-        }
-    }
-    if let Err(e) = enter_namespaces(&cfg) {
+    let mut ns = match Namespaces::open(&cfg) {
+        Ok(n) => n,
+        Err(e) => return fail(&mut report, &e),
+    };
+    if let Err(e) = ns.enter_pid() {
         return fail(&mut report, &e);
     }
-    match fork_child(v2_cgroup) {
+    match fork_child(&cgroup) {
         Err(e) => fail(&mut report, &e),
-        Ok(Forked::Parent(pid)) => {
+        Ok((Forked::Parent(pid), _)) => {
             say(&mut report, &Message::Pid(pid));
-            0
+            drop(report);
+            super::monitor::run(pid)
         }
-        Ok(Forked::Child) => {
-            let code = child(&cfg, &mut report);
+        Ok((Forked::Child, in_cgroup)) => {
+            let code = child(&cfg, &cgroup, in_cgroup, &ns, &mut report);
             sysproc::exit_now(code)
         }
     }
@@ -75,39 +86,76 @@ fn fail(report: &mut File, msg: &str) -> i32 {
     1
 }
 
-/// Joins a v1 cgroup at once, while the agent's /sys/fs/cgroup is still in
-/// view (see `Cgroup::join`); a v2 one is opened here and entered by the
-/// fork. Everything forked from here on is accounted there.
-fn join_cgroup(join: &CgroupJoin) -> Result<Option<(File, PathBuf)>, String> {
-    match join {
-        CgroupJoin::None => Ok(None),
-        CgroupJoin::V1Tasks(files) => {
-            for f in files {
-                fs::write(f, "0").map_err(|e| format!("join cgroup {}: {e}", f.display()))?;
-            }
-            Ok(None)
-        }
-        CgroupJoin::V2Dir(d) => {
-            let dir = File::open(d).map_err(|e| format!("open cgroup {}: {e}", d.display()))?;
-            Ok(Some((dir, d.clone())))
+/// The cgroup files, opened while the agent's /sys/fs/cgroup is still in
+/// view (see `Cgroup::join`): the child joins through them, so that the
+/// monitor stays out of the container's cgroup (its limits, its freezer,
+/// its kill at removal, its process list).
+enum CgroupFiles {
+    None,
+    /// v1: each hierarchy's `tasks` file, written by the child.
+    V1(Vec<(File, PathBuf)>),
+    /// v2: the directory the child is cloned into, and `cgroup.procs`
+    /// for a kernel without CLONE_INTO_CGROUP (before 5.7).
+    V2 {
+        dir: File,
+        procs: File,
+        path: PathBuf,
+    },
+}
+
+impl CgroupFiles {
+    fn open(join: &CgroupJoin) -> Result<Self, String> {
+        let w = |f: &PathBuf| {
+            File::options()
+                .write(true)
+                .open(f)
+                .map_err(|e| format!("open cgroup {}: {e}", f.display()))
+        };
+        Ok(match join {
+            CgroupJoin::None => Self::None,
+            CgroupJoin::V1Tasks(files) => Self::V1(
+                files
+                    .iter()
+                    .map(|f| Ok((w(f)?, f.clone())))
+                    .collect::<Result<_, String>>()?,
+            ),
+            CgroupJoin::V2Dir(d) => Self::V2 {
+                dir: File::open(d).map_err(|e| format!("open cgroup {}: {e}", d.display()))?,
+                procs: w(&d.join("cgroup.procs"))?,
+                path: d.clone(),
+            },
+        })
+    }
+
+    /// In the child: joins the cgroup, unless it was born in it.
+    fn join(&self, born_in: bool) -> Result<(), String> {
+        let write = |mut f: &File, p: &Path| {
+            f.write_all(b"0")
+                .map_err(|e| format!("join cgroup {}: {e}", p.display()))
+        };
+        match self {
+            Self::None => Ok(()),
+            Self::V1(files) => files.iter().try_for_each(|(f, p)| write(f, p)),
+            Self::V2 { .. } if born_in => Ok(()),
+            Self::V2 { procs, path, .. } => write(procs, path),
         }
     }
 }
 
-/// Forks the container's process, into its v2 cgroup when there is one.
-/// A kernel without CLONE_INTO_CGROUP (before 5.7): the helper joins by
-/// writing cgroup.procs, and forks.
-fn fork_child(v2_cgroup: Option<(File, PathBuf)>) -> Result<Forked, String> {
-    if let Some((dir, path)) = v2_cgroup {
-        match sysproc::fork_into_cgroup(&dir) {
-            Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG) => {
-                let procs = path.join("cgroup.procs");
-                fs::write(&procs, "0").map_err(|e| format!("join cgroup {}: {e}", procs.display()))?;
+/// Forks the container's process, into its v2 cgroup when there is one
+/// and the kernel has CLONE_INTO_CGROUP; says whether it was born there.
+fn fork_child(cgroup: &CgroupFiles) -> Result<(Forked, bool), String> {
+    if let CgroupFiles::V2 { dir, path, .. } = cgroup {
+        match sysproc::fork_into_cgroup(dir) {
+            Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG) => {}
+            r => {
+                return r
+                    .map(|f| (f, true))
+                    .map_err(|e| format!("clone3 into cgroup {}: {e}", path.display()))
             }
-            r => return r.map_err(|e| format!("clone3 into cgroup {}: {e}", path.display())),
         }
     }
-    sysproc::fork().map_err(|e| format!("fork: {e}"))
+    sysproc::fork().map(|f| (f, false)).map_err(|e| format!("fork: {e}"))
 }
 
 fn flag(kind: NsKind) -> NsFlags {
@@ -122,38 +170,76 @@ fn flag(kind: NsKind) -> NsFlags {
     }
 }
 
-/// Opens every namespace to join first (the paths go through /proc, which
-/// a mount-namespace switch would change), then joins, then unshares.
-fn enter_namespaces(cfg: &InitConfig) -> Result<(), String> {
-    let mut joins = Vec::new();
-    let mut new = NsFlags::empty();
-    for (kind, mode) in &cfg.namespaces {
-        match mode {
-            NsMode::New => new |= flag(*kind),
-            NsMode::Join(p) => joins.push((
-                *kind,
-                File::open(p).map_err(|e| format!("open namespace {}: {e}", p.display()))?,
-            )),
-        }
-    }
-    // A user namespace first (the others are then joined with its
-    // credentials, as runc does); the mount namespace last: after it,
-    // /proc is the container's.
-    joins.sort_by_key(|(k, _)| match k {
-        NsKind::User => 0,
-        NsKind::Mnt => 2,
-        _ => 1,
-    });
-    for (kind, f) in &joins {
-        sysproc::setns(f, flag(*kind)).map_err(|e| format!("join {} namespace: {e}", kind.proc_name()))?;
-    }
-    if !new.is_empty() {
-        sysproc::unshare(new).map_err(|e| format!("unshare {new:?}: {e}"))?;
-    }
-    Ok(())
+/// The namespaces to join (opened first: the paths go through /proc,
+/// which a mount-namespace switch would change) and to create.
+struct Namespaces {
+    joins: Vec<(NsKind, File)>,
+    new: NsFlags,
 }
 
-fn child(cfg: &InitConfig, report: &mut File) -> i32 {
+impl Namespaces {
+    fn open(cfg: &InitConfig) -> Result<Self, String> {
+        let mut joins = Vec::new();
+        let mut new = NsFlags::empty();
+        for (kind, mode) in &cfg.namespaces {
+            match mode {
+                NsMode::New => new |= flag(*kind),
+                NsMode::Join(p) => joins.push((
+                    *kind,
+                    File::open(p).map_err(|e| format!("open namespace {}: {e}", p.display()))?,
+                )),
+            }
+        }
+        Ok(Self { joins, new })
+    }
+
+    /// In the helper, before the fork: the pid namespace (joined or new),
+    /// which only the children of a process enter. The helper itself, the
+    /// monitor to be, stays in the agent's.
+    fn enter_pid(&mut self) -> Result<(), String> {
+        if let Some(i) = self.joins.iter().position(|(k, _)| *k == NsKind::Pid) {
+            let (_, f) = self.joins.remove(i);
+            sysproc::setns(&f, NsFlags::CLONE_NEWPID).map_err(|e| format!("join pid namespace: {e}"))?;
+        }
+        if self.new.contains(NsFlags::CLONE_NEWPID) {
+            self.new.remove(NsFlags::CLONE_NEWPID);
+            sysproc::unshare(NsFlags::CLONE_NEWPID).map_err(|e| format!("unshare pid namespace: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// In the child: the others. A user namespace first (the others are
+    /// then joined with its credentials, as runc does); the mount
+    /// namespace last: after it, /proc is the container's.
+    fn enter_rest(&self) -> Result<(), String> {
+        let mut joins: Vec<&(NsKind, File)> = self.joins.iter().collect();
+        joins.sort_by_key(|(k, _)| match k {
+            NsKind::User => 0,
+            NsKind::Mnt => 2,
+            _ => 1,
+        });
+        for (kind, f) in joins {
+            sysproc::setns(f, flag(*kind)).map_err(|e| format!("join {} namespace: {e}", kind.proc_name()))?;
+        }
+        if !self.new.is_empty() {
+            sysproc::unshare(self.new).map_err(|e| format!("unshare {:?}: {e}", self.new))?;
+        }
+        Ok(())
+    }
+}
+
+fn child(cfg: &InitConfig, cgroup: &CgroupFiles, in_cgroup: bool, ns: &Namespaces, report: &mut File) -> i32 {
+    if let Err(e) = cgroup.join(in_cgroup) {
+        return fail(report, &e);
+    }
+    if let Payload::Exec(p) = &cfg.payload {
+        if let Err(e) = set_oom_score(p) {
+            return fail(report, &e);
+        }
+    }
+    if let Err(e) = ns.enter_rest() {
+        return fail(report, &e);
+    }
     if let Err(e) = set_up(cfg) {
         return fail(report, &e);
     }
@@ -202,8 +288,8 @@ fn set_up(cfg: &InitConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// Sets the OOM score the process will have, in the helper, before any
-/// namespace is entered: through the agent's /proc (the container's may
+/// Sets the OOM score of the process, in the child before it enters the
+/// mount namespace: through the agent's /proc (the container's may
 /// have none mounted), inherited by the fork. Lowering it needs
 /// CAP_SYS_RESOURCE; an agent without it (never in a guest; some test
 /// hosts) leaves the process at the agent's own score rather than fail

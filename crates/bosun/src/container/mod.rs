@@ -4,6 +4,7 @@
 pub mod init;
 pub mod init_config;
 pub mod message;
+pub mod monitor;
 pub mod mount_options;
 pub mod pause;
 pub mod rootfs;

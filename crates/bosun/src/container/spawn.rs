@@ -11,8 +11,9 @@ use tokio::net::unix::pipe;
 
 use super::init_config::{InitConfig, Payload};
 use super::message::Message;
-use crate::process::io::Output;
-use crate::process::{Process, Stdin};
+use super::monitor::{EXIT_FD, KEEP_STDERR_FD, KEEP_STDIN_FD, KEEP_STDOUT_FD, STATUS_FD};
+use crate::process::monitor::{exit_file, Monitor};
+use crate::process::{Process, Streams};
 use crate::sys::fd::pipe as mkpipe;
 use crate::sys::spawn::{spawn_helper, HelperFds};
 
@@ -76,8 +77,8 @@ pub struct Spawned {
     pub gate: Option<OwnedFd>,
     /// The report pipe, still open when waiting for the start gate.
     pub report: Report,
-    /// The helper's own pid (it has exited or is about to).
-    pub helper_pid: u32,
+    /// The read end of the monitor's exit pipe.
+    pub exit: OwnedFd,
 }
 
 /// Why a helper could not start the process; `pid` is set when a process
@@ -114,7 +115,7 @@ enum AgentSide {
     },
 }
 
-fn stdio(cfg: &InitConfig) -> Result<Stdio, SpawnError> {
+fn stdio(cfg: &InitConfig, pipe_buffer: usize) -> Result<Stdio, SpawnError> {
     let terminal = match &cfg.payload {
         Payload::Exec(p) => p.terminal,
         Payload::BuiltinPause => None,
@@ -132,6 +133,9 @@ fn stdio(cfg: &InitConfig) -> Result<Stdio, SpawnError> {
     let (in_r, in_w) = p("stdin")?;
     let (out_r, out_w) = p("stdout")?;
     let (err_r, err_w) = p("stderr")?;
+    for r in [&out_r, &err_r] {
+        size_pipe(r, pipe_buffer);
+    }
     Ok(Stdio {
         child: (in_r, out_w, err_w),
         agent: AgentSide::Pipes {
@@ -142,50 +146,72 @@ fn stdio(cfg: &InitConfig) -> Result<Stdio, SpawnError> {
     })
 }
 
-/// Wraps the agent's side of the streams for the process record.
-fn agent_streams(side: AgentSide, exec_id: &str, pid: i32) -> Result<Process, SpawnError> {
-    let e = |what: &str, err: std::io::Error| serr(Some(pid), format!("{what}: {err}"));
-    match side {
-        AgentSide::Pipes { stdin, stdout, stderr } => {
-            let stdin: Stdin = Box::new(pipe::Sender::from_owned_fd(stdin).map_err(|x| e("stdin pipe", x))?);
-            let out = Output::pump(pipe::Receiver::from_owned_fd(stdout).map_err(|x| e("stdout pipe", x))?);
-            let err = Output::pump(pipe::Receiver::from_owned_fd(stderr).map_err(|x| e("stderr pipe", x))?);
-            Ok(Process::new(exec_id.to_string(), pid, Some(stdin), (out, err), None))
-        }
-        AgentSide::Tty { master } => {
-            // A terminal master is not a pipe: tokio reads it on its blocking
-            // pool. Output and stdin share the one device; stderr is empty.
-            let reader = tokio::fs::File::from_std(std::fs::File::from(
-                master.try_clone().map_err(|x| e("dup terminal", x))?,
-            ));
-            let writer: Stdin = Box::new(tokio::fs::File::from_std(std::fs::File::from(
-                master.try_clone().map_err(|x| e("dup terminal", x))?,
-            )));
-            Ok(Process::new(
-                exec_id.to_string(),
-                pid,
-                Some(writer),
-                (Output::pump(reader), Output::closed()),
-                Some(master),
-            ))
+/// Sets an output pipe's capacity to `bytes`; without CAP_SYS_RESOURCE
+/// the kernel grants no more than /proc/sys/fs/pipe-max-size, so that is
+/// asked next; failing both, the pipe keeps the kernel's 64 KiB.
+fn size_pipe(fd: &OwnedFd, bytes: usize) {
+    if crate::sys::fd::set_pipe_size(fd, bytes).is_ok() {
+        return;
+    }
+    let max = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok());
+    if let Some(max) = max.filter(|m| *m < bytes) {
+        let _ = crate::sys::fd::set_pipe_size(fd, max);
+    }
+}
+
+impl AgentSide {
+    /// Copies for the monitor to keep, at its fixed numbers.
+    fn copies(&self) -> std::io::Result<Vec<(i32, OwnedFd)>> {
+        Ok(match self {
+            Self::Pipes { stdin, stdout, stderr } => vec![
+                (KEEP_STDIN_FD, stdin.try_clone()?),
+                (KEEP_STDOUT_FD, stdout.try_clone()?),
+                (KEEP_STDERR_FD, stderr.try_clone()?),
+            ],
+            Self::Tty { master } => vec![(KEEP_STDIN_FD, master.try_clone()?)],
+        })
+    }
+
+    fn streams(self) -> std::io::Result<Streams> {
+        match self {
+            Self::Pipes { stdin, stdout, stderr } => Ok(Streams::pipes(Some(stdin), Some(stdout), Some(stderr))),
+            Self::Tty { master } => Streams::terminal(master),
         }
     }
 }
 
 /// Starts the helper with `cfg` (written to `config_path`), waits until the
 /// process is set up (and, if it does not wait for a start gate, exec'd).
-pub async fn start(config_path: &Path, cfg: &InitConfig, exec_id: &str) -> Result<Spawned, SpawnError> {
+/// The helper stays as the process's monitor, writing its exit status to
+/// `exit-<exec_id>` beside the config. On an error the monitor is ended,
+/// so that the process, if any, is the agent's child to kill and reap.
+pub async fn start(
+    config_path: &Path,
+    cfg: &InitConfig,
+    exec_id: &str,
+    pipe_buffer: usize,
+) -> Result<Spawned, SpawnError> {
     let json = serde_json::to_vec(cfg).map_err(|e| serr(None, format!("encode init config: {e}")))?;
     std::fs::write(config_path, json).map_err(|e| serr(None, format!("write {}: {e}", config_path.display())))?;
+    let dir = config_path.parent().unwrap_or(Path::new("."));
+    let status_path = exit_file(dir, exec_id);
+    let status = std::fs::File::create(&status_path)
+        .map_err(|e| serr(None, format!("create {}: {e}", status_path.display())))?;
     let p = |what: &str| mkpipe().map_err(|e| serr(None, format!("{what} pipe: {e}")));
-    let io = stdio(cfg)?;
+    let io = stdio(cfg, pipe_buffer)?;
     let (rep_r, rep_w) = p("report")?;
+    let (exit_r, exit_w) = p("exit")?;
     let (gate_r, gate_w) = if cfg.wait_for_start {
         let (r, w) = p("gate")?;
         (Some(r), Some(w))
     } else {
         (None, None)
     };
+    let mut keep = io.agent.copies().map_err(|e| serr(None, format!("dup stdio: {e}")))?;
+    keep.push((STATUS_FD, status.into()));
+    keep.push((EXIT_FD, exit_w));
     let (stdin, stdout, stderr) = io.child;
     let fds = HelperFds {
         stdin,
@@ -193,18 +219,36 @@ pub async fn start(config_path: &Path, cfg: &InitConfig, exec_id: &str) -> Resul
         stderr,
         gate: gate_r,
         report: rep_w,
+        keep,
     };
     let helper_pid = spawn_helper(config_path, fds).map_err(|e| serr(None, format!("start helper: {e}")))?;
-    let conv = |e: std::io::Error| serr(None, format!("pipe: {e}"));
-    let mut report = Report(BufReader::new(pipe::Receiver::from_owned_fd(rep_r).map_err(conv)?));
-    let pid = read_setup(&mut report, cfg.wait_for_start).await?;
-    let process = Arc::new(agent_streams(io.agent, exec_id, pid)?);
-    Ok(Spawned {
-        process,
-        gate: gate_w,
-        report,
-        helper_pid,
-    })
+    let monitor = Monitor::attach(helper_pid as i32);
+    let set_up = async {
+        let conv = |e: std::io::Error| serr(None, format!("pipe: {e}"));
+        let mut report = Report(BufReader::new(pipe::Receiver::from_owned_fd(rep_r).map_err(conv)?));
+        let pid = read_setup(&mut report, cfg.wait_for_start).await?;
+        let streams = io.agent.streams().map_err(|e| serr(Some(pid), format!("stdio: {e}")))?;
+        let start_time = crate::process::start_time(pid).unwrap_or(0);
+        Ok((report, pid, streams, start_time))
+    };
+    match set_up.await {
+        Ok((report, pid, streams, start_time)) => Ok(Spawned {
+            process: Arc::new(Process::new(
+                exec_id.to_string(),
+                pid,
+                start_time,
+                streams,
+                Some(monitor),
+            )),
+            gate: gate_w,
+            report,
+            exit: exit_r,
+        }),
+        Err(e) => {
+            monitor.release();
+            Err(e)
+        }
+    }
 }
 
 /// Reads the helper's report until the process is set up. The helper's

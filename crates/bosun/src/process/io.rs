@@ -1,115 +1,134 @@
-//! A process's stdout or stderr: read from its pipe into a bounded buffer
-//! that ReadStdout/ReadStderr drain. When the buffer is full the pipe is
-//! not read, so the process blocks on write: output is never dropped.
+//! A process's stdout or stderr, read from its pipe (or its terminal's
+//! master) only when ReadStdout/ReadStderr asks. The pipe is the buffer:
+//! the agent holds none of the output, so nothing is lost when it dies
+//! (the monitor keeps the pipe open, a restarted agent takes it back),
+//! and a process nobody reads waits on its full pipe (the backpressure
+//! of any pipe) instead of having bytes dropped.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::Notify;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{watch, Notify};
 
-/// Bytes buffered per stream before the writer is made to wait. 1 MiB
-/// covers bursts while keeping 20 chatty containers within a few MiB.
-pub const OUTPUT_BUFFER: usize = 1 << 20;
+/// Pipe capacity asked for each output stream (F_SETPIPE_SZ): what a
+/// process may write ahead of its reader, and what waits for an agent
+/// that is restarting. Kernel memory, taken as it fills.
+pub const DEFAULT_PIPE_BUFFER: usize = 1 << 20;
 /// Largest single read answered (ttrpc frames are capped at 4 MiB).
 pub const MAX_READ: usize = 1 << 20;
 
 /// One output stream of a process.
-#[derive(Default)]
 pub struct Output {
-    state: Mutex<OutState>,
-    readable: Notify,
-    writable: Notify,
-}
-
-#[derive(Default)]
-struct OutState {
-    buf: VecDeque<u8>,
-    eof: bool,
-    closed_by_reader: bool,
+    src: tokio::sync::Mutex<Option<AsyncFd<OwnedFd>>>,
+    abandoned: AtomicBool,
+    wake: Notify,
+    /// True once EOF was read (or the stream was abandoned or had none).
+    ended: watch::Sender<bool>,
 }
 
 impl Output {
-    /// Starts pumping `rx` (a pipe, or a terminal's master) into a new
-    /// buffer. A read error (EIO from a terminal whose last user left) is EOF.
-    pub fn pump<R: AsyncRead + Unpin + Send + 'static>(rx: R) -> Arc<Self> {
-        let out = Arc::new(Self::default());
-        let me = out.clone();
-        tokio::spawn(async move { me.run(rx).await });
-        out
-    }
-
-    /// A stream that is already at EOF (no pipe: e.g. re-adopted process).
-    pub fn closed() -> Arc<Self> {
-        let out = Self::default();
-        crate::sync::lock(&out.state).eof = true;
+    /// A stream read from `fd` (a pipe's read end, or a terminal master:
+    /// its EIO once the last user has gone is EOF). `None` when it cannot
+    /// be polled (then it reads as EOF).
+    pub fn new(fd: OwnedFd) -> Arc<Self> {
+        let polled = crate::sys::fd::async_fd(fd).ok();
+        let out = Self {
+            ended: watch::Sender::new(polled.is_none()),
+            src: tokio::sync::Mutex::new(polled),
+            abandoned: AtomicBool::new(false),
+            wake: Notify::new(),
+        };
         Arc::new(out)
     }
 
-    async fn run<R: AsyncRead + Unpin>(&self, mut rx: R) {
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            // Wait for room (the reader drains), unless nobody will read.
-            loop {
-                let w = self.writable.notified();
-                tokio::pin!(w);
-                w.as_mut().enable();
-                {
-                    let s = crate::sync::lock(&self.state);
-                    if s.closed_by_reader || s.buf.len() < OUTPUT_BUFFER {
-                        break;
-                    }
-                }
-                w.await;
-            }
-            let n = rx.read(&mut chunk).await.unwrap_or(0);
-            let mut s = crate::sync::lock(&self.state);
-            if n == 0 {
-                s.eof = true;
-                drop(s);
-                self.readable.notify_waiters();
-                return;
-            }
-            if !s.closed_by_reader {
-                s.buf.extend(&chunk[..n]);
-            }
-            drop(s);
-            self.readable.notify_waiters();
-        }
+    /// A stream that is already at EOF (none: a terminal's stderr, or a
+    /// process whose streams were lost).
+    pub fn closed() -> Arc<Self> {
+        Arc::new(Self {
+            src: tokio::sync::Mutex::new(None),
+            abandoned: AtomicBool::new(false),
+            wake: Notify::new(),
+            ended: watch::Sender::new(true),
+        })
     }
 
-    /// Long poll: waits for data; returns up to `len` bytes, or empty at EOF.
+    /// Long poll: waits for data; returns up to `len` bytes, or empty at
+    /// EOF. Concurrent reads of one stream queue.
     pub async fn read(&self, len: usize) -> Vec<u8> {
         let len = len.clamp(1, MAX_READ);
+        let mut src = self.src.lock().await;
         loop {
-            let r = self.readable.notified();
-            tokio::pin!(r);
-            r.as_mut().enable();
-            {
-                let mut s = crate::sync::lock(&self.state);
-                if !s.buf.is_empty() {
-                    let n = len.min(s.buf.len());
-                    let out: Vec<u8> = s.buf.drain(..n).collect();
-                    drop(s);
-                    self.writable.notify_waiters();
-                    return out;
-                }
-                if s.eof || s.closed_by_reader {
-                    return Vec::new();
-                }
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.abandoned.load(Ordering::Acquire) {
+                *src = None;
             }
-            r.await;
+            let Some(fd) = src.as_ref() else {
+                self.ended.send_replace(true);
+                return Vec::new();
+            };
+            let mut ready = tokio::select! {
+                r = fd.readable() => match r {
+                    Ok(g) => g,
+                    Err(_) => { *src = None; continue; }
+                },
+                _ = woken => continue,
+            };
+            let mut buf = vec![0u8; len];
+            match ready.try_io(|f| nix::unistd::read(f.as_raw_fd(), &mut buf).map_err(std::io::Error::from)) {
+                Ok(Ok(n)) if n > 0 => {
+                    buf.truncate(n);
+                    return buf;
+                }
+                // EOF, or EIO from a terminal whose last user left.
+                Ok(_) => *src = None,
+                Err(_would_block) => {}
+            }
         }
     }
 
-    /// Drops buffered output and lets the pump discard the rest, so a
-    /// process nobody reads from does not block forever (used at removal).
+    /// Gives up the stream (at removal): readers get EOF, and the pipe is
+    /// closed, so a writer gets EPIPE instead of waiting on a full pipe.
     pub fn abandon(&self) {
-        let mut s = crate::sync::lock(&self.state);
-        s.closed_by_reader = true;
-        s.buf = VecDeque::new();
-        drop(s);
-        self.writable.notify_waiters();
-        self.readable.notify_waiters();
+        self.abandoned.store(true, Ordering::Release);
+        self.wake.notify_waiters();
+        if let Ok(mut src) = self.src.try_lock() {
+            *src = None;
+        }
+        self.ended.send_replace(true);
+    }
+
+    /// Waits until the stream has been read to its end (or abandoned).
+    pub async fn ended(&self) {
+        let mut rx = self.ended.subscribe();
+        let _ = rx.wait_for(|e| *e).await;
+    }
+}
+
+/// A process's stdin: a pipe's write end or a terminal's master, written
+/// through tokio's poller (the master is shared with the output reader,
+/// both non-blocking).
+pub struct Input(AsyncFd<OwnedFd>);
+
+impl Input {
+    /// Wraps `fd`.
+    pub fn new(fd: OwnedFd) -> std::io::Result<Self> {
+        Ok(Self(crate::sys::fd::async_fd(fd)?))
+    }
+
+    /// Writes all of `data`.
+    pub async fn write_all(&self, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let mut ready = self.0.writable().await?;
+            match ready.try_io(|f| nix::unistd::write(f, data).map_err(std::io::Error::from)) {
+                Ok(Ok(n)) => data = &data[n..],
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => {}
+            }
+        }
+        Ok(())
     }
 }

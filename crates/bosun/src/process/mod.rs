@@ -2,95 +2,120 @@
 //! their standard streams and exit status.
 
 pub mod io;
+pub mod monitor;
 pub mod reaper;
 
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 
-use io::Output;
-
-/// Where stdin writes go.
-pub type Stdin = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+use io::{Input, Output};
+use monitor::Monitor;
 
 /// A process of a container.
 pub struct Process {
-    /// Exec id ("" for... never: the init's exec id is the container id).
+    /// Exec id (the container id for its init).
     pub exec_id: String,
     /// Pid in the agent's pid namespace.
     pub pid: i32,
     /// stdin (a pipe, or the terminal's master), until closed.
-    stdin: tokio::sync::Mutex<Option<Stdin>>,
+    stdin: tokio::sync::Mutex<Option<Input>>,
     /// The terminal's master, for resizing.
-    pub tty: Option<std::os::fd::OwnedFd>,
+    pub tty: Option<OwnedFd>,
     /// stdout.
     pub stdout: Arc<Output>,
     /// stderr.
     pub stderr: Arc<Output>,
-    /// Exit status once reaped and observed.
+    /// Exit status once known.
     exit: Mutex<Option<i32>>,
+    exited: Notify,
     /// Start time from /proc (0 if it could not be read).
     pub start_time: u64,
-    /// Started before a restart of the agent: not its child any more.
-    pub adopted: bool,
+    /// Its monitor (its parent), while it keeps anything.
+    pub monitor: Option<Monitor>,
 }
 
-impl Process {
-    /// Wraps a started process and its pipes.
-    pub fn new(
-        exec_id: String,
-        pid: i32,
-        stdin: Option<Stdin>,
-        out: (Arc<Output>, Arc<Output>),
-        tty: Option<std::os::fd::OwnedFd>,
-    ) -> Self {
-        let start_time = start_time(pid).unwrap_or(0);
+/// A process's streams, as the agent holds them.
+pub struct Streams {
+    /// stdin, or the terminal's master.
+    pub stdin: Option<Input>,
+    /// stdout.
+    pub stdout: Arc<Output>,
+    /// stderr.
+    pub stderr: Arc<Output>,
+    /// The terminal's master, for resizing.
+    pub tty: Option<OwnedFd>,
+}
+
+impl Streams {
+    /// No streams: reads are EOF, writes fail.
+    pub fn closed() -> Self {
         Self {
-            exec_id,
-            pid,
-            stdin: tokio::sync::Mutex::new(stdin),
-            tty,
-            stdout: out.0,
-            stderr: out.1,
-            exit: Mutex::new(None),
-            start_time,
-            adopted: false,
+            stdin: None,
+            stdout: Output::closed(),
+            stderr: Output::closed(),
+            tty: None,
         }
     }
 
-    /// A process found in the journal after a restart: its streams are
-    /// gone with the old agent (stdout/stderr read as EOF, stdin closed).
-    pub fn adopted(exec_id: String, pid: i32, start_time: u64, exit: Option<i32>) -> Self {
-        let closed = || io::Output::closed();
+    /// The agent's ends of a process's pipes.
+    pub fn pipes(stdin: Option<OwnedFd>, stdout: Option<OwnedFd>, stderr: Option<OwnedFd>) -> Self {
+        Self {
+            stdin: stdin.and_then(|f| Input::new(f).ok()),
+            stdout: stdout.map(Output::new).unwrap_or_else(Output::closed),
+            stderr: stderr.map(Output::new).unwrap_or_else(Output::closed),
+            tty: None,
+        }
+    }
+
+    /// A terminal's master: output and stdin share it; stderr is empty.
+    pub fn terminal(master: OwnedFd) -> std::io::Result<Self> {
+        Ok(Self {
+            stdin: Some(Input::new(master.try_clone()?)?),
+            stdout: Output::new(master.try_clone()?),
+            stderr: Output::closed(),
+            tty: Some(master),
+        })
+    }
+}
+
+impl Process {
+    /// A process, its streams and its monitor.
+    pub fn new(exec_id: String, pid: i32, start_time: u64, streams: Streams, monitor: Option<Monitor>) -> Self {
         Self {
             exec_id,
             pid,
-            stdin: tokio::sync::Mutex::new(None),
-            tty: None,
-            stdout: closed(),
-            stderr: closed(),
-            exit: Mutex::new(exit),
+            stdin: tokio::sync::Mutex::new(streams.stdin),
+            tty: streams.tty,
+            stdout: streams.stdout,
+            stderr: streams.stderr,
+            exit: Mutex::new(None),
+            exited: Notify::new(),
             start_time,
-            adopted: true,
+            monitor,
         }
     }
 
     /// Writes to stdin; an empty write closes it. Returns bytes written.
     pub async fn write_stdin(&self, data: &[u8]) -> std::io::Result<usize> {
-        let mut g = self.stdin.lock().await;
         if data.is_empty() {
-            *g = None;
+            self.close_stdin().await;
             return Ok(0);
         }
-        match g.as_mut() {
+        match self.stdin.lock().await.as_ref() {
             Some(tx) => tx.write_all(data).await.map(|_| data.len()),
             None => Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "stdin is closed")),
         }
     }
 
-    /// Closes stdin (idempotent).
+    /// Closes stdin (idempotent): the agent's end, and the monitor's copy
+    /// of a pipe's (a terminal has no EOF to give).
     pub async fn close_stdin(&self) {
         *self.stdin.lock().await = None;
+        if let (None, Some(m)) = (&self.tty, &self.monitor) {
+            m.signal(nix::sys::signal::Signal::SIGUSR1);
+        }
     }
 
     /// The exit status, if known.
@@ -98,9 +123,30 @@ impl Process {
         *crate::sync::lock(&self.exit)
     }
 
-    /// Records the exit status.
+    /// Records the exit status (the first one recorded stands).
     pub fn set_exit(&self, status: i32) {
-        *crate::sync::lock(&self.exit) = Some(status);
+        crate::sync::lock(&self.exit).get_or_insert(status);
+        self.exited.notify_waiters();
+    }
+
+    /// Waits until the exit status is known.
+    pub async fn wait(&self) -> i32 {
+        loop {
+            let n = self.exited.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if let Some(s) = self.exit_status() {
+                return s;
+            }
+            n.await;
+        }
+    }
+
+    /// Ends the monitor: nothing is left for it to keep.
+    pub fn release_monitor(&self) {
+        if let Some(m) = &self.monitor {
+            m.release();
+        }
     }
 }
 

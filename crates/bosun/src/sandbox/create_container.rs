@@ -27,6 +27,7 @@ use crate::faults::crash_point;
 use crate::ids::ContainerId;
 use crate::mount::ledger::Owner;
 use crate::mount::storage::{self, StorageSpec};
+use crate::process::monitor::exit_file;
 
 /// CreateContainer, validated.
 pub struct CreateRequest {
@@ -144,19 +145,19 @@ impl Sandbox {
                 format!("rootfs {:?} is not a directory in the guest", spec.rootfs),
             ));
         }
-        let spawned =
-            spawn::start(&dir.join("init.json"), &cfg, id.as_str())
-                .await
-                .map_err(|SpawnError { pid, reason }| {
-                    undo.pid = pid;
-                    AgentError::SetupFailed {
-                        cid: id.clone(),
-                        reason,
-                    }
-                })?;
+        let spawned = spawn::start(&dir.join("init.json"), &cfg, id.as_str(), self.output_buffer())
+            .await
+            .map_err(|SpawnError { pid, reason }| {
+                undo.pid = pid;
+                AgentError::SetupFailed {
+                    cid: id.clone(),
+                    reason,
+                }
+            })?;
         undo.pid = Some(spawned.process.pid);
+        undo.process = Some(spawned.process.clone());
+        self.watch_spawned(&spawned, &dir);
         crash_point("create-after-spawn");
-        self.forget_helper(spawned.helper_pid);
         self.share_mounts(&spec.shared_mounts, spawned.process.pid)
             .await
             .map_err(|reason| AgentError::SetupFailed {
@@ -296,13 +297,19 @@ impl Sandbox {
         Ok(Some(cg))
     }
 
-    /// The helper exits right after reporting; collect and forget its status.
-    pub(super) fn forget_helper(&self, pid: u32) {
-        let reaper = self.reaper.clone();
-        tokio::spawn(async move {
-            reaper.wait(pid as i32).await;
-            reaper.forget(pid as i32);
-        });
+    /// Watches a process just started for its exit, and forgets its
+    /// monitor's own status once the reaper collects it.
+    pub(super) fn watch_spawned(&self, spawned: &spawn::Spawned, dir: &Path) {
+        let p = spawned.process.clone();
+        let exit = spawned.exit.try_clone().ok();
+        self.watch_exit(p.clone(), exit, exit_file(dir, &p.exec_id));
+        if let Some(m) = &p.monitor {
+            let (reaper, pid) = (self.reaper.clone(), m.pid);
+            tokio::spawn(async move {
+                reaper.wait(pid).await;
+                reaper.forget(pid);
+            });
+        }
     }
 }
 
@@ -320,6 +327,9 @@ struct Undo {
     cgroup: Option<crate::cgroup::Cgroup>,
     /// The container's process, once it exists.
     pid: Option<i32>,
+    /// Its record, once started (its monitor is ended first, so that the
+    /// process is the agent's child to kill and reap).
+    process: Option<Arc<crate::process::Process>>,
 }
 
 impl Undo {
@@ -331,6 +341,7 @@ impl Undo {
             dir: None,
             cgroup: None,
             pid: None,
+            process: None,
         }
     }
 
@@ -350,6 +361,9 @@ impl Undo {
     /// Undoes now, then releases the reservation.
     async fn now(mut self) {
         let slot = self.slot.take();
+        if let Some(p) = self.process.take() {
+            p.release_monitor();
+        }
         let (dir, cg, pid) = (self.dir.take(), self.cgroup.take(), self.pid.take());
         self.sandbox.rollback(&self.id, dir.as_deref(), pid, cg).await;
         drop(slot);
@@ -359,6 +373,9 @@ impl Undo {
 impl Drop for Undo {
     fn drop(&mut self) {
         let Some(slot) = self.slot.take() else { return };
+        if let Some(p) = self.process.take() {
+            p.release_monitor();
+        }
         let (sb, id) = (self.sandbox.clone(), self.id.clone());
         let (dir, cg, pid) = (self.dir.take(), self.cgroup.take(), self.pid.take());
         tokio::spawn(async move {

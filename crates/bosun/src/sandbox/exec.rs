@@ -16,6 +16,7 @@ use crate::container::init_config::{InitConfig, NsKind, Payload, ProcessSpec};
 use crate::container::spawn;
 use crate::error::AgentError;
 use crate::ids::ContainerId;
+use crate::process::monitor::exit_file;
 use crate::sys::process as sysproc;
 
 impl Sandbox {
@@ -90,7 +91,7 @@ impl Sandbox {
             payload: Payload::Exec(Box::new(process)),
         };
         let config = c.dir.join(format!("exec-{exec_id}.json"));
-        let spawned = match spawn::start(&config, &cfg, &exec_id).await {
+        let spawned = match spawn::start(&config, &cfg, &exec_id, self.output_buffer()).await {
             Ok(s) => s,
             Err(e) => {
                 c.release_exec(&exec_id);
@@ -105,7 +106,7 @@ impl Sandbox {
                 });
             }
         };
-        self.forget_helper(spawned.helper_pid);
+        self.watch_spawned(&spawned, &c.dir);
         let p = spawned.process;
         info!(self.log, "process exec'd"; "cid" => %id, "exec_id" => &exec_id, "pid" => p.pid);
         let pid = p.pid;
@@ -120,13 +121,14 @@ impl Sandbox {
         warn!(self.log, "exec's caller is gone; killing the process"; "cid" => %id, "exec_id" => exec_id, "pid" => pid);
         let removed = self.container(id).ok().and_then(|c| {
             let _ = std::fs::remove_file(c.dir.join(format!("exec-{exec_id}.json")));
+            let _ = std::fs::remove_file(exit_file(&c.dir, exec_id));
             c.remove_exec(exec_id)
         });
         let _ = self.persist();
         let _ = sysproc::kill(pid, nix::sys::signal::Signal::SIGKILL as i32);
-        let _ = tokio::time::timeout(super::teardown::DEFAULT_KILL_WAIT, self.reaper.wait(pid)).await;
-        self.reaper.forget(pid);
         if let Some(p) = removed {
+            let _ = tokio::time::timeout(super::teardown::DEFAULT_KILL_WAIT, p.wait()).await;
+            p.release_monitor();
             p.stdout.abandon();
             p.stderr.abandon();
             p.close_stdin().await;

@@ -7,6 +7,7 @@ mod create_sandbox;
 mod destroy;
 mod detach;
 mod exec;
+mod exits;
 mod guest_calls;
 mod guest_devices;
 mod guest_pull;
@@ -83,10 +84,11 @@ struct State {
     copied: Vec<PathBuf>,
 }
 
-/// WaitProcess's answer for a process started before a restart: it was
-/// not bosun's child any more, so its exit status is not known.
+/// WaitProcess's answer for a process whose status nobody recorded: its
+/// monitor was killed before it could (by someone else than bosun), or it
+/// was started by a bosun from before monitors.
 pub const ADOPTED_EXIT_UNKNOWN: i32 = 255;
-/// How often an adopted process is checked for its end.
+/// How often a process without a monitor is checked for its end.
 const ADOPTED_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Removed ids remembered for an idempotent second RemoveContainer: a
@@ -136,6 +138,8 @@ pub struct Sandbox {
     /// True while DestroySandbox runs: creates waiting on a pull or a
     /// device give up before they mount anything.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Pipe capacity of each process's stdout and stderr (`--output-buffer`).
+    output_buffer: std::sync::atomic::AtomicUsize,
 }
 
 impl Sandbox {
@@ -160,7 +164,17 @@ impl Sandbox {
             images: std::sync::OnceLock::new(),
             pod_ops: Arc::new(tokio::sync::RwLock::new(())),
             closing: tokio::sync::watch::channel(false).0,
+            output_buffer: std::sync::atomic::AtomicUsize::new(crate::process::io::DEFAULT_PIPE_BUFFER),
         }
+    }
+
+    /// Sets the pipe capacity of the output of processes started from now.
+    pub fn set_output_buffer(&self, bytes: usize) {
+        self.output_buffer.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn output_buffer(&self) -> usize {
+        self.output_buffer.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// `f`, unless DestroySandbox starts first: then UNAVAILABLE, and
@@ -219,29 +233,14 @@ impl Sandbox {
         &self.reaper
     }
 
-    /// The exit status of `p`, once it has exited. A process adopted after
-    /// a restart is not bosun's child: its end is seen (the pid is gone,
-    /// a zombie, or belongs to a process with another start time) but its
-    /// status is not, and reads as `ADOPTED_EXIT_UNKNOWN`.
+    /// The exit status of `p`, once it has exited (`exits.rs` records it).
     pub(crate) fn exit_of(&self, p: &Process) -> Option<i32> {
-        if p.adopted {
-            (!crate::process::still_runs(p.pid, p.start_time)).then(|| p.exit_status().unwrap_or(ADOPTED_EXIT_UNKNOWN))
-        } else {
-            self.reaper.status(p.pid)
-        }
+        p.exit_status()
     }
 
     /// Waits until `p` has exited.
     pub(crate) async fn wait_exit(&self, p: &Process) -> i32 {
-        if !p.adopted {
-            return self.reaper.wait(p.pid).await;
-        }
-        loop {
-            if let Some(s) = self.exit_of(p) {
-                return s;
-            }
-            tokio::time::sleep(ADOPTED_POLL).await;
-        }
+        p.wait().await
     }
 
     /// True once the container's init has exited.

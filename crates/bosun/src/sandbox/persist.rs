@@ -31,6 +31,12 @@ pub struct ProcRecord {
     pub start_time: u64,
     /// Exit status, once known.
     pub exit: Option<i32>,
+    /// Its monitor's pid and start time, while it has one.
+    #[serde(default)]
+    pub monitor: Option<(i32, u64)>,
+    /// It runs on a terminal (the monitor keeps the master).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// A container as the journal keeps it.
@@ -97,6 +103,8 @@ fn record(p: &Process, exit: Option<i32>) -> ProcRecord {
         pid: p.pid,
         start_time: p.start_time,
         exit,
+        monitor: p.monitor.as_ref().map(|m| (m.pid, m.start_time)),
+        tty: p.tty.is_some(),
     }
 }
 

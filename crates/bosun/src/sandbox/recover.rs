@@ -2,17 +2,19 @@
 //! dead ones marked exited, the mount ledger reconciled with mountinfo by
 //! identity, and what a call cut short by the restart left swept.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use slog::{error, info, warn};
 
-use super::persist::Snapshot;
+use super::persist::{ProcRecord, Snapshot};
 use super::Sandbox;
 use crate::container::{Container, ContainerInfo, Status};
 use crate::ids::ContainerId;
 use crate::journal::JournalError;
 use crate::mount::ledger::{Kind, State, Whose};
-use crate::process::Process;
+use crate::process::monitor::{exit_file, reattach};
+use crate::process::{Process, Streams};
 
 impl Sandbox {
     /// Reloads the journal after a restart: re-adopts live processes
@@ -40,12 +42,7 @@ impl Sandbox {
         let mut adopted = 0;
         for r in &snap.containers {
             let Ok(id) = ContainerId::parse(&r.id) else { continue };
-            let init = Arc::new(Process::adopted(
-                r.init.exec_id.clone(),
-                r.init.pid,
-                r.init.start_time,
-                r.init.exit,
-            ));
+            let init = self.readopt(&r.dir, &r.init);
             let c = Container::new(
                 ContainerInfo {
                     id: id.clone(),
@@ -67,12 +64,7 @@ impl Sandbox {
                 r.status
             });
             for e in &r.execs {
-                c.add_exec(Arc::new(Process::adopted(
-                    e.exec_id.clone(),
-                    e.pid,
-                    e.start_time,
-                    e.exit,
-                )));
+                c.add_exec(self.readopt(&r.dir, e));
             }
             adopted += 1;
             self.state().containers.insert(id, Arc::new(c));
@@ -99,6 +91,27 @@ impl Sandbox {
         }
         info!(self.log, "state recovered"; "containers" => adopted, "swept" => %swept, "sandbox" => snap.sandbox.map(|s| s.id).unwrap_or_default());
         let _ = self.persist();
+    }
+
+    /// A process of the journal: with its streams and its exit to come
+    /// when its monitor still runs (it kept them while bosun was down),
+    /// with the status its monitor wrote when it has ended.
+    fn readopt(&self, dir: &Path, r: &ProcRecord) -> Arc<Process> {
+        let kept = r.monitor.and_then(|(pid, start)| reattach(pid, start));
+        let (streams, monitor, exit) = match kept {
+            Some(k) if r.tty => {
+                let streams = k.stdin.and_then(|m| Streams::terminal(m).ok());
+                (streams.unwrap_or_else(Streams::closed), Some(k.monitor), k.exit)
+            }
+            Some(k) => (Streams::pipes(k.stdin, k.stdout, k.stderr), Some(k.monitor), k.exit),
+            None => (Streams::closed(), None, None),
+        };
+        let p = Arc::new(Process::new(r.exec_id.clone(), r.pid, r.start_time, streams, monitor));
+        if let Some(s) = r.exit {
+            p.set_exit(s);
+        }
+        self.watch_exit(p.clone(), exit, exit_file(dir, &r.exec_id));
+        p
     }
 
     /// Intended mounts: bosun's if mountinfo shows a new mount on top at

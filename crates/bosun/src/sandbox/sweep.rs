@@ -45,6 +45,7 @@ impl Sandbox {
             }
         }
         report.run("orphan mounts", outcome(owners.len(), errors));
+        report.run("orphan monitors", self.sweep_monitors(&known));
         report.run("orphan dirs", self.sweep_dirs(&known));
         let cgroups: Vec<Cgroup> = self.containers().iter().filter_map(|c| c.cgroup.clone()).collect();
         let (parent, guard, log) = (self.cgroups.clone(), self.guard.clone(), self.log.clone());
@@ -52,6 +53,31 @@ impl Sandbox {
             .await
             .unwrap_or_else(|e| Err(format!("cgroup sweep task: {e}")));
         report.run("orphan cgroups", swept);
+    }
+
+    /// Monitors of containers bosun has no record of (a create cut off
+    /// after its process started): they are outside the container's
+    /// cgroup, so the cgroup sweep would not end them.
+    fn sweep_monitors(&self, known: &HashSet<ContainerId>) -> Result<String, String> {
+        let dir = self.containers_dir();
+        let mut n = 0;
+        for (pid, config) in crate::process::monitor::monitors_under(&dir) {
+            let cid = config
+                .strip_prefix(&dir)
+                .ok()
+                .and_then(|r| r.iter().next())
+                .map(|c| c.to_string_lossy().into_owned());
+            if cid
+                .and_then(|c| ContainerId::parse(&c).ok())
+                .is_some_and(|id| known.contains(&id))
+            {
+                continue;
+            }
+            warn!(self.log, "ending the monitor of a container bosun has no record of"; "pid" => pid, "config" => %config.display());
+            crate::process::monitor::kill_monitor(pid, &config);
+            n += 1;
+        }
+        Ok(if n == 0 { "none".into() } else { format!("{n} ended") })
     }
 
     /// Run directories of containers bosun has no record of.

@@ -195,9 +195,14 @@ impl Sandbox {
         // poststop hooks: a failure is logged (in run_hooks), not fatal.
         let _ = self.run_hooks(super::hooks::HookKind::Poststop, c).await;
         for p in c.processes() {
+            p.release_monitor();
             p.stdout.abandon();
             p.stderr.abandon();
             p.close_stdin().await;
+        }
+        // Monitors of execs a crash kept out of the record.
+        for (pid, config) in crate::process::monitor::monitors_under(&c.dir) {
+            crate::process::monitor::kill_monitor(pid, &config);
         }
         let owner = Owner::Container(c.id.clone());
         let had_layers = lock(&self.ledger).reads_layers(&owner);

@@ -13,6 +13,7 @@ pub mod guest;
 pub mod identity;
 pub mod mount;
 pub mod ns;
+pub mod pidfd;
 pub mod process;
 pub mod socket;
 pub mod spawn;

@@ -235,3 +235,27 @@ pub fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// The exit status of child `pid` (exit code, or 128 + signal), reaping
+/// it, without blocking: `None` while it runs. `Err` when it is not our
+/// child (any more).
+pub fn try_wait_child(pid: i32) -> Result<Option<i32>, Errno> {
+    loop {
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(Some(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(Some(128 + sig as i32)),
+            Ok(WaitStatus::StillAlive) => return Ok(None),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Ignores SIGPIPE: a write to a pipe nobody reads fails with EPIPE
+/// instead of ending the writer (a monitor whose agent is down).
+pub fn ignore_sigpipe() -> Result<(), Errno> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let ign = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    // SAFETY: SIG_IGN runs no handler code.
+    unsafe { sigaction(Signal::SIGPIPE, &ign) }.map(|_| ())
+}

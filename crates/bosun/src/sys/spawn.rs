@@ -8,7 +8,8 @@ use std::path::Path;
 
 use nix::fcntl::{fcntl, FcntlArg};
 
-/// Descriptors the helper gets: stdio, and fds 3 (gate) and 4 (report).
+/// Descriptors the helper gets: stdio, fds 3 (gate) and 4 (report), and
+/// what its monitor keeps (5 to 9).
 pub struct HelperFds {
     /// Becomes fd 0.
     pub stdin: OwnedFd,
@@ -20,6 +21,8 @@ pub struct HelperFds {
     pub gate: Option<OwnedFd>,
     /// Becomes fd 4 (report pipe).
     pub report: OwnedFd,
+    /// Each becomes the fd number it is paired with (5 to 9).
+    pub keep: Vec<(i32, OwnedFd)>,
 }
 
 /// Starts `/proc/self/exe init CONFIG`; returns the helper's pid.
@@ -45,6 +48,7 @@ pub fn spawn_helper(config: &Path, fds: HelperFds) -> io::Result<u32> {
     if let Some(g) = &fds.gate {
         moves.push((3, g));
     }
+    moves.extend(fds.keep.iter().map(|(to, f)| (*to, f)));
     let high: Vec<(i32, OwnedFd)> = moves
         .into_iter()
         .map(|(to, f)| Ok((to, dup_high(f)?)))
@@ -75,8 +79,8 @@ pub fn spawn_helper(config: &Path, fds: HelperFds) -> io::Result<u32> {
 }
 
 /// Lowest number the sources of the dup2 actions are moved to, so that no
-/// action can overwrite the source of a later one.
-const HIGH_FD: i32 = 10;
+/// action can overwrite the source of a later one (above every target).
+const HIGH_FD: i32 = 16;
 
 /// A close-on-exec copy of `f` numbered HIGH_FD or above.
 fn dup_high(f: &OwnedFd) -> io::Result<OwnedFd> {

@@ -1,0 +1,171 @@
+//! What a process leaves for the runtime survives bosun's restart (root):
+//! its exit status, whether it ended while bosun was up, down or back; its
+//! output written while nobody read or bosun was down; its stdin and its
+//! terminal. Each process's monitor (`bosun init`, its parent) keeps them.
+//! This is bosun when it is not the guest's PID 1 (as PID 1 its death ends
+//! the VM).
+
+mod common;
+
+use std::path::Path;
+
+use common::pod::{spec, started, Pod};
+
+/// A shell that waits for `flag` to appear in the rootfs, then `then`.
+fn when(flag: &str, then: &str) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!("while [ ! -e /{flag} ]; do usleep 20000; done; {then}"),
+    ]
+}
+
+/// The four endings and the status WaitProcess must give for each.
+const ENDINGS: [(&str, i32); 4] = [
+    ("exit 0", 0),
+    ("exit 7", 7),
+    ("kill -KILL $$", 137),
+    ("kill -TERM $$", 143),
+];
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// No monitor runs from the pod's run directory.
+fn no_monitor_left(pod: &Pod) {
+    let run = pod.run_dir();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            (cmd.starts_with("bosun-init init ") && cmd.contains(run.to_str().unwrap()))
+                .then(|| format!("{pid}: {cmd}"))
+        })
+        .collect();
+    assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+fn flag(rootfs: &Path, name: &str) {
+    std::fs::write(rootfs.join(name), b"").unwrap();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn statuses_survive_a_restart_whenever_the_process_ended() {
+    let (mut pod, rootfs) = started("statuses", true);
+    pod.create("host", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("host").unwrap();
+    // For each ending: a container and an exec that end before the
+    // restart (bosun up), while bosun is down, and after the restart.
+    let phases = ["before", "down", "after"];
+    for phase in phases {
+        for (i, (then, _)) in ENDINGS.iter().enumerate() {
+            let cid = format!("{phase}-c{i}");
+            pod.create(&cid, spec(Some(&rootfs), &args(&when(phase, then))))
+                .unwrap();
+            pod.start_c(&cid).unwrap();
+            pod.exec("host", &format!("{phase}-e{i}"), &args(&when(phase, then)))
+                .unwrap();
+        }
+    }
+    flag(&rootfs, "before");
+    for (i, (_, want)) in ENDINGS.iter().enumerate() {
+        assert_eq!(pod.wait(&format!("before-c{i}"), "").unwrap(), *want);
+        assert_eq!(pod.wait("host", &format!("before-e{i}")).unwrap(), *want);
+    }
+    // Down: SIGKILL, the processes end, then bosun comes back.
+    pod.agent.kill9();
+    flag(&rootfs, "down");
+    // Each ends within a few polls; bosun is still down meanwhile.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    pod.agent.respawn(&[]);
+    pod.agent.wait_ready();
+    pod.reconnect();
+    flag(&rootfs, "after");
+    for phase in phases {
+        for (i, (then, want)) in ENDINGS.iter().enumerate() {
+            let got_c = pod.wait(&format!("{phase}-c{i}"), "").unwrap();
+            let got_e = pod.wait("host", &format!("{phase}-e{i}")).unwrap();
+            assert_eq!(
+                (got_c, got_e),
+                (*want, *want),
+                "{phase}: a container and an exec that ran `{then}`"
+            );
+        }
+    }
+    pod.destroy().unwrap();
+    no_monitor_left(&pod);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn output_written_across_ten_restarts_arrives_whole_and_in_order() {
+    let (mut pod, rootfs) = started("output", false);
+    pod.create("w", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("w").unwrap();
+    // 300,000 numbered lines (2.3 MB, more than the 2 MiB pipe), written
+    // as fast as the shell can while bosun is killed and restarted.
+    const LINES: usize = 300_000;
+    pod.exec("w", "writer", &["sh", "-c", &format!("seq 1 {LINES}; echo done >&2")])
+        .unwrap();
+    let want: Vec<u8> = (1..=LINES).map(|i| format!("{i}\n")).collect::<String>().into_bytes();
+    let mut got = Vec::new();
+    for round in 0..10 {
+        // Some reads, then a SIGKILL at whatever point the writer is.
+        for _ in 0..3 {
+            got.extend(pod.read_some("w", "writer", 64 << 10));
+        }
+        pod.restart(&[], true);
+        assert!(
+            got.len() < want.len(),
+            "round {round}: the writer finished too early to test anything"
+        );
+    }
+    got.extend(pod.read_all("w", "writer", false).unwrap());
+    assert_eq!(pod.read_all("w", "writer", true).unwrap(), b"done\n");
+    assert_eq!(pod.wait("w", "writer").unwrap(), 0);
+    assert!(
+        got == want,
+        "stdout: {} bytes, {} expected, fnv {:x} vs {:x}; first difference at {:?}",
+        got.len(),
+        want.len(),
+        bosun::journal::fnv64(&got),
+        bosun::journal::fnv64(&want),
+        got.iter().zip(&want).position(|(a, b)| a != b)
+    );
+    pod.destroy().unwrap();
+    no_monitor_left(&pod);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn stdin_and_a_terminal_work_after_a_restart() {
+    let (mut pod, rootfs) = started("stdin", false);
+    pod.create("w", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("w").unwrap();
+    pod.exec("w", "cat", &["cat"]).unwrap();
+    assert_eq!(pod.write("w", "cat", b"before\n").unwrap(), 7);
+    pod.exec_tty("w", "tty", &["sh", "-c", "read x; stty size; echo got $x"], 30, 100)
+        .unwrap();
+    pod.restart(&[], true);
+    // cat did not see EOF while bosun was down; it reads what comes after.
+    assert_eq!(pod.write("w", "cat", b"after\n").unwrap(), 6);
+    assert_eq!(pod.write("w", "cat", b"").unwrap(), 0); // CloseStdin
+    assert_eq!(pod.read_all("w", "cat", false).unwrap(), b"before\nafter\n");
+    assert_eq!(pod.wait("w", "cat").unwrap(), 0);
+    pod.resize("w", "tty", 40, 120).unwrap();
+    pod.write("w", "tty", b"go\n").unwrap();
+    let out = String::from_utf8(pod.read_all("w", "tty", false).unwrap()).unwrap();
+    assert!(
+        out.contains("40 120"),
+        "size after the restart's resize not seen: {out:?}"
+    );
+    assert!(out.contains("got go"), "{out:?}");
+    assert_eq!(pod.wait("w", "tty").unwrap(), 0);
+    pod.destroy().unwrap();
+    no_monitor_left(&pod);
+}
