@@ -169,3 +169,37 @@ fn stdin_and_a_terminal_work_after_a_restart() {
     pod.destroy().unwrap();
     no_monitor_left(&pod);
 }
+
+/// The monitor of `exec_id` (a `bosun init` running from its config).
+fn monitor_of(pod: &Pod, exec_id: &str) -> i32 {
+    let config = format!("exec-{exec_id}.json");
+    let run = pod.run_dir();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).ok()?).replace('\0', " ");
+            (cmd.starts_with("bosun-init init ")
+                && cmd.contains(run.to_str().unwrap())
+                && cmd.trim_end().ends_with(&config))
+            .then_some(pid)
+        })
+        .expect("the exec's monitor")
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_monitor_killed_by_someone_else_leaves_its_process_to_bosun() {
+    let (pod, rootfs) = started("monitor", false);
+    pod.create("w", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("w").unwrap();
+    pod.exec("w", "x", &["sleep", "300"]).unwrap();
+    let m = monitor_of(&pod, "x");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(m), nix::sys::signal::Signal::SIGKILL).unwrap();
+    // Reparented to bosun (a subreaper): bosun reaps it and has its status.
+    pod.signal("w", "x", 15).unwrap();
+    assert_eq!(pod.wait("w", "x").unwrap(), 143);
+    pod.destroy().unwrap();
+    no_monitor_left(&pod);
+}
