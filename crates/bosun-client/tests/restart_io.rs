@@ -32,21 +32,33 @@ fn args(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// No monitor runs from the pod's run directory.
-fn no_monitor_left(pod: &Pod) {
+/// The monitors running from the pod's run directory: pid and argv.
+fn monitors(pod: &Pod) -> Vec<(i32, String)> {
     let run = pod.run_dir();
-    let left: Vec<String> = std::fs::read_dir("/proc")
+    std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| {
             let pid: i32 = e.file_name().to_str()?.parse().ok()?;
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            (cmd.starts_with("bosun-init init ") && cmd.contains(run.to_str().unwrap()))
-                .then(|| format!("{pid}: {cmd}"))
+            (cmd.starts_with("bosun-init init ") && cmd.contains(run.to_str().unwrap())).then_some((pid, cmd))
         })
-        .collect();
-    assert!(left.is_empty(), "processes left: {left:?}");
+        .collect()
+}
+
+/// No monitor runs from the pod's run directory.
+fn no_monitor_left(pod: &Pod) {
+    let left = monitors(pod);
+    assert!(left.is_empty(), "monitors left: {left:?}");
+}
+
+/// A pod with a running container `w` to exec in.
+fn with_worker(hostname: &str) -> Pod {
+    let (pod, rootfs) = started(hostname, false);
+    pod.create("w", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("w").unwrap();
+    pod
 }
 
 fn flag(rootfs: &Path, name: &str) {
@@ -104,9 +116,7 @@ fn statuses_survive_a_restart_whenever_the_process_ended() {
 #[test]
 #[ignore = "needs root"]
 fn output_written_across_ten_restarts_arrives_whole_and_in_order() {
-    let (mut pod, rootfs) = started("output", false);
-    pod.create("w", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
-    pod.start_c("w").unwrap();
+    let mut pod = with_worker("output");
     // 300,000 numbered lines (2.3 MB, more than the 2 MiB pipe), written
     // as fast as the shell can while bosun is killed and restarted.
     const LINES: usize = 300_000;
@@ -144,9 +154,7 @@ fn output_written_across_ten_restarts_arrives_whole_and_in_order() {
 #[test]
 #[ignore = "needs root"]
 fn stdin_and_a_terminal_work_after_a_restart() {
-    let (mut pod, rootfs) = started("stdin", false);
-    pod.create("w", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
-    pod.start_c("w").unwrap();
+    let mut pod = with_worker("stdin");
     pod.exec("w", "cat", &["cat"]).unwrap();
     assert_eq!(pod.write("w", "cat", b"before\n").unwrap(), 7);
     pod.exec_tty("w", "tty", &["sh", "-c", "read x; stty size; echo got $x"], 30, 100)
@@ -173,27 +181,16 @@ fn stdin_and_a_terminal_work_after_a_restart() {
 /// The monitor of `exec_id` (a `bosun init` running from its config).
 fn monitor_of(pod: &Pod, exec_id: &str) -> i32 {
     let config = format!("exec-{exec_id}.json");
-    let run = pod.run_dir();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .find_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cmd = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).ok()?).replace('\0', " ");
-            (cmd.starts_with("bosun-init init ")
-                && cmd.contains(run.to_str().unwrap())
-                && cmd.trim_end().ends_with(&config))
-            .then_some(pid)
-        })
+    monitors(pod)
+        .into_iter()
+        .find_map(|(pid, cmd)| cmd.trim_end().ends_with(&config).then_some(pid))
         .expect("the exec's monitor")
 }
 
 #[test]
 #[ignore = "needs root"]
 fn a_monitor_killed_by_someone_else_leaves_its_process_to_bosun() {
-    let (pod, rootfs) = started("monitor", false);
-    pod.create("w", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
-    pod.start_c("w").unwrap();
+    let pod = with_worker("monitor");
     pod.exec("w", "x", &["sleep", "300"]).unwrap();
     let m = monitor_of(&pod, "x");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(m), nix::sys::signal::Signal::SIGKILL).unwrap();

@@ -41,7 +41,7 @@ pub fn main(config_path: &Path) -> i32 {
     let mut report = crate::sys::fd::take(REPORT_FD);
     // What the monitor keeps is not the process's (its own stdin's write
     // end would keep it from ever reading EOF): the exec closes them.
-    for fd in super::monitor::KEPT_FDS {
+    for fd in crate::process::monitor::KEPT_FDS {
         let _ = crate::sys::fd::set_cloexec(fd);
     }
     let cfg: InitConfig = match fs::read(config_path)
@@ -67,6 +67,7 @@ pub fn main(config_path: &Path) -> i32 {
         Ok((Forked::Parent(pid), _)) => {
             say(&mut report, &Message::Pid(pid));
             drop(report);
+            crate::sys::fd::close_number(GATE_FD);
             super::monitor::run(pid)
         }
         Ok((Forked::Child, in_cgroup)) => {

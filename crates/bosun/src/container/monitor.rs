@@ -20,27 +20,13 @@ use std::os::unix::fs::FileExt;
 
 use nix::sys::signal::Signal;
 
+use crate::process::monitor::{EXIT_FD, KEEP_STDIN_FD, STATUS_FD};
 use crate::sys::fd;
 use crate::sys::process as sysproc;
-
-/// The agent's end of the process's stdin (or its terminal's master).
-pub const KEEP_STDIN_FD: i32 = 5;
-/// The agent's end of its stdout.
-pub const KEEP_STDOUT_FD: i32 = 6;
-/// The agent's end of its stderr.
-pub const KEEP_STDERR_FD: i32 = 7;
-/// The exit file: the status as one line, `<code>\n` (128 + signal for a
-/// signal death, as WaitProcess reports it).
-pub const STATUS_FD: i32 = 8;
-/// The exit pipe: the same line, for an agent that is up.
-pub const EXIT_FD: i32 = 9;
-/// Every fd the monitor keeps (the child closes them).
-pub const KEPT_FDS: std::ops::RangeInclusive<i32> = KEEP_STDIN_FD..=EXIT_FD;
 
 /// Monitors `child` until the agent ends this process; returns only if
 /// it cannot block the signals it waits for.
 pub fn run(child: i32) -> i32 {
-    fd::close_number(super::init::GATE_FD);
     // Our 0-2 are the child's ends of its stdio: keeping them would keep
     // its output from ever reaching EOF.
     let _ = fd::null_stdio();
@@ -78,22 +64,4 @@ fn record(status: i32) {
     drop(file);
     let mut pipe = fd::take(EXIT_FD);
     let _ = pipe.write_all(line.as_bytes()); // EPIPE: no agent is up
-}
-
-/// Parses an exit file or exit-pipe line; `None` for an incomplete one.
-pub fn parse_status(bytes: &[u8]) -> Option<i32> {
-    let s = std::str::from_utf8(bytes).ok()?;
-    s.strip_suffix('\n')?.trim().parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn status_lines() {
-        assert_eq!(super::parse_status(b"137\n"), Some(137));
-        assert_eq!(super::parse_status(b"0\n"), Some(0));
-        assert_eq!(super::parse_status(b"13"), None, "no newline: not written yet");
-        assert_eq!(super::parse_status(b""), None);
-        assert_eq!(super::parse_status(b"x\n"), None);
-    }
 }

@@ -11,8 +11,7 @@ use tokio::net::unix::pipe;
 
 use super::init_config::{InitConfig, Payload};
 use super::message::Message;
-use super::monitor::{EXIT_FD, KEEP_STDERR_FD, KEEP_STDIN_FD, KEEP_STDOUT_FD, STATUS_FD};
-use crate::process::monitor::{exit_file, Monitor};
+use crate::process::monitor::{exit_file, Monitor, EXIT_FD, KEEP_STDERR_FD, KEEP_STDIN_FD, KEEP_STDOUT_FD, STATUS_FD};
 use crate::process::{Process, Streams};
 use crate::sys::fd::pipe as mkpipe;
 use crate::sys::spawn::{spawn_helper, HelperFds};

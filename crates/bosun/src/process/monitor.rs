@@ -7,8 +7,22 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::signal::Signal;
 
-use crate::container::monitor::{parse_status, EXIT_FD, KEEP_STDERR_FD, KEEP_STDIN_FD, KEEP_STDOUT_FD};
 use crate::sys::{fd, pidfd};
+
+// The monitor's fds (`container::monitor`, which the helper becomes).
+/// The agent's end of the process's stdin (or its terminal's master).
+pub const KEEP_STDIN_FD: i32 = 5;
+/// The agent's end of its stdout.
+pub const KEEP_STDOUT_FD: i32 = 6;
+/// The agent's end of its stderr.
+pub const KEEP_STDERR_FD: i32 = 7;
+/// The exit file: the status as one line, `<code>\n` (128 + signal for a
+/// signal death, as WaitProcess reports it).
+pub const STATUS_FD: i32 = 8;
+/// The exit pipe: the same line, for an agent that is up.
+pub const EXIT_FD: i32 = 9;
+/// Every fd the monitor keeps (close-on-exec in the child).
+pub const KEPT_FDS: std::ops::RangeInclusive<i32> = KEEP_STDIN_FD..=EXIT_FD;
 
 /// One monitor, named by pid and start time, and pinned by a pidfd so
 /// that a signal never reaches a process that reused its pid.
@@ -128,5 +142,23 @@ pub fn kill_monitor(pid: i32, config: &Path) {
     let Ok(pidfd) = pidfd::open(pid) else { return };
     if monitor_config(pid).as_deref() == Some(config) {
         let _ = pidfd::send_signal(&pidfd, Signal::SIGKILL);
+    }
+}
+
+/// Parses an exit file or exit-pipe line; `None` for an incomplete one.
+pub fn parse_status(bytes: &[u8]) -> Option<i32> {
+    let s = std::str::from_utf8(bytes).ok()?;
+    s.strip_suffix('\n')?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn status_lines() {
+        assert_eq!(super::parse_status(b"137\n"), Some(137));
+        assert_eq!(super::parse_status(b"0\n"), Some(0));
+        assert_eq!(super::parse_status(b"13"), None, "no newline: not written yet");
+        assert_eq!(super::parse_status(b""), None);
+        assert_eq!(super::parse_status(b"x\n"), None);
     }
 }

@@ -14,8 +14,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
 use super::{Sandbox, ADOPTED_EXIT_UNKNOWN, ADOPTED_POLL};
-use crate::container::monitor::parse_status;
-use crate::process::monitor::read_exit_file;
+use crate::process::monitor::{parse_status, read_exit_file};
 use crate::process::reaper::Reaper;
 use crate::process::Process;
 
