@@ -92,8 +92,25 @@ fn statuses_survive_a_restart_whenever_the_process_ended() {
     // Down: SIGKILL, the processes end, then bosun comes back.
     pod.agent.kill9();
     flag(&rootfs, "down");
-    // Each ends within a few polls; bosun is still down meanwhile.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // bosun comes back only once every "down" process has ended: its
+    // monitor has written its exit file.
+    let containers = pod.run_dir().join("containers");
+    let files: Vec<_> = (0..ENDINGS.len())
+        .flat_map(|i| {
+            [
+                containers.join(format!("down-c{i}/exit-down-c{i}")),
+                containers.join(format!("host/exit-down-e{i}")),
+            ]
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !files.iter().all(|f| std::fs::read(f).is_ok_and(|b| b.ends_with(b"\n"))) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the processes did not end while bosun was down"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     pod.agent.respawn(&[]);
     pod.agent.wait_ready();
     pod.reconnect();
