@@ -552,3 +552,35 @@ fn the_agent_runs_in_a_cgroup_of_its_own_and_containers_do_not_inherit_it() {
     assert!(pod.agent.terminate().success());
     assert!(!dir.exists(), "{} left after a clean stop", dir.display());
 }
+
+#[test]
+#[ignore = "needs root"]
+fn execs_delivered_in_full_are_forgotten_past_a_bound() {
+    let (pod, rootfs) = pod(false);
+    pod.create("app", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("app").unwrap();
+    let kept = bosun::sandbox::DELIVERED_EXECS_KEPT;
+    let n = kept + 16;
+    for i in 0..n {
+        let e = format!("probe{i}");
+        pod.exec("app", &e, &["echo", &e]).unwrap();
+        assert_eq!(pod.read_all("app", &e, false).unwrap(), format!("{e}\n").as_bytes());
+        assert_eq!(pod.read_all("app", &e, true).unwrap(), b"");
+        assert_eq!(pod.wait("app", &e).unwrap(), 0);
+    }
+    // An exec not yet waited for is never forgotten.
+    pod.exec("app", "unwaited", &["true"]).unwrap();
+    let journal = std::fs::read_to_string(pod.run_dir().join("state.json")).unwrap();
+    let recorded = (0..n).filter(|i| journal.contains(&format!("\"probe{i}\""))).count();
+    assert_eq!(recorded, kept, "delivered execs in the journal");
+    assert!(journal.contains("\"unwaited\""));
+    // The oldest answer NOT_FOUND, as after the Kata agent's WaitProcess;
+    // the most recent still answer.
+    assert_eq!(pod.wait("app", "probe0").unwrap_err().0, ttrpc::Code::NOT_FOUND);
+    assert_eq!(pod.wait("app", &format!("probe{}", n - 1)).unwrap(), 0);
+    assert_eq!(pod.wait("app", "unwaited").unwrap(), 0);
+    // Their exit files and configs went with them.
+    let dir = pod.run_dir().join("containers/app");
+    assert!(!dir.join("exit-probe0").exists() && !dir.join("exec-probe0.json").exists());
+    assert!(dir.join(format!("exit-probe{}", n - 1)).exists());
+}

@@ -94,6 +94,9 @@ pub struct Container {
     info: ContainerInfo,
     status: Mutex<Status>,
     execs: Mutex<BTreeMap<String, Arc<Process>>>,
+    /// Exec'd processes whose status and output were all delivered, oldest
+    /// first (`Sandbox::note_delivered` forgets the oldest past a bound).
+    delivered: Mutex<std::collections::VecDeque<String>>,
     /// Exec ids claimed by an ExecProcess still starting its process.
     pending_execs: Mutex<std::collections::BTreeSet<String>>,
     /// Write end of the start gate, until StartContainer.
@@ -119,6 +122,7 @@ impl Container {
             info,
             status: Mutex::new(Status::Created),
             execs: Mutex::new(BTreeMap::new()),
+            delivered: Mutex::new(Default::default()),
             pending_execs: Mutex::new(Default::default()),
             gate: Mutex::new(gate),
             report: tokio::sync::Mutex::new(report),
@@ -168,6 +172,15 @@ impl Container {
         }
         e.insert(p.exec_id.clone(), p);
         true
+    }
+
+    /// Queues a delivered exec; returns the ones past `keep` to forget,
+    /// oldest first.
+    pub fn queue_delivered(&self, exec_id: &str, keep: usize) -> Vec<String> {
+        let mut q = crate::sync::lock(&self.delivered);
+        q.push_back(exec_id.to_string());
+        let over = q.len().saturating_sub(keep);
+        q.drain(..over).collect()
     }
 
     /// Forgets an exec'd process (one whose caller went away).

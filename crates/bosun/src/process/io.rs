@@ -101,6 +101,11 @@ impl Output {
         self.ended.send_replace(true);
     }
 
+    /// True once the stream has been read to its end (or abandoned).
+    pub fn has_ended(&self) -> bool {
+        *self.ended.borrow()
+    }
+
     /// Waits until the stream has been read to its end (or abandoned).
     pub async fn ended(&self) {
         let mut rx = self.ended.subscribe();

@@ -6,6 +6,7 @@ pub mod monitor;
 pub mod reaper;
 
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -34,6 +35,11 @@ pub struct Process {
     pub start_time: u64,
     /// Its monitor (its parent), while it keeps anything.
     pub monitor: Option<Monitor>,
+    /// WaitProcess has answered with its status.
+    waited: AtomicBool,
+    /// Everything about it was delivered (status, both streams to EOF):
+    /// queued once for forgetting (`Sandbox::note_delivered`).
+    delivered: AtomicBool,
 }
 
 /// A process's streams, as the agent holds them.
@@ -94,7 +100,24 @@ impl Process {
             exited: Notify::new(),
             start_time,
             monitor,
+            waited: AtomicBool::new(false),
+            delivered: AtomicBool::new(false),
         }
+    }
+
+    /// Records that WaitProcess answered.
+    pub fn mark_waited(&self) {
+        self.waited.store(true, Ordering::Release);
+    }
+
+    /// True the first time everything about it has been delivered: its
+    /// status answered, both streams read to EOF.
+    pub fn newly_delivered(&self) -> bool {
+        self.waited.load(Ordering::Acquire)
+            && self.exit_status().is_some()
+            && self.stdout.has_ended()
+            && self.stderr.has_ended()
+            && !self.delivered.swap(true, Ordering::AcqRel)
     }
 
     /// Writes to stdin; an empty write closes it. Returns bytes written.

@@ -26,6 +26,7 @@ mod storages;
 mod sweep;
 pub mod teardown;
 mod wait;
+pub use wait::DELIVERED_EXECS_KEPT;
 mod watches;
 
 pub(crate) use detach::{detached, run_detached};

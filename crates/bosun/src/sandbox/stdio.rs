@@ -22,12 +22,16 @@ impl Sandbox {
         which: Stream,
         len: usize,
     ) -> Result<Vec<u8>, AgentError> {
-        let (_, p) = self.process(id, exec_id)?;
+        let (c, p) = self.process(id, exec_id)?;
         let out = match which {
             Stream::Stdout => p.stdout.clone(),
             Stream::Stderr => p.stderr.clone(),
         };
-        Ok(out.read(len).await)
+        let data = out.read(len).await;
+        if data.is_empty() {
+            self.note_delivered(&c, &p);
+        }
+        Ok(data)
     }
     /// Writes to stdin; an empty write closes it.
     pub async fn write_stdin(&self, id: &ContainerId, exec_id: Option<&str>, data: &[u8]) -> Result<usize, AgentError> {
