@@ -184,8 +184,14 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
         };
         bosun::device::set_hotplug_timeout(cfg.hotplug_timeout);
         let guard = bosun::protect::Guard::new(socket, &cfg.run_dir, &cfg.image_dir);
-        let sandbox = std::sync::Arc::new(Sandbox::new(log, &cfg.run_dir, &cfg.cgroup_parent, guard, reaper));
-        sandbox.set_output_buffer(cfg.output_buffer);
+        let sandbox = std::sync::Arc::new(Sandbox::new(
+            log,
+            &cfg.run_dir,
+            &cfg.cgroup_parent,
+            guard,
+            reaper,
+            cfg.output_buffer,
+        ));
         // The agent's own CPU share, after the containers' parent is known
         // (it is found from the cgroup bosun started in).
         let agent_cg = cfg.agent_cgroup.as_deref().and_then(|name| match bosun::cgroup::agent::enter(name) {

@@ -291,7 +291,7 @@ fn set_up(cfg: &InitConfig) -> Result<(), String> {
 
 /// Sets the OOM score of the process, in the child before it enters the
 /// mount namespace: through the agent's /proc (the container's may
-/// have none mounted), inherited by the fork. Lowering it needs
+/// have none mounted), inherited by the exec. Lowering it needs
 /// CAP_SYS_RESOURCE; an agent without it (never in a guest; some test
 /// hosts) leaves the process at the agent's own score rather than fail
 /// the pod: kubelet asks -998 for every pause container.

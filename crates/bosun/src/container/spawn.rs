@@ -76,8 +76,8 @@ pub struct Spawned {
     pub gate: Option<OwnedFd>,
     /// The report pipe, still open when waiting for the start gate.
     pub report: Report,
-    /// The read end of the monitor's exit pipe.
-    pub exit: OwnedFd,
+    /// The read end of the monitor's exit pipe, until its watcher takes it.
+    pub exit: Option<OwnedFd>,
 }
 
 /// Why a helper could not start the process; `pid` is set when a process
@@ -241,7 +241,7 @@ pub async fn start(
             )),
             gate: gate_w,
             report,
-            exit: exit_r,
+            exit: Some(exit_r),
         }),
         Err(e) => {
             monitor.release();

@@ -12,10 +12,6 @@ use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{watch, Notify};
 
-/// Pipe capacity asked for each output stream (F_SETPIPE_SZ): what a
-/// process may write ahead of its reader, and what waits for an agent
-/// that is restarting. Kernel memory, taken as it fills.
-pub const DEFAULT_PIPE_BUFFER: usize = 1 << 20;
 /// Largest single read answered (ttrpc frames are capped at 4 MiB).
 pub const MAX_READ: usize = 1 << 20;
 
@@ -30,34 +26,31 @@ pub struct Output {
 
 impl Output {
     /// A stream read from `fd` (a pipe's read end, or a terminal master:
-    /// its EIO once the last user has gone is EOF). `None` when it cannot
-    /// be polled (then it reads as EOF).
+    /// its EIO once the last user has gone is EOF). One that cannot be
+    /// polled reads as EOF.
     pub fn new(fd: OwnedFd) -> Arc<Self> {
-        let polled = crate::sys::fd::async_fd(fd).ok();
-        let out = Self {
-            ended: watch::Sender::new(polled.is_none()),
-            src: tokio::sync::Mutex::new(polled),
-            abandoned: AtomicBool::new(false),
-            wake: Notify::new(),
-        };
-        Arc::new(out)
+        Self::with(crate::sys::fd::async_fd(fd).ok())
     }
 
     /// A stream that is already at EOF (none: a terminal's stderr, or a
     /// process whose streams were lost).
     pub fn closed() -> Arc<Self> {
+        Self::with(None)
+    }
+
+    fn with(src: Option<AsyncFd<OwnedFd>>) -> Arc<Self> {
         Arc::new(Self {
-            src: tokio::sync::Mutex::new(None),
+            ended: watch::Sender::new(src.is_none()),
+            src: tokio::sync::Mutex::new(src),
             abandoned: AtomicBool::new(false),
             wake: Notify::new(),
-            ended: watch::Sender::new(true),
         })
     }
 
     /// Long poll: waits for data; returns up to `len` bytes, or empty at
     /// EOF. Concurrent reads of one stream queue.
     pub async fn read(&self, len: usize) -> Vec<u8> {
-        let len = len.clamp(1, MAX_READ);
+        let mut buf = vec![0u8; len.clamp(1, MAX_READ)];
         let mut src = self.src.lock().await;
         loop {
             let woken = self.wake.notified();
@@ -77,7 +70,6 @@ impl Output {
                 },
                 _ = woken => continue,
             };
-            let mut buf = vec![0u8; len];
             match ready.try_io(|f| nix::unistd::read(f.as_raw_fd(), &mut buf).map_err(std::io::Error::from)) {
                 Ok(Ok(n)) if n > 0 => {
                     buf.truncate(n);

@@ -145,7 +145,7 @@ impl Sandbox {
                 format!("rootfs {:?} is not a directory in the guest", spec.rootfs),
             ));
         }
-        let spawned = spawn::start(&dir.join("init.json"), &cfg, id.as_str(), self.output_buffer())
+        let mut spawned = spawn::start(&dir.join("init.json"), &cfg, id.as_str(), self.output_buffer)
             .await
             .map_err(|SpawnError { pid, reason }| {
                 undo.pid = pid;
@@ -156,7 +156,7 @@ impl Sandbox {
             })?;
         undo.pid = Some(spawned.process.pid);
         undo.process = Some(spawned.process.clone());
-        self.watch_spawned(&spawned, &dir);
+        self.watch_spawned(&mut spawned, &dir);
         crash_point("create-after-spawn");
         self.share_mounts(&spec.shared_mounts, spawned.process.pid)
             .await
@@ -299,10 +299,9 @@ impl Sandbox {
 
     /// Watches a process just started for its exit, and forgets its
     /// monitor's own status once the reaper collects it.
-    pub(super) fn watch_spawned(&self, spawned: &spawn::Spawned, dir: &Path) {
+    pub(super) fn watch_spawned(&self, spawned: &mut spawn::Spawned, dir: &Path) {
         let p = spawned.process.clone();
-        let exit = spawned.exit.try_clone().ok();
-        self.watch_exit(p.clone(), exit, exit_file(dir, &p.exec_id));
+        self.watch_exit(p.clone(), spawned.exit.take(), exit_file(dir, &p.exec_id));
         if let Some(m) = &p.monitor {
             let (reaper, pid) = (self.reaper.clone(), m.pid);
             tokio::spawn(async move {

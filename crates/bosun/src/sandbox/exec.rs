@@ -6,6 +6,7 @@
 //! killed and forgotten: a cancelled exec leaves nothing, and its id can
 //! be used again.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use slog::{info, warn};
@@ -90,8 +91,8 @@ impl Sandbox {
             wait_for_start: false,
             payload: Payload::Exec(Box::new(process)),
         };
-        let config = c.dir.join(format!("exec-{exec_id}.json"));
-        let spawned = match spawn::start(&config, &cfg, &exec_id, self.output_buffer()).await {
+        let config = exec_config(&c.dir, &exec_id);
+        let mut spawned = match spawn::start(&config, &cfg, &exec_id, self.output_buffer).await {
             Ok(s) => s,
             Err(e) => {
                 c.release_exec(&exec_id);
@@ -106,7 +107,7 @@ impl Sandbox {
                 });
             }
         };
-        self.watch_spawned(&spawned, &c.dir);
+        self.watch_spawned(&mut spawned, &c.dir);
         let p = spawned.process;
         info!(self.log, "process exec'd"; "cid" => %id, "exec_id" => &exec_id, "pid" => p.pid);
         let pid = p.pid;
@@ -120,8 +121,7 @@ impl Sandbox {
     async fn abandon_exec(&self, id: &ContainerId, exec_id: &str, pid: i32) {
         warn!(self.log, "exec's caller is gone; killing the process"; "cid" => %id, "exec_id" => exec_id, "pid" => pid);
         let removed = self.container(id).ok().and_then(|c| {
-            let _ = std::fs::remove_file(c.dir.join(format!("exec-{exec_id}.json")));
-            let _ = std::fs::remove_file(exit_file(&c.dir, exec_id));
+            remove_exec_files(&c.dir, exec_id);
             c.remove_exec(exec_id)
         });
         let _ = self.persist();
@@ -134,4 +134,16 @@ impl Sandbox {
             p.close_stdin().await;
         }
     }
+}
+
+/// Where an exec's helper config is written, in its container's directory.
+fn exec_config(dir: &Path, exec_id: &str) -> PathBuf {
+    dir.join(format!("exec-{exec_id}.json"))
+}
+
+/// Removes what an exec left in its container's directory: its config and
+/// its exit file.
+pub(super) fn remove_exec_files(dir: &Path, exec_id: &str) {
+    let _ = std::fs::remove_file(exec_config(dir, exec_id));
+    let _ = std::fs::remove_file(exit_file(dir, exec_id));
 }

@@ -28,7 +28,7 @@ impl Sandbox {
             let execs: Vec<String> = c.processes().iter().skip(1).map(|p| p.exec_id.clone()).collect();
             v.push(serde_json::json!({
                 "id": c.id.as_str(), "status": st.name(), "pid": c.init.pid, "pause": c.is_pause,
-                "protected": c.protected, "exit_status": self.exit_of(&c.init), "execs": execs,
+                "protected": c.protected, "exit_status": c.init.exit_status(), "execs": execs,
             }));
         }
         serde_json::Value::Array(v).to_string()

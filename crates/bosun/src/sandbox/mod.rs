@@ -43,7 +43,6 @@ use crate::ids::ContainerId;
 use crate::mount::ledger::Ledger;
 use crate::mount::storage::StorageSpec;
 use crate::process::reaper::Reaper;
-use crate::process::Process;
 
 /// CreateSandbox, validated.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -140,17 +139,19 @@ pub struct Sandbox {
     /// device give up before they mount anything.
     closing: tokio::sync::watch::Sender<bool>,
     /// Pipe capacity of each process's stdout and stderr (`--output-buffer`).
-    output_buffer: std::sync::atomic::AtomicUsize,
+    output_buffer: usize,
 }
 
 impl Sandbox {
-    /// A sandbox-less agent state rooted at `run_dir`.
+    /// A sandbox-less agent state rooted at `run_dir`; `output_buffer`
+    /// is the pipe capacity of each process's stdout and stderr.
     pub fn new(
         log: &Logger,
         run_dir: &Path,
         cgroup_parent: &str,
         guard: crate::protect::Guard,
         reaper: Arc<Reaper>,
+        output_buffer: usize,
     ) -> Self {
         Self {
             log: log.new(o!("subsystem" => "sandbox")),
@@ -165,17 +166,8 @@ impl Sandbox {
             images: std::sync::OnceLock::new(),
             pod_ops: Arc::new(tokio::sync::RwLock::new(())),
             closing: tokio::sync::watch::channel(false).0,
-            output_buffer: std::sync::atomic::AtomicUsize::new(crate::process::io::DEFAULT_PIPE_BUFFER),
+            output_buffer,
         }
-    }
-
-    /// Sets the pipe capacity of the output of processes started from now.
-    pub fn set_output_buffer(&self, bytes: usize) {
-        self.output_buffer.store(bytes, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn output_buffer(&self) -> usize {
-        self.output_buffer.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// `f`, unless DestroySandbox starts first: then UNAVAILABLE, and
@@ -234,19 +226,9 @@ impl Sandbox {
         &self.reaper
     }
 
-    /// The exit status of `p`, once it has exited (`exits.rs` records it).
-    pub(crate) fn exit_of(&self, p: &Process) -> Option<i32> {
-        p.exit_status()
-    }
-
-    /// Waits until `p` has exited.
-    pub(crate) async fn wait_exit(&self, p: &Process) -> i32 {
-        p.wait().await
-    }
-
     /// True once the container's init has exited.
     pub(crate) fn init_exited(&self, c: &Container) -> bool {
-        self.exit_of(&c.init).is_some()
+        c.init.exit_status().is_some()
     }
 
     /// The sandbox's id, if one exists.

@@ -97,12 +97,12 @@ impl Versioned for Snapshot {
     }
 }
 
-fn record(p: &Process, exit: Option<i32>) -> ProcRecord {
+fn record(p: &Process) -> ProcRecord {
     ProcRecord {
         exec_id: p.exec_id.clone(),
         pid: p.pid,
         start_time: p.start_time,
-        exit,
+        exit: p.exit_status(),
         monitor: p.monitor.as_ref().map(|m| (m.pid, m.start_time)),
         tty: p.tty.is_some(),
     }
@@ -125,8 +125,8 @@ impl Sandbox {
                     status: c.status(self.init_exited(c)),
                     digest: c.digest.clone(),
                     cgroup: c.cgroup.clone(),
-                    init: record(&c.init, self.exit_of(&c.init)),
-                    execs: procs.iter().skip(1).map(|p| record(p, self.exit_of(p))).collect(),
+                    init: record(&c.init),
+                    execs: procs.iter().skip(1).map(|p| record(p)).collect(),
                     name: c.name.clone(),
                 }
             })

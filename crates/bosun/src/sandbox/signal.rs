@@ -47,7 +47,7 @@ impl Sandbox {
         let pids: Vec<i32> = match exec_id {
             Some(_) => {
                 let p = self.process(id, exec_id)?.1;
-                if self.exit_of(&p).is_some() {
+                if p.exit_status().is_some() {
                     Vec::new()
                 } else {
                     vec![p.pid]
@@ -60,7 +60,7 @@ impl Sandbox {
                 let mut v: Vec<i32> = c
                     .processes()
                     .iter()
-                    .filter(|p| self.exit_of(p).is_none())
+                    .filter(|p| p.exit_status().is_none())
                     .map(|p| p.pid)
                     .collect();
                 for p in c.cgroup.as_ref().map(|cg| cg.pids()).unwrap_or_default() {

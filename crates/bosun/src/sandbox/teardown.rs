@@ -140,12 +140,12 @@ impl Sandbox {
         let known: Vec<std::sync::Arc<crate::process::Process>> = c
             .processes()
             .into_iter()
-            .filter(|p| self.exit_of(p).is_none())
+            .filter(|p| p.exit_status().is_none())
             .collect();
         let alive = || {
             let mut v: Vec<i32> = known
                 .iter()
-                .filter(|p| self.exit_of(p).is_none())
+                .filter(|p| p.exit_status().is_none())
                 .map(|p| p.pid)
                 .collect();
             v.extend(c.cgroup.as_ref().map(|cg| cg.pids()).unwrap_or_default());
@@ -165,7 +165,7 @@ impl Sandbox {
         };
         let start = tokio::time::Instant::now();
         let deadline = start + wait;
-        let all_reaped = || futures::future::join_all(known.iter().map(|p| self.wait_exit(p)));
+        let all_reaped = || futures::future::join_all(known.iter().map(|p| p.wait()));
         if !alive().is_empty() {
             signal_all(nix::sys::signal::Signal::SIGTERM)?;
             let _ = tokio::time::timeout_at(start + TERM_GRACE.min(wait), all_reaped()).await;

@@ -7,7 +7,6 @@ use super::Sandbox;
 use crate::container::Container;
 use crate::error::AgentError;
 use crate::ids::ContainerId;
-use crate::process::monitor::exit_file;
 use crate::process::Process;
 
 /// Exec'd processes whose status and output were all delivered that a
@@ -21,8 +20,7 @@ impl Sandbox {
     /// Waits (without bound) for the process to exit; returns its status.
     pub async fn wait(&self, id: &ContainerId, exec_id: Option<&str>) -> Result<i32, AgentError> {
         let (c, p) = self.process(id, exec_id)?;
-        let status = self.wait_exit(&p).await;
-        p.set_exit(status);
+        let status = p.wait().await;
         p.mark_waited();
         self.note_delivered(&c, &p);
         Ok(status)
@@ -43,8 +41,7 @@ impl Sandbox {
             if let Some(gone) = c.remove_exec(exec_id) {
                 gone.release_monitor();
             }
-            let _ = std::fs::remove_file(exit_file(&c.dir, exec_id));
-            let _ = std::fs::remove_file(c.dir.join(format!("exec-{exec_id}.json")));
+            super::exec::remove_exec_files(&c.dir, exec_id);
         }
         let _ = self.persist();
     }

@@ -36,23 +36,24 @@ pub struct Exit {
 
 /// Reaps one exited child without blocking; `None` when none is left.
 pub fn reap_one() -> Option<Exit> {
+    wait_nohang(Pid::from_raw(-1)).ok().flatten()
+}
+
+/// waitpid(`pid`, WNOHANG): the exit of a child it names, reaped; `None`
+/// while none has exited; stops and continues are skipped.
+fn wait_nohang(pid: Pid) -> Result<Option<Exit>, Errno> {
     loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => {
-                return Some(Exit {
-                    pid: pid.as_raw(),
-                    status: code,
-                })
-            }
-            Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                return Some(Exit {
-                    pid: pid.as_raw(),
-                    status: 128 + sig as i32,
-                })
-            }
-            Ok(WaitStatus::StillAlive) | Err(_) => return None,
-            Ok(_) => continue, // stopped/continued: not an exit
-        }
+        let (pid, status) = match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, code),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, 128 + sig as i32),
+            Ok(WaitStatus::StillAlive) => return Ok(None),
+            Ok(_) | Err(Errno::EINTR) => continue, // stopped/continued: not an exit
+            Err(e) => return Err(e),
+        };
+        return Ok(Some(Exit {
+            pid: pid.as_raw(),
+            status,
+        }));
     }
 }
 
@@ -240,15 +241,7 @@ pub fn release_free_memory() {
 /// it, without blocking: `None` while it runs. `Err` when it is not our
 /// child (any more).
 pub fn try_wait_child(pid: i32) -> Result<Option<i32>, Errno> {
-    loop {
-        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(Some(code)),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(Some(128 + sig as i32)),
-            Ok(WaitStatus::StillAlive) => return Ok(None),
-            Ok(_) | Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    wait_nohang(Pid::from_raw(pid)).map(|e| e.map(|e| e.status))
 }
 
 /// Ignores SIGPIPE: a write to a pipe nobody reads fails with EPIPE
