@@ -476,6 +476,14 @@ fn pids_naming(dir: &Path, except: u32) -> Vec<u32> {
     naming(dir, except).into_iter().map(|(p, _)| p).collect()
 }
 
+/// The runtime each test drives its clients on.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn two_pods_in_real_vms_through_their_netns_with_a_restart_between_start_and_stop() {
     let n = needs_or_skip!();
@@ -483,10 +491,7 @@ fn two_pods_in_real_vms_through_their_netns_with_a_restart_between_start_and_sto
     let pods = [node.pod(2), node.pod(3)];
     let dir = tempfile::tempdir().unwrap();
     let mut svc = Service::start(&n, dir.path());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let ids = [
         "3f5d9c7e1a2b4c6d8e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d",
         "7c1e4a9b2d8f6e3a5c0b9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a",
@@ -657,10 +662,7 @@ fn bad_requests_get_clear_codes_and_a_failed_boot_leaves_nothing() {
     n.image = image;
     let svc = Service::start(&n, dir.path());
     let pod = NetNs::new().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let hv = svc.client().await;
         let code = |r: ttrpc::Result<_>| match r {
@@ -735,10 +737,7 @@ fn a_service_killed_in_the_middle_of_start_vm_recovers_and_leaves_nothing() {
     let pod = node.pod(4);
     let dir = tempfile::tempdir().unwrap();
     let mut svc = Service::start(&n, dir.path());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let id = "b1c2d3e4f5a6978812345678901234567890abcdefabcdefabcdefabcdefabcd";
     let sock = rt.block_on(async {
         let hv = svc.client().await;

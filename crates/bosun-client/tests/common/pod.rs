@@ -323,10 +323,7 @@ impl Pod {
 
     /// One ReadStdout of up to `len` bytes (empty at EOF).
     pub fn read_some(&self, id: &str, exec_id: &str, len: u32) -> Vec<u8> {
-        let mut r = ReadStreamRequest::new();
-        r.container_id = id.into();
-        r.exec_id = exec_id.into();
-        r.len = len;
+        let r = read_request(id, exec_id, len);
         self.rt
             .block_on(self.c.agent.read_stdout(self.c.ctx(), &r))
             .unwrap()
@@ -337,10 +334,7 @@ impl Pod {
     pub fn read_all(&self, id: &str, exec_id: &str, stderr: bool) -> Result<Vec<u8>, Failure> {
         let mut out = Vec::new();
         loop {
-            let mut r = ReadStreamRequest::new();
-            r.container_id = id.into();
-            r.exec_id = exec_id.into();
-            r.len = 1 << 20;
+            let r = read_request(id, exec_id, 1 << 20);
             let resp = if stderr {
                 self.rt.block_on(self.c.agent.read_stderr(self.c.long_poll(), &r))
             } else {
@@ -359,10 +353,7 @@ impl Pod {
     pub fn read_until(&self, id: &str, exec_id: &str, needle: &str) -> Result<String, Failure> {
         let mut out = Vec::new();
         while !String::from_utf8_lossy(&out).contains(needle) {
-            let mut r = ReadStreamRequest::new();
-            r.container_id = id.into();
-            r.exec_id = exec_id.into();
-            r.len = 1 << 20;
+            let r = read_request(id, exec_id, 1 << 20);
             let chunk = self
                 .rt
                 .block_on(self.c.agent.read_stdout(self.c.ctx(), &r))
@@ -486,4 +477,13 @@ impl Drop for Pod {
     fn drop(&mut self) {
         let _ = self.destroy();
     }
+}
+
+/// A ReadStdout/ReadStderr request for up to `len` bytes.
+fn read_request(id: &str, exec_id: &str, len: u32) -> ReadStreamRequest {
+    let mut r = ReadStreamRequest::new();
+    r.container_id = id.into();
+    r.exec_id = exec_id.into();
+    r.len = len;
+    r
 }
