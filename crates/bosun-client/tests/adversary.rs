@@ -733,7 +733,7 @@ fn hostile_copy_files_get_clear_codes_and_leave_nothing() {
 
 // ---- the wire: bounded memory, no spinning -----------------------------------
 
-use common::Agent;
+use common::{eventually, metric, Agent};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 
@@ -764,28 +764,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap()
-}
-
-/// One value of the agent's GetMetrics.
-fn metric(agent: &Agent, name: &str) -> f64 {
-    let rt = common::rt();
-    rt.block_on(async {
-        let c = Client::connect(&agent.addr, Duration::from_secs(10)).await.unwrap();
-        let m = c.agent.get_metrics(c.ctx(), &GetMetricsRequest::new()).await.unwrap();
-        m.metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in GetMetrics"))
-    })
-}
-
-/// Polls `f` until it holds (30 s bound: a busy machine is slow, not wrong).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "not within 30 s: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn serves(agent: &Agent) -> bool {

@@ -424,3 +424,29 @@ pub const SERVED: &[&str] = &[
     "SetIPTables",
     "SetPolicy",
 ];
+
+/// One value of the agent's GetMetrics.
+pub fn metric(agent: &Agent, name: &str) -> f64 {
+    let rt = rt();
+    rt.block_on(async {
+        let c = Client::connect(&agent.addr, Duration::from_secs(10)).await.unwrap();
+        let m = c
+            .agent
+            .get_metrics(c.ctx(), &bosun_protocols::agent::GetMetricsRequest::new())
+            .await
+            .unwrap();
+        m.metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in GetMetrics"))
+    })
+}
+
+/// Polls `f` until it holds (30 s bound: a busy machine is slow, not wrong).
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "not within 30 s: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

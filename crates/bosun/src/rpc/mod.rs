@@ -11,6 +11,7 @@ mod convert_net;
 mod guest;
 mod health;
 pub mod metrics;
+mod server;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -111,14 +112,12 @@ pub async fn serve(
 ) -> Result<(), ttrpc::Error> {
     // `owner` keeps the socket file until the server is shut down.
     let Bound { listener, owner } = bound;
-    let mut server = ttrpc::r#async::Server::new()
-        .add_listener(listener)
-        .register_service(services(log, sandbox, opts));
-    server.start().await?;
     info!(log, "serving");
-    stop.await;
-    info!(log, "shutting down"; "grace_ms" => grace.as_millis() as u64);
-    if tokio::time::timeout(grace, server.shutdown()).await.is_err() {
+    let stopping = async {
+        stop.await;
+        info!(log, "shutting down"; "grace_ms" => grace.as_millis() as u64);
+    };
+    if !server::serve(listener, services(log, sandbox, opts), log, grace, stopping).await {
         warn!(log, "in-flight calls did not finish in time; closing them"; "grace_ms" => grace.as_millis() as u64);
     }
     drop(owner);
