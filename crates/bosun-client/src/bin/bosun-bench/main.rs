@@ -239,6 +239,7 @@ fn check_rows(
     floor: &mut floor::Floor,
     clients: &[&Client],
     n: usize,
+    loaded: bool,
     rows: &mut Vec<Row>,
 ) -> Result<(), String> {
     let (fl, lat) = rt.block_on(check_blocks(floor, clients, n))?;
@@ -264,12 +265,20 @@ fn check_rows(
     let all: Vec<Samples> = lat.iter().map(Blocks::all).collect();
     let q_us = |i: usize, q: f64| all.get(i).map(|s| us(s.pct(q))).unwrap_or(0.0);
     let vs_us = |q: f64| all.get(1).map(|s| format!("{:.1} us", us(s.pct(q))));
-    rows.push(
-        Row::new("Check p99", format!("{:.1} us", q_us(0, 0.99)))
-            .vs(vs_us(0.99))
-            .measured_ratio(q_us(0, 0.99), q_us(1, 0.99))
-            .baseline(kata::CHECK_P99_US, q_us(0, 0.99), "us"),
-    );
+    let p99 = Row::new("Check p99", format!("{:.1} us", q_us(0, 0.99)))
+        .vs(vs_us(0.99))
+        .measured_ratio(q_us(0, 0.99), q_us(1, 0.99))
+        .baseline(kata::CHECK_P99_US, q_us(0, 0.99), "us");
+    // While the pod's workload keeps the CPUs busy: no worse than Kata.
+    rows.push(match loaded {
+        true => p99.vs_target(
+            "at most the --vs agent's (Kata)",
+            q_us(0, 0.99),
+            all.get(1).map(|_| q_us(1, 0.99)),
+            1.0,
+        ),
+        false => p99,
+    });
     rows.push(Row::new("Check p99.9", format!("{:.1} us", q_us(0, 0.999))).vs(vs_us(0.999)));
     let ratio = spread(&floor_ratios(&lat[0], &fl));
     let show = |s: Spread| format!("{:.2}x ({:.2}-{:.2})", s.median, s.lo, s.hi);
@@ -359,7 +368,7 @@ fn main() {
     if let Some(v) = &vs {
         clients.push(&v.client);
     }
-    check_rows(&rt, &mut floor, &clients, o.checks, &mut rows).unwrap_or_else(|e| fail(e));
+    check_rows(&rt, &mut floor, &clients, o.checks, false, &mut rows).unwrap_or_else(|e| fail(e));
     rows.insert(
         1,
         Row::new(
@@ -378,7 +387,7 @@ fn main() {
         false => None,
     };
     match &rootfs {
-        Some(r) => pods::run(&rt, &c, vs.as_mut(), r, o.pods, pid, warm, &mut rows),
+        Some(r) => pods::run(&rt, &c, vs.as_mut(), r, o.pods, pid, warm, false, &mut rows),
         None => rows.push(Row::new("pod lifecycle", "SKIP (needs root)".into())),
     }
     if let Some(n) = o.load {
@@ -400,10 +409,10 @@ fn main() {
                 if let Some(v) = &vs {
                     clients.push(&v.client);
                 }
-                check_rows(&rt, &mut floor, &clients, o.checks, &mut rows).unwrap_or_else(|e| fail(e));
+                check_rows(&rt, &mut floor, &clients, o.checks, true, &mut rows).unwrap_or_else(|e| fail(e));
                 throughput_rows(&addr, o.vs.as_ref(), true, &mut rows).unwrap_or_else(|e| fail(e));
                 if let Some(r) = &rootfs {
-                    pods::run(&rt, &c, vs.as_mut(), r, o.pods, pid, warm, &mut rows);
+                    pods::run(&rt, &c, vs.as_mut(), r, o.pods, pid, warm, true, &mut rows);
                 }
                 load::stop();
             }

@@ -112,6 +112,14 @@ impl Row {
         }
         self
     }
+    /// A target on bosun over the `--vs` agent (at most `limit` times its
+    /// figure), when the `--vs` agent was measured.
+    pub fn vs_target(self, what: &str, ours: f64, theirs: Option<f64>, limit: f64) -> Self {
+        match theirs {
+            Some(t) if t > 0.0 => self.target(what, ours <= limit * t),
+            _ => self,
+        }
+    }
     pub fn target(mut self, what: &str, ok: bool) -> Self {
         self.target = Some((what.into(), ok));
         self
