@@ -209,7 +209,6 @@ impl Connection {
     /// running in a task of its own.
     fn dispatch(&mut self, cx: &mut Context<'_>) {
         let header = MessageHeader::from(&self.frame[..MESSAGE_HEADER_LENGTH]);
-        let arrived = Instant::now();
         let id = header.stream_id;
         let body = &self.frame[MESSAGE_HEADER_LENGTH..self.have];
         let request = if header.type_ != MESSAGE_TYPE_REQUEST {
@@ -239,7 +238,7 @@ impl Connection {
             return self.answer(id, ResponseInit::init_status(s));
         };
         let (handler, inline) = (handler.clone(), *inline);
-        let deadline = (req.timeout_nano > 0).then(|| arrived + Duration::from_nanos(req.timeout_nano as u64));
+        let deadline = (req.timeout_nano > 0).then(|| Instant::now() + Duration::from_nanos(req.timeout_nano as u64));
         let ctx = TtrpcContext {
             mh: header,
             metadata: ttrpc::context::from_pb(&req.metadata),
