@@ -380,7 +380,7 @@ async fn within(deadline: Option<Instant>, call: Call) -> Response {
 #[cfg(test)]
 mod tests {
     //! The server's own promises, on a real unix socket, with methods made
-    //! for the test: a slow one, one that never ends, one that panics, one
+    //! for the test: one held until the test lets it end, one that never ends, one that panics, one
     //! that answers at once. (The agent's methods are tested through it in
     //! `tests/server.rs`.)
     use super::*;
@@ -389,11 +389,14 @@ mod tests {
 
     struct Method(&'static str);
 
+    /// Lets the "Held" call end (one test uses it).
+    static HELD: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
     #[async_trait::async_trait]
     impl MethodHandler for Method {
         async fn handler(&self, _: TtrpcContext, req: Request) -> ttrpc::Result<Response> {
             match self.0 {
-                "Slow" => tokio::time::sleep(Duration::from_millis(200)).await,
+                "Held" => HELD.notified().await,
                 "Never" => std::future::pending::<()>().await,
                 // One answered on the connection's task, one on its own.
                 "WaitProcess" | "Panic" => panic!("a bug"),
@@ -407,7 +410,7 @@ mod tests {
 
     fn services() -> HashMap<String, Service> {
         // "Check" and "WaitProcess" run on the connection's task first.
-        let methods = ["Slow", "Never", "Panic", "WaitProcess", "Check"]
+        let methods = ["Held", "Never", "Panic", "WaitProcess", "Check"]
             .into_iter()
             .map(|m| {
                 (
@@ -469,38 +472,38 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_slow_call_holds_up_no_other_and_a_panic_is_answered_internal() {
+    async fn a_waiting_call_holds_up_no_other_and_a_panic_is_answered_internal() {
         let (mut c, _task, _stop) = start(Duration::from_secs(5));
-        send(&mut c, 1, "Slow", b"slow").await;
+        // A call that never ends first: the three behind it are answered.
+        send(&mut c, 1, "Never", b"").await;
         send(&mut c, 3, "Panic", b"").await;
         send(&mut c, 5, "WaitProcess", b"").await;
         send(&mut c, 7, "Check", b"echo").await;
-        let mut early = Vec::new();
+        let mut answered = Vec::new();
         for _ in 0..3 {
             let (id, r) = answer(&mut c).await;
-            early.push((id, r.status.code.enum_value_or_default(), r.payload));
+            answered.push((id, r.status.code.enum_value_or_default(), r.payload));
         }
-        early.sort_by_key(|a| a.0);
+        answered.sort_by_key(|a| a.0);
         assert_eq!(
-            early,
+            answered,
             vec![
                 (3, Code::INTERNAL, vec![]),
                 (5, Code::INTERNAL, vec![]),
                 (7, Code::OK, b"echo".to_vec())
             ]
         );
-        let (id, r) = answer(&mut c).await;
-        assert_eq!((id, &r.payload[..]), (1, &b"slow"[..]));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stop_answers_the_calls_in_flight_and_reads_no_more() {
         let (mut c, task, stop) = start(Duration::from_secs(30));
-        send(&mut c, 1, "Slow", b"in flight").await;
-        // Check answered: the Slow call has been read and is running.
+        send(&mut c, 1, "Held", b"in flight").await;
+        // Check answered: the Held call has been read and is running.
         send(&mut c, 3, "Check", b"").await;
         assert_eq!(answer(&mut c).await.0, 3);
         stop.send(()).expect("stop");
+        HELD.notify_one();
         let (id, r) = answer(&mut c).await;
         assert_eq!((id, &r.payload[..]), (1, &b"in flight"[..]));
         assert!(task.await.expect("serve"), "every connection finished within the grace");
