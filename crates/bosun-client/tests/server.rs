@@ -143,7 +143,7 @@ fn a_waiting_call_holds_up_no_other_and_ends_at_its_deadline() {
         "grpc.AgentService",
         "GetOOMEvent",
         &[],
-        Duration::from_secs(2),
+        Duration::from_secs(3),
     ));
     c.check(5);
     let (id, code, _) = c.answer();
