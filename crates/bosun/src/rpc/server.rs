@@ -65,6 +65,10 @@ const ON_CONNECTION: &[&str] = &[
 const FRAMES_PER_WRITE: usize = 32;
 /// A read buffer grown past this for a big request is dropped after it.
 const KEEP_CAPACITY: usize = 64 << 10;
+/// Past this many answer bytes the peer has not taken yet, no new request
+/// is read: a client that sends and never reads holds at most this much
+/// of the agent's memory in answers (and the guard's bound on requests).
+const MAX_UNWRITTEN: usize = 1 << 20;
 
 type Handler = Arc<dyn MethodHandler + Send + Sync>;
 type Call = Pin<Box<dyn Future<Output = ttrpc::Result<Response>> + Send>>;
@@ -321,7 +325,7 @@ impl Future for Connection {
                 progress = true;
             }
             for _ in 0..FRAMES_PER_WRITE {
-                if this.reading_done {
+                if this.reading_done || this.out.len() - this.written > MAX_UNWRITTEN {
                     break;
                 }
                 match this.poll_frame(cx) {
@@ -391,12 +395,17 @@ mod tests {
 
     /// Lets the "Held" call end (one test uses it).
     static HELD: tokio::sync::Notify = tokio::sync::Notify::const_new();
+    /// "Count" calls run (one test uses it).
+    static COUNTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
     #[async_trait::async_trait]
     impl MethodHandler for Method {
         async fn handler(&self, _: TtrpcContext, req: Request) -> ttrpc::Result<Response> {
             match self.0 {
                 "Held" => HELD.notified().await,
+                "Count" => {
+                    COUNTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 "Never" => std::future::pending::<()>().await,
                 // One answered on the connection's task, one on its own.
                 "WaitProcess" | "Panic" => panic!("a bug"),
@@ -410,7 +419,7 @@ mod tests {
 
     fn services() -> HashMap<String, Service> {
         // "Check" and "WaitProcess" run on the connection's task first.
-        let methods = ["Held", "Never", "Panic", "WaitProcess", "Check"]
+        let methods = ["Held", "Never", "Panic", "WaitProcess", "Check", "Count"]
             .into_iter()
             .map(|m| {
                 (
@@ -523,5 +532,39 @@ mod tests {
         assert!(!task.await.expect("serve"), "the Never call outlived the grace");
         let mut rest = Vec::new();
         assert_eq!(c.read_to_end(&mut rest).await.expect("EOF"), 0, "closed unanswered");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_never_reads_answers_is_read_no_more() {
+        let (c, _task, _stop) = start(Duration::from_secs(5));
+        let (_keep_reading_side, mut w) = c.into_split();
+        // 200 calls whose answers are 64 KiB each (12.8 MiB in all), and
+        // no answer read.
+        let payload = vec![7u8; 64 << 10];
+        tokio::spawn(async move {
+            for i in 0..200u32 {
+                let mut req = Request::new();
+                req.service = "t.S".into();
+                req.method = "Count".into();
+                req.payload = payload.clone();
+                let body = req.write_to_bytes().expect("encode");
+                let mut f = (body.len() as u32).to_be_bytes().to_vec();
+                f.extend_from_slice(&(2 * i + 1).to_be_bytes());
+                f.extend_from_slice(&[MESSAGE_TYPE_REQUEST, 0]);
+                f.extend_from_slice(&body);
+                if w.write_all(&f).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let counted = || COUNTED.load(std::sync::atomic::Ordering::SeqCst);
+        // The server takes calls until its unwritten answers pass 1 MiB
+        // (16 answers, plus what the socket buffers hold)...
+        while counted() < MAX_UNWRITTEN >> 16 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // ...and then no more, however long the client waits.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(counted() < 64, "{} calls read with their answers unread", counted());
     }
 }
