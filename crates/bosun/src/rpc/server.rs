@@ -457,7 +457,7 @@ mod tests {
         (client, task, stop)
     }
 
-    async fn send(c: &mut UnixStream, id: u32, method: &str, payload: &[u8]) {
+    async fn send(c: &mut (impl AsyncWrite + Unpin), id: u32, method: &str, payload: &[u8]) {
         let mut req = Request::new();
         req.service = "t.S".into();
         req.method = method.into();
@@ -543,18 +543,7 @@ mod tests {
         let payload = vec![7u8; 64 << 10];
         tokio::spawn(async move {
             for i in 0..200u32 {
-                let mut req = Request::new();
-                req.service = "t.S".into();
-                req.method = "Count".into();
-                req.payload = payload.clone();
-                let body = req.write_to_bytes().expect("encode");
-                let mut f = (body.len() as u32).to_be_bytes().to_vec();
-                f.extend_from_slice(&(2 * i + 1).to_be_bytes());
-                f.extend_from_slice(&[MESSAGE_TYPE_REQUEST, 0]);
-                f.extend_from_slice(&body);
-                if w.write_all(&f).await.is_err() {
-                    return;
-                }
+                send(&mut w, 2 * i + 1, "Count", &payload).await;
             }
         });
         let counted = || COUNTED.load(std::sync::atomic::Ordering::SeqCst);
