@@ -584,3 +584,80 @@ fn execs_delivered_in_full_are_forgotten_past_a_bound() {
     assert!(!dir.join("exit-probe0").exists() && !dir.join("exec-probe0.json").exists());
     assert!(dir.join(format!("exit-probe{}", n - 1)).exists());
 }
+
+/// The `se.slice` line of a /proc/.../sched file, in ns.
+fn slice_in(sched: &str) -> Option<u64> {
+    sched
+        .lines()
+        .find(|l| l.starts_with("se.slice"))
+        .and_then(|l| l.split(':').nth(1)?.trim().parse().ok())
+}
+
+/// bosun's threads and each process's monitor take the shortest time slice
+/// (so they preempt the pod's CPU hogs when they wake); the container's
+/// processes, its first one and an exec'd one, run with the kernel's default.
+#[test]
+#[ignore = "needs root"]
+fn the_agent_takes_a_short_time_slice_and_its_containers_the_default() {
+    assert!(common::is_root(), "needs root");
+    // Does this kernel take a custom slice (EEVDF, 6.12+)? Asked on a
+    // scratch thread of the test.
+    let taken = std::thread::spawn(|| {
+        bosun::sys::sched::set_slice(bosun::sys::sched::AGENT_SLICE_NS).ok()?;
+        slice_in(&std::fs::read_to_string("/proc/thread-self/sched").ok()?)
+    })
+    .join()
+    .unwrap();
+    if taken != Some(bosun::sys::sched::AGENT_SLICE_NS) {
+        eprintln!("SKIP: this kernel does not take a custom time slice (EEVDF, Linux 6.12+): {taken:?}");
+        return;
+    }
+    let default = slice_in(&std::fs::read_to_string("/proc/self/sched").unwrap()).unwrap();
+    assert_ne!(default, bosun::sys::sched::AGENT_SLICE_NS);
+    let pod = Pod::start_with(false, &[]);
+    let pid = pod.agent.child.id();
+    let rootfs = common::busybox_rootfs(pod.dir());
+    pod.create_sandbox("slices", false).unwrap();
+    pod.create(
+        "w",
+        spec(Some(&rootfs), &["sh", "-c", "cat /proc/$$/sched; exec sleep 300"]),
+    )
+    .unwrap();
+    pod.start_c("w").unwrap();
+    let first = pod.read_until("w", "", "se.slice").unwrap();
+    pod.exec("w", "e", &["sh", "-c", "cat /proc/$$/sched"]).unwrap();
+    let exec = text(pod.read_all("w", "e", false).unwrap());
+    assert_eq!(
+        slice_in(&first),
+        Some(default),
+        "the container's first process: {first}"
+    );
+    assert_eq!(slice_in(&exec), Some(default), "an exec'd process: {exec}");
+    let sched = |p: &str| std::fs::read_to_string(p).map(|s| slice_in(&s)).unwrap_or(None);
+    // Every thread of bosun, and the monitors (bosun's children).
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let p = t.path().join("sched");
+        assert_eq!(
+            sched(p.to_str().unwrap()),
+            Some(bosun::sys::sched::AGENT_SLICE_NS),
+            "{}",
+            p.display()
+        );
+    }
+    // A child is listed under the thread that started it.
+    let children: String = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| std::fs::read_to_string(t.path().join("children")).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let monitors: Vec<&str> = children.split_whitespace().collect();
+    assert!(!monitors.is_empty(), "bosun has its monitors as children");
+    for m in monitors {
+        assert_eq!(
+            sched(&format!("/proc/{m}/sched")),
+            Some(bosun::sys::sched::AGENT_SLICE_NS),
+            "monitor {m}"
+        );
+    }
+}

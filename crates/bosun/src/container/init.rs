@@ -39,6 +39,8 @@ pub const REPORT_FD: i32 = 4;
 /// failure or in the helper parent).
 pub fn main(config_path: &Path) -> i32 {
     let mut report = crate::sys::fd::take(REPORT_FD);
+    // The helper, and the monitor it becomes, are the agent's: its slice.
+    let _ = crate::sys::sched::set_slice(crate::sys::sched::AGENT_SLICE_NS);
     // What the monitor keeps is not the process's (its own stdin's write
     // end would keep it from ever reading EOF): the exec closes them.
     for fd in crate::process::monitor::KEPT_FDS {
@@ -253,6 +255,10 @@ fn child(cfg: &InitConfig, cgroup: &CgroupFiles, in_cgroup: bool, ns: &Namespace
         if !matches!(gate.read(&mut b), Ok(1)) {
             return 1; // the agent gave up on this container
         }
+    }
+    // The workload runs with the kernel's default slice, not the agent's.
+    if let Err(e) = crate::sys::sched::default_slice() {
+        return fail(report, &format!("reset the time slice: {e}"));
     }
     match &cfg.payload {
         Payload::BuiltinPause => {

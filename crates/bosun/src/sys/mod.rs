@@ -15,6 +15,7 @@ pub mod mount;
 pub mod ns;
 pub mod pidfd;
 pub mod process;
+pub mod sched;
 pub mod socket;
 pub mod spawn;
 pub mod tty;
