@@ -248,7 +248,21 @@ impl Sandbox {
         let mut report = TeardownReport::default();
         if let Some(pid) = pid {
             let _ = sysproc::kill(pid, nix::sys::signal::Signal::SIGKILL as i32);
-            let waited = tokio::time::timeout(DEFAULT_KILL_WAIT, self.reaper.wait(pid)).await;
+            // The process is the monitor's child: when it died before its
+            // monitor was ended, the monitor reaped it and bosun's reaper
+            // never hears of it. Gone from /proc is gone either way.
+            let gone = async {
+                while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            };
+            let waited = tokio::time::timeout(DEFAULT_KILL_WAIT, async {
+                tokio::select! {
+                    _ = self.reaper.wait(pid) => {}
+                    () = gone => {}
+                }
+            })
+            .await;
             report.run(
                 "kill",
                 waited
