@@ -39,10 +39,10 @@ fn main() -> ExitCode {
 
 fn agent_main(args: &[String]) -> ExitCode {
     // Every agent thread takes a short time slice, so that it preempts the
-    // pod's CPU hogs when it wakes (sys/sched.rs); threads started later
-    // inherit it, the runtime's set it again (container processes get the
-    // default back before they exec).
-    short_slice();
+    // pod's CPU hogs when it wakes (sys/sched.rs). Set here, first: every
+    // thread, helper and monitor started later inherits it through clone
+    // and exec (container processes get the default back before they exec).
+    let _ = bosun::sys::sched::set_slice(bosun::sys::sched::AGENT_SLICE_NS);
     if std::process::id() == 1 {
         for e in sys_guest::mount_base()
             .into_iter()
@@ -158,7 +158,6 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.worker_threads)
         .thread_name("bosun-rt")
-        .on_thread_start(short_slice)
         .enable_all()
         .build()
         .context("start the async runtime")?;
@@ -252,10 +251,4 @@ async fn shutdown_signal() {
 
 fn exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
-}
-
-/// The agent's short time slice for the calling thread (best effort: an
-/// older kernel keeps its default).
-fn short_slice() {
-    let _ = bosun::sys::sched::set_slice(bosun::sys::sched::AGENT_SLICE_NS);
 }

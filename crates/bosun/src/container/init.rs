@@ -39,8 +39,8 @@ pub const REPORT_FD: i32 = 4;
 /// failure or in the helper parent).
 pub fn main(config_path: &Path) -> i32 {
     let mut report = crate::sys::fd::take(REPORT_FD);
-    // The helper, and the monitor it becomes, are the agent's: its slice.
-    let _ = crate::sys::sched::set_slice(crate::sys::sched::AGENT_SLICE_NS);
+    // The helper, and the monitor it becomes, keep the agent's short slice,
+    // inherited through vfork and exec (sys/sched.rs).
     // What the monitor keeps is not the process's (its own stdin's write
     // end would keep it from ever reading EOF): the exec closes them.
     for fd in crate::process::monitor::KEPT_FDS {

@@ -247,28 +247,23 @@ impl Sandbox {
         self.drop_watches(id);
         let mut report = TeardownReport::default();
         if let Some(pid) = pid {
-            let _ = sysproc::kill(pid, nix::sys::signal::Signal::SIGKILL as i32);
             // The process is the monitor's child: when it died before its
             // monitor was ended, the monitor reaped it and bosun's reaper
-            // never hears of it. Gone from /proc is gone either way.
-            let gone = async {
-                while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            // never hears of it. Its pidfd tells its exit either way, and
+            // the signal goes to it and to no process that reused its pid.
+            let killed = match crate::sys::pidfd::open(pid) {
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok("already gone".to_string()),
+                Err(e) => Err(format!("pidfd of {pid}: {e}")),
+                Ok(fd) => {
+                    let _ = crate::sys::pidfd::send_signal(&fd, nix::sys::signal::Signal::SIGKILL);
+                    match tokio::time::timeout(DEFAULT_KILL_WAIT, crate::sys::pidfd::exited(fd)).await {
+                        Ok(Ok(())) => Ok("1 killed".to_string()),
+                        Ok(Err(e)) => Err(format!("wait for {pid}: {e}")),
+                        Err(_) => Err(format!("pid {pid} still alive")),
+                    }
                 }
             };
-            let waited = tokio::time::timeout(DEFAULT_KILL_WAIT, async {
-                tokio::select! {
-                    _ = self.reaper.wait(pid) => {}
-                    () = gone => {}
-                }
-            })
-            .await;
-            report.run(
-                "kill",
-                waited
-                    .map(|_| "1 killed".to_string())
-                    .map_err(|_| format!("pid {pid} still alive")),
-            );
+            report.run("kill", killed);
             self.reaper.forget(pid);
         }
         report.run("umount", self.unmount_owned_async(Owner::Container(id.clone())).await);

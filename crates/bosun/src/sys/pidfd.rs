@@ -47,3 +47,12 @@ pub fn get_fd(pidfd: &OwnedFd, fd: i32) -> io::Result<OwnedFd> {
     // SAFETY: see above.
     Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
 }
+
+/// Waits until the process `pidfd` names has exited, whoever its parent is
+/// and whether or not it has been reaped yet: a pidfd polls readable from
+/// the process's exit on (Linux 5.3), so no pid is polled in /proc.
+pub async fn exited(pidfd: OwnedFd) -> io::Result<()> {
+    let fd = crate::sys::fd::async_fd(pidfd)?;
+    fd.readable().await?.retain_ready();
+    Ok(())
+}
