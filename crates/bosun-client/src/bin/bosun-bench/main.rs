@@ -157,6 +157,12 @@ fn rss_mib(pid: i32) -> Option<f64> {
     status_mib(pid, "VmRSS:")
 }
 
+/// RssAnon in MiB: what a leak would grow (text pages the pods' code
+/// paths mapped are clean and shared, and stay mapped).
+pub fn anon_mib(pid: i32) -> Option<f64> {
+    status_mib(pid, "RssAnon:")
+}
+
 /// A kB field of /proc/PID/status (VmRSS:, VmHWM:) in MiB.
 pub fn status_mib(pid: i32, key: &str) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -381,13 +387,14 @@ fn main() {
     // Idle again after the Check load: the baseline for the leak check
     // (the allocator keeps some of what 64 connections used).
     let warm = pid.and_then(rss_mib);
+    let warm_anon = pid.and_then(anon_mib);
     let rootfs_dir = tempfile::tempdir().unwrap_or_else(|e| fail(format!("tempdir: {e}")));
     let rootfs = match root {
         true => Some(pods::busybox_rootfs(rootfs_dir.path()).unwrap_or_else(|e| fail(e))),
         false => None,
     };
     match &rootfs {
-        Some(r) => pods::run(&rt, &c, vs.as_mut(), r, o.pods, pid, warm, false, &mut rows),
+        Some(r) => pods::run(&rt, &c, vs.as_mut(), r, o.pods, pid, warm_anon, false, &mut rows),
         None => rows.push(Row::new("pod lifecycle", "SKIP (needs root)".into())),
     }
     if let Some(n) = o.load {
@@ -412,7 +419,7 @@ fn main() {
                 check_rows(&rt, &mut floor, &clients, o.checks, true, &mut rows).unwrap_or_else(|e| fail(e));
                 throughput_rows(&addr, o.vs.as_ref(), true, &mut rows).unwrap_or_else(|e| fail(e));
                 if let Some(r) = &rootfs {
-                    pods::run(&rt, &c, vs.as_mut(), r, o.pods, pid, warm, true, &mut rows);
+                    pods::run(&rt, &c, vs.as_mut(), r, o.pods, pid, warm_anon, true, &mut rows);
                 }
                 load::stop();
             }
@@ -447,8 +454,11 @@ fn main() {
                 .target("under 4 MiB", i < 4.0),
         );
     }
-    if let Some(w) = warm {
-        rows.push(Row::new("RSS idle after the Check load", format!("{w:.1} MiB")));
+    if let (Some(w), Some(a)) = (warm, warm_anon) {
+        rows.push(Row::new(
+            "RSS idle after the Check load",
+            format!("{w:.1} MiB ({a:.1} anonymous)"),
+        ));
     }
     if let Some((mb, is_static)) = pid.and_then(binary) {
         rows.push(

@@ -11,7 +11,7 @@ use bosun_client::{spec, Client};
 use bosun_protocols::agent::*;
 
 use crate::stats::{ms, Row, Samples};
-use crate::{kata, rss_mib};
+use crate::{anon_mib, kata, rss_mib};
 
 /// Ids every agent accepts (the Kata agent refuses one-letter ids).
 const PAUSE: &str = "bench-pause";
@@ -291,7 +291,7 @@ pub fn run(
     rootfs: &Path,
     pods: usize,
     pid: Option<i32>,
-    idle: Option<f64>,
+    idle_anon: Option<f64>,
     loaded: bool,
     rows: &mut Vec<Row>,
 ) {
@@ -368,7 +368,7 @@ pub fn run(
         memory(rt, &peer.client, rootfs, pid)
     });
     match ours {
-        Ok(m) => rows.extend(memory_rows(&m, theirs.as_ref(), idle, loaded)),
+        Ok(m) => rows.extend(memory_rows(&m, theirs.as_ref(), idle_anon, loaded)),
         Err(e) => rows.push(Row::new("20 containers in parallel", format!("FAILED: {e}"))),
     }
 }
@@ -380,6 +380,7 @@ struct Memory {
     with_pause: Option<f64>,
     with_21: Option<f64>,
     after: Option<f64>,
+    after_anon: Option<f64>,
 }
 
 /// One sandbox: RSS with 1 and 21 containers, then after removal.
@@ -408,16 +409,19 @@ fn memory(rt: &tokio::runtime::Runtime, c: &Client, rootfs: &Path, pid: Option<i
     })?;
     // The Kata agent exits after DestroySandbox: no RSS to read then.
     let after = rss();
+    let after_anon = pid.and_then(anon_mib);
     Ok(Memory {
         wall,
         with_pause,
         with_21,
         after,
+        after_anon,
     })
 }
 
 /// The parallel and RSS rows, with the `--vs` agent's figures beside ours.
-fn memory_rows(m: &Memory, vs: Option<&Result<Memory, String>>, idle: Option<f64>, loaded: bool) -> Vec<Row> {
+/// `idle_anon`: the agent's anonymous RSS idle, before the pods.
+fn memory_rows(m: &Memory, vs: Option<&Result<Memory, String>>, idle_anon: Option<f64>, loaded: bool) -> Vec<Row> {
     let mib = |v: Option<f64>| v.map(|x| format!("{x:.1} MiB")).unwrap_or_else(|| "not read".into());
     let peer = |f: &dyn Fn(&Memory) -> String| match vs {
         Some(Ok(t)) => Some(f(t)),
@@ -446,7 +450,8 @@ fn memory_rows(m: &Memory, vs: Option<&Result<Memory, String>>, idle: Option<f64
         false => wall,
     };
     let mut rows = vec![ratio(wall, ms(m.wall), theirs.map(|t| ms(t.wall)))];
-    if let (Some(i), Some(p), Some(t), Some(af)) = (idle, m.with_pause, m.with_21, m.after) {
+    if let (Some(i), Some(p), Some(t), Some(af), Some(aa)) = (idle_anon, m.with_pause, m.with_21, m.after, m.after_anon)
+    {
         let one = Row::new("RSS with 1 container (pause)", format!("{p:.1} MiB"))
             .vs(peer(&|t| mib(t.with_pause)))
             .baseline(kata::RSS_1_MIB, p, "MiB");
@@ -460,12 +465,15 @@ fn memory_rows(m: &Memory, vs: Option<&Result<Memory, String>>, idle: Option<f64
             .target("growth under 1 MiB per container", per < 1.0);
         rows.push(ratio(many, t, theirs.and_then(|x| x.with_21)));
         rows.push(
-            Row::new("RSS after removing them all", format!("{af:.1} MiB"))
-                .vs(peer(&|x| match x.after {
-                    Some(v) => format!("{v:.1} MiB"),
-                    None => "exited".into(),
-                }))
-                .target("back near idle (warm idle + 1 MiB)", af <= i + 1.0),
+            Row::new(
+                "RSS after removing them all",
+                format!("{af:.1} MiB ({aa:.1} anonymous)"),
+            )
+            .vs(peer(&|x| match x.after {
+                Some(v) => format!("{v:.1} MiB"),
+                None => "exited".into(),
+            }))
+            .target("anonymous back near idle (warm idle's + 1 MiB)", aa <= i + 1.0),
         );
     }
     rows
