@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
-use super::{Sandbox, ADOPTED_EXIT_UNKNOWN, ADOPTED_POLL};
+use super::{Sandbox, ADOPTED_EXIT_UNKNOWN};
 use crate::process::monitor::{parse_status, read_exit_file};
 use crate::process::reaper::Reaper;
 use crate::process::Process;
@@ -54,19 +54,24 @@ async fn read_exit_pipe(fd: OwnedFd) -> Option<i32> {
     parse_status(&buf)
 }
 
-/// A process whose monitor left no status.
+/// A process whose monitor left no status: waits on its pidfd until it
+/// ends (no polling; it may not be bosun's child), then takes its status
+/// from the reaper if bosun reaped it.
 async fn unrecorded(reaper: &Reaper, p: &Process) -> i32 {
-    loop {
-        if let Some(s) = reaper.status(p.pid) {
-            reaper.forget(p.pid);
-            return s;
+    if reaper.status(p.pid).is_none() {
+        if let Ok(fd) = crate::sys::pidfd::open(p.pid) {
+            // Checked once the pidfd is open: then it names this process,
+            // not one that reused the pid since.
+            if crate::process::still_runs(p.pid, p.start_time) {
+                let _ = crate::sys::pidfd::exited(fd).await;
+            }
         }
-        if !crate::process::still_runs(p.pid, p.start_time) {
-            // A zombie of ours the reaper is about to collect, or none.
-            let s = tokio::time::timeout(REAP_GRACE, reaper.wait(p.pid)).await;
-            reaper.forget(p.pid);
-            return s.unwrap_or(ADOPTED_EXIT_UNKNOWN);
-        }
-        tokio::time::sleep(ADOPTED_POLL).await;
     }
+    // A zombie of ours the reaper is about to collect, or none.
+    let s = match reaper.status(p.pid) {
+        Some(s) => Some(s),
+        None => tokio::time::timeout(REAP_GRACE, reaper.wait(p.pid)).await.ok(),
+    };
+    reaper.forget(p.pid);
+    s.unwrap_or(ADOPTED_EXIT_UNKNOWN)
 }

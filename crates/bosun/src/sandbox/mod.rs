@@ -88,8 +88,6 @@ struct State {
 /// monitor was killed before it could (by someone else than bosun), or it
 /// was started by a bosun from before monitors.
 pub const ADOPTED_EXIT_UNKNOWN: i32 = 255;
-/// How often a process without a monitor is checked for its end.
-const ADOPTED_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Removed ids remembered for an idempotent second RemoveContainer: a
 /// runtime repeats a remove within seconds, not after a thousand more
