@@ -86,6 +86,10 @@ pub struct ContainerInfo {
     pub cgroup: Option<crate::cgroup::Cgroup>,
     /// Its name in the pod (`io.kubernetes.cri.container-name`), if given.
     pub name: Option<String>,
+    /// Re-adopted after a restart: a crash between an exec's start and
+    /// its record may have left that exec's monitor out of the record
+    /// (this bosun records or ends every monitor it starts).
+    pub readopted: bool,
 }
 
 /// One container: what it is (`ContainerInfo`, reached through `Deref`)

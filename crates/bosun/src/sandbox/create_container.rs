@@ -177,6 +177,7 @@ impl Sandbox {
                 cgroup,
                 digest,
                 name: spec.annotations.get(CONTAINER_NAME_ANNOTATION).cloned(),
+                readopted: false,
             },
             spawned.gate,
             Some(spawned.report),

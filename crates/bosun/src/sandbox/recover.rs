@@ -54,6 +54,7 @@ impl Sandbox {
                     init,
                     cgroup: r.cgroup.clone(),
                     name: r.name.clone(),
+                    readopted: true,
                 },
                 None,
                 None,

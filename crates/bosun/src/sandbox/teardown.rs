@@ -200,9 +200,13 @@ impl Sandbox {
             p.stderr.abandon();
             p.close_stdin().await;
         }
-        // Monitors of execs a crash kept out of the record.
-        for (pid, config) in crate::process::monitor::monitors_under(&c.dir) {
-            crate::process::monitor::kill_monitor(pid, &config);
+        // Monitors of execs a crash kept out of the record: only a
+        // container from before a restart can have one, and the scan reads
+        // every process's cmdline (0.2 ms with 75 processes).
+        if c.readopted {
+            for (pid, config) in crate::process::monitor::monitors_under(&c.dir) {
+                crate::process::monitor::kill_monitor(pid, &config);
+            }
         }
         let owner = Owner::Container(c.id.clone());
         let had_layers = lock(&self.ledger).reads_layers(&owner);
