@@ -17,8 +17,8 @@ BIN     := $(TARGET_DIR)/$(TARGET)/release
 # The release link (rust-lld, the toolchain's linker here) packs relative
 # relocations (RELR: 0.4 MiB less read at start), and lays out together the
 # functions the agent runs from start to idle (crates/bosun/symbol-order.txt,
-# from scripts/symbol-order.sh), so that it maps 1.3 MiB of its text, not
-# 3.5 (README, "Memory"). A name the order file has and the build does not
+# from scripts/symbol-order.sh), so that it maps 1.1 MiB of its text, not
+# 3.7 (README, "Memory"). A name the order file has and the build does not
 # is skipped: the layout then slowly returns to the compiler's own.
 RELEASE_RUSTFLAGS := -C target-feature=+crt-static \
 	-C link-arg=-Wl,-z,pack-relative-relocs \

@@ -63,7 +63,7 @@ async fn unrecorded(reaper: &Reaper, p: &Process) -> i32 {
             // Checked once the pidfd is open: then it names this process,
             // not one that reused the pid since.
             if crate::process::still_runs(p.pid, p.start_time) {
-                let _ = crate::sys::pidfd::exited(fd).await;
+                let _ = crate::sys::pidfd::exited(&fd).await;
             }
         }
     }

@@ -260,8 +260,16 @@ impl Sandbox {
                 Err(e) => Err(format!("pidfd of {pid}: {e}")),
                 Ok(fd) => {
                     let _ = crate::sys::pidfd::send_signal(&fd, nix::sys::signal::Signal::SIGKILL);
-                    match tokio::time::timeout(DEFAULT_KILL_WAIT, crate::sys::pidfd::exited(fd)).await {
-                        Ok(Ok(())) => Ok("1 killed".to_string()),
+                    match tokio::time::timeout(DEFAULT_KILL_WAIT, crate::sys::pidfd::exited(&fd)).await {
+                        Ok(Ok(())) => {
+                            // A zombie of bosun's own: its reaper collects
+                            // it first, so that the `forget` below leaves no
+                            // status for a later process reusing the pid.
+                            if crate::sys::pidfd::is_unreaped_child(&fd) {
+                                let _ = tokio::time::timeout(DEFAULT_KILL_WAIT, self.reaper.wait(pid)).await;
+                            }
+                            Ok("1 killed".to_string())
+                        }
                         Ok(Err(e)) => Err(format!("wait for {pid}: {e}")),
                         Err(_) => Err(format!("pid {pid} still alive")),
                     }

@@ -51,8 +51,21 @@ pub fn get_fd(pidfd: &OwnedFd, fd: i32) -> io::Result<OwnedFd> {
 /// Waits until the process `pidfd` names has exited, whoever its parent is
 /// and whether or not it has been reaped yet: a pidfd polls readable from
 /// the process's exit on (Linux 5.3), so no pid is polled in /proc.
-pub async fn exited(pidfd: OwnedFd) -> io::Result<()> {
-    let fd = crate::sys::fd::async_fd(pidfd)?;
+pub async fn exited(pidfd: &OwnedFd) -> io::Result<()> {
+    let fd = crate::sys::fd::async_fd(pidfd.try_clone()?)?;
     fd.readable().await?.retain_ready();
     Ok(())
+}
+
+/// Whether the process `pidfd` names has exited and waits, a zombie, for
+/// this process to reap it (waitid(P_PIDFD) with WNOWAIT: it stays there).
+pub fn is_unreaped_child(pidfd: &OwnedFd) -> bool {
+    const P_PIDFD: libc::idtype_t = 3; // include/uapi/linux/wait.h
+                                       // SAFETY: a zeroed siginfo_t is valid; the kernel fills it in.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOWAIT | libc::WNOHANG;
+    // SAFETY: a valid pidfd and a siginfo_t of ours, written during the call.
+    let r = unsafe { libc::waitid(P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, flags) };
+    // SAFETY: si_pid is set (0 when no child has exited) after a success.
+    r == 0 && unsafe { info.si_pid() } != 0
 }
