@@ -661,3 +661,100 @@ fn the_agent_takes_a_short_time_slice_and_its_containers_the_default() {
         );
     }
 }
+
+/// bosun's children (under any of its threads) with their command lines.
+fn children_of(pid: u32) -> Vec<(u32, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .flat_map(|t| {
+            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            kids.split_whitespace()
+                .filter_map(|k| k.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .filter_map(|k| {
+            let cmd = std::fs::read(format!("/proc/{k}/cmdline")).ok()?;
+            Some((
+                k,
+                String::from_utf8_lossy(&cmd).replace('\0', " ").trim_end().to_string(),
+            ))
+        })
+        .collect()
+}
+
+fn zygote_of(pid: u32) -> Option<u32> {
+    children_of(pid)
+        .into_iter()
+        .find_map(|(k, cmd)| (cmd == "bosun-init zygote").then_some(k))
+}
+
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+}
+
+#[test]
+#[ignore = "needs root"]
+fn helpers_are_forked_by_the_zygote_as_bosuns_children_and_a_lost_zygote_is_replaced() {
+    let (mut pod, rootfs) = pod(false);
+    let agent = pod.agent.child.id();
+    let forked = |pod: &Pod| common::metric(&pod.agent, "bosun_helper_starts_total{how=\"zygote\"}");
+    let execd = |pod: &Pod| common::metric(&pod.agent, "bosun_helper_starts_total{how=\"exec\"}");
+    let zygote = zygote_of(agent).expect("bosun runs a zygote");
+    assert_eq!(
+        (forked(&pod), execd(&pod)),
+        (1.0, 0.0),
+        "the pause's helper came from the zygote"
+    );
+
+    pod.create(
+        "a",
+        spec(Some(&rootfs), &["sh", "-c", "ls /proc/self/fd; exec sleep 300"]),
+    )
+    .unwrap();
+    pod.start_c("a").unwrap();
+    // The helper is bosun's own child, named for its config (how bosun
+    // finds its monitors after a restart), as an exec'd one would be.
+    let config = pod.run_dir().join("containers/a/init.json");
+    let want = format!("bosun-init init {}", config.display());
+    assert!(
+        children_of(agent).iter().any(|(_, cmd)| *cmd == want),
+        "no child of bosun is {want:?}: {:?}",
+        children_of(agent)
+    );
+    // The process has its stdio and nothing else of the zygote's or the
+    // agent's (3 is ls's own directory).
+    let fds = pod.read_until("a", "", "3\n").unwrap();
+    assert_eq!(fds, "0\n1\n2\n3\n");
+    assert_eq!((forked(&pod), execd(&pod)), (2.0, 0.0));
+
+    // A zygote that is gone: the next helper is exec'd, the one after
+    // comes from a new zygote.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(zygote as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    common::eventually("the killed zygote is gone", || gone(zygote));
+    for (i, want) in [(1, (2.0, 1.0)), (2, (3.0, 1.0))] {
+        let id = format!("e{i}");
+        pod.exec("a", &id, &["echo", "hi"]).unwrap();
+        assert_eq!(text(pod.read_all("a", &id, false).unwrap()), "hi\n");
+        assert_eq!(pod.wait("a", &id).unwrap(), 0);
+        assert_eq!((forked(&pod), execd(&pod)), want, "after exec {id}");
+    }
+    let second = zygote_of(agent).expect("a new zygote");
+    assert_ne!(second, zygote);
+
+    // A restart: the old zygote ends with the agent's end of its socket;
+    // the new agent has its own and re-adopts the container.
+    pod.restart(&[], true);
+    common::eventually("the old agent's zygote is gone", || gone(second));
+    let agent = pod.agent.child.id();
+    assert!(zygote_of(agent).is_some(), "the restarted bosun runs a zygote");
+    pod.exec("a", "after", &["echo", "back"]).unwrap();
+    assert_eq!(text(pod.read_all("a", "after", false).unwrap()), "back\n");
+    assert_eq!((forked(&pod), execd(&pod)), (1.0, 0.0));
+    pod.remove("a").unwrap();
+    pod.destroy().unwrap();
+}

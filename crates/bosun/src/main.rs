@@ -22,6 +22,16 @@ fn main() -> ExitCode {
         Some("init") if args.len() == 2 => return exit(container::init::main(std::path::Path::new(&args[1]))),
         Some("pause") if args.len() == 1 => return exit(container::pause::run()),
         Some("share-mount") if args.len() == 5 => return exit(container::shared_mount::helper(&args[1..])),
+        Some("zygote") if args.len() == 1 => {
+            return match bosun::sys::zygote::serve() {
+                Ok(None) => ExitCode::SUCCESS,
+                Ok(Some(config)) => exit(container::init::main(&config)),
+                Err(e) => {
+                    eprintln!("bosun: zygote: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         _ => {}
     }
     if std::process::id() == 1 {
@@ -209,6 +219,12 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
                 None
             }
         });
+        // After the agent cgroup: the helpers it forks start where the
+        // agent is, as exec'd ones do.
+        match container::zygote::start() {
+            Ok(pid) => info!(log, "zygote started"; "pid" => pid),
+            Err(e) => slog::warn!(log, "no zygote: every helper is exec'd"; "error" => %e),
+        }
         let owns_dir = cfg.image_dir.starts_with(&cfg.run_dir);
         let images = bosun::image::ImageStore::open(&cfg.image_dir, owns_dir, cfg.registry.clone(), log)
             .map_err(|e| anyhow::anyhow!("image store: {e}"))?;
@@ -224,6 +240,7 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
         let bound = transport::listen::bind(&cfg.server_addr, &peers, gate.clone(), log).context("listen")?;
         let opts = rpc::Options { poweroff_on_destroy: cfg.poweroff_on_destroy.clone(), pause_bundle: cfg.pause_bundle.clone(), gate: Some(gate), policy: std::sync::Arc::new(policy) };
         rpc::serve(bound, sandbox, opts, log, cfg.shutdown_timeout, shutdown_signal()).await.context("serve")?;
+        container::zygote::stop();
         if let Some(cg) = agent_cg {
             if let Err(e) = cg.leave() {
                 slog::warn!(log, "agent cgroup not removed"; "dir" => %cg.dir.display(), "error" => %e);

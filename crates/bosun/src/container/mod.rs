@@ -11,6 +11,7 @@ pub mod rootfs;
 pub mod shared_mount;
 pub mod spawn;
 pub mod spec;
+pub mod zygote;
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;

@@ -14,7 +14,7 @@ use super::message::Message;
 use crate::process::monitor::{exit_file, Monitor, EXIT_FD, KEEP_STDERR_FD, KEEP_STDIN_FD, KEEP_STDOUT_FD, STATUS_FD};
 use crate::process::{Process, Streams};
 use crate::sys::fd::pipe as mkpipe;
-use crate::sys::spawn::{spawn_helper, HelperFds};
+use crate::sys::spawn::HelperFds;
 
 /// Bound on the helper's set-up (namespaces, mounts, pivot). A healthy one
 /// takes milliseconds; this only keeps a wedged helper from hanging a call.
@@ -220,8 +220,9 @@ pub async fn start(
         report: rep_w,
         keep,
     };
-    let helper_pid = spawn_helper(config_path, fds).map_err(|e| serr(None, format!("start helper: {e}")))?;
-    let monitor = Monitor::attach(helper_pid as i32);
+    let (helper_pid, pidfd) =
+        super::zygote::start_helper(config_path, fds).map_err(|e| serr(None, format!("start helper: {e}")))?;
+    let monitor = Monitor::attach(helper_pid as i32, pidfd);
     let set_up = async {
         let conv = |e: std::io::Error| serr(None, format!("pipe: {e}"));
         let mut report = Report(BufReader::new(pipe::Receiver::from_owned_fd(rep_r).map_err(conv)?));

@@ -36,12 +36,13 @@ pub struct Monitor {
 
 impl Monitor {
     /// A monitor the agent has just started (its child, so not reaped
-    /// before the reaper sees it exit).
-    pub fn attach(pid: i32) -> Self {
+    /// before the reaper sees it exit), with a pidfd on it if one came
+    /// with it.
+    pub fn attach(pid: i32, pidfd: Option<OwnedFd>) -> Self {
         Self {
             pid,
             start_time: super::start_time(pid).unwrap_or(0),
-            pidfd: pidfd::open(pid).ok(),
+            pidfd: pidfd.or_else(|| pidfd::open(pid).ok()),
         }
     }
 

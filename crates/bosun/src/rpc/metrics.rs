@@ -61,6 +61,19 @@ pub fn record(method: &'static str, code: &'static str, took: Duration) {
     m.count += 1;
 }
 
+/// How the helpers that set up containers and execs were started.
+fn helpers(out: &mut String) {
+    let (forked, execd) = crate::container::zygote::starts();
+    let name = "bosun_helper_starts_total";
+    help(
+        out,
+        name,
+        "counter",
+        "Helpers started (one per container and exec), by how: forked by the zygote or exec'd.",
+    );
+    let _ = writeln!(out, "{name}{{how=\"zygote\"}} {forked}\n{name}{{how=\"exec\"}} {execd}");
+}
+
 fn help(out: &mut String, name: &str, kind: &str, text: &str) {
     let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} {kind}");
 }
@@ -73,6 +86,7 @@ pub fn render(gate: Option<&crate::transport::limits::Gate>) -> String {
         connections(&mut out, g);
     }
     calls(&mut out);
+    helpers(&mut out);
     policy(&mut out);
     guest(&mut out);
     out

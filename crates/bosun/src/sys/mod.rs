@@ -19,3 +19,4 @@ pub mod sched;
 pub mod socket;
 pub mod spawn;
 pub mod tty;
+pub mod zygote;

@@ -79,18 +79,18 @@ pub fn fork() -> Result<Forked, Errno> {
 /// clone3(2)'s arguments up to `cgroup` (CLONE_ARGS_SIZE_VER2, Linux 5.7).
 #[repr(C)]
 #[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
+pub(super) struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+    pub set_tid: u64,
+    pub set_tid_size: u64,
+    pub cgroup: u64,
 }
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
@@ -100,22 +100,28 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// lock's RCU grace period. ENOSYS or E2BIG: a kernel before 5.7. Only from
 /// the single-threaded helper, as `fork`.
 pub fn fork_into_cgroup(dir: &File) -> Result<Forked, Errno> {
-    let args = CloneArgs {
+    clone3(&CloneArgs {
         flags: CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
         cgroup: dir.as_raw_fd() as u64,
         ..CloneArgs::default()
-    };
+    })
+}
+
+/// clone3(2) without CLONE_VM, as a fork: only from bosun's
+/// single-threaded helpers (and the zygote).
+pub(super) fn clone3(args: &CloneArgs) -> Result<Forked, Errno> {
     // SAFETY: as `fork`: a single-threaded caller, and no CLONE_VM, so the
-    // child runs on its own copy of this stack; `args` outlives the call.
-    // Unlike glibc's fork, a raw clone3 leaves the parent's tid in the
-    // child's thread descriptor, so the child must not use what reads it
-    // (pthread calls, raise): it makes plain syscalls and execs, or runs
-    // the pause, as crun's clone3 child does.
+    // child runs on its own copy of this stack; `args` (and what it points
+    // to) outlives the call. Unlike glibc's fork, a raw clone3 leaves the
+    // parent's tid in the child's thread descriptor, so the child must not
+    // use what reads it (pthread calls; glibc's raise asks the kernel): it
+    // runs bosun's helper code, plain syscalls and exec, or the pause, as
+    // crun's clone3 child does.
     let r = unsafe {
         libc::syscall(
             libc::SYS_clone3,
-            &args as *const CloneArgs,
+            args as *const CloneArgs,
             std::mem::size_of::<CloneArgs>(),
         )
     };

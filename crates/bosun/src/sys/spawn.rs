@@ -1,6 +1,6 @@
 //! Starting bosun's own helper (`bosun init`) with fixed descriptors.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -25,33 +25,46 @@ pub struct HelperFds {
     pub keep: Vec<(i32, OwnedFd)>,
 }
 
+impl HelperFds {
+    /// Each descriptor with the number it gets in the helper.
+    pub fn moves(&self) -> Vec<(i32, &OwnedFd)> {
+        let mut moves = vec![
+            (0, &self.stdin),
+            (1, &self.stdout),
+            (2, &self.stderr),
+            (4, &self.report),
+        ];
+        if let Some(g) = &self.gate {
+            moves.push((3, g));
+        }
+        moves.extend(self.keep.iter().map(|(to, f)| (*to, f)));
+        moves
+    }
+}
+
 /// Starts `/proc/self/exe init CONFIG`; returns the helper's pid.
+pub fn spawn_helper(config: &Path, fds: HelperFds) -> io::Result<u32> {
+    let config = CString::new(config.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    spawn_exe(&[c"bosun-init", c"init", &config], &fds.moves())
+}
+
+/// Starts `/proc/self/exe` with `args` (argv, from argv[0]), an empty
+/// environment and each of `fds` at its number; returns the pid.
 ///
 /// posix_spawn, not fork: glibc clones with CLONE_VM|CLONE_VFORK, so the
 /// multi-threaded agent's page tables are not copied, and its pages are not
 /// left copy-on-write behind a child that execs at once (std's Command
 /// forks whenever a `pre_exec` hook is set, which fds 3 and 4 needed).
-pub fn spawn_helper(config: &Path, fds: HelperFds) -> io::Result<u32> {
+pub fn spawn_exe(args: &[&CStr], fds: &[(i32, &OwnedFd)]) -> io::Result<u32> {
     let exe = c"/proc/self/exe";
-    let config = CString::new(config.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let argv = [
-        c"bosun-init".as_ptr(),
-        c"init".as_ptr(),
-        config.as_ptr(),
-        std::ptr::null(),
-    ];
+    let argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
     let envp = [std::ptr::null::<libc::c_char>()];
     // Every source is first copied to a number >= HIGH_FD, so that no dup2
     // action overwrites the source of a later one (a pipe may have got a
     // number from 0 to 4).
-    let mut moves = vec![(0, &fds.stdin), (1, &fds.stdout), (2, &fds.stderr), (4, &fds.report)];
-    if let Some(g) = &fds.gate {
-        moves.push((3, g));
-    }
-    moves.extend(fds.keep.iter().map(|(to, f)| (*to, f)));
-    let high: Vec<(i32, OwnedFd)> = moves
-        .into_iter()
-        .map(|(to, f)| Ok((to, dup_high(f)?)))
+    let high: Vec<(i32, OwnedFd)> = fds
+        .iter()
+        .map(|(to, f)| Ok((*to, dup_high(f)?)))
         .collect::<io::Result<_>>()?;
     let actions = FileActions::new()?;
     for (to, f) in &high {

@@ -1,0 +1,82 @@
+//! How a helper starts: forked by the zygote (`sys::zygote`) while it is
+//! up, exec'd (`sys::spawn`) otherwise. The helper is the same either
+//! way: the agent's child, the same descriptors, the same command line.
+//!
+//! The zygote is started once, with the agent (`start`). One that is lost
+//! (killed, wedged past its round-trip bound) is started again at the
+//! next helper, once; a zygote that cannot start (a kernel or a
+//! capability set without PR_SET_MM) leaves every helper exec'd.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::sync::lock;
+use crate::sys::spawn::{spawn_helper, HelperFds};
+use crate::sys::zygote::{SpawnError, Zygote};
+
+enum State {
+    /// Never started: every helper is exec'd.
+    Off,
+    /// Up.
+    Up(Zygote),
+    /// Lost; started again at the next helper.
+    Lost,
+}
+
+static ZYGOTE: Mutex<State> = Mutex::new(State::Off);
+/// Helpers started so far: forked by the zygote, exec'd.
+static FORKED: AtomicU64 = AtomicU64::new(0);
+static EXECD: AtomicU64 = AtomicU64::new(0);
+
+/// Helpers started so far, (forked by the zygote, exec'd): GetMetrics.
+pub fn starts() -> (u64, u64) {
+    (FORKED.load(Ordering::Relaxed), EXECD.load(Ordering::Relaxed))
+}
+
+/// Starts the zygote; returns its pid. On failure helpers are exec'd.
+pub fn start() -> io::Result<i32> {
+    let z = Zygote::start()?;
+    let pid = z.pid;
+    *lock(&ZYGOTE) = State::Up(z);
+    Ok(pid)
+}
+
+/// Lets the zygote go (it exits); helpers are exec'd from now on.
+pub fn stop() {
+    *lock(&ZYGOTE) = State::Off;
+}
+
+/// The zygote's pid, while it is up.
+pub fn pid() -> Option<i32> {
+    match &*lock(&ZYGOTE) {
+        State::Up(z) => Some(z.pid),
+        _ => None,
+    }
+}
+
+/// Starts a helper running `bosun init CONFIG` with `fds`; returns its
+/// pid, and a pidfd on it when the zygote forked it.
+pub fn start_helper(config: &Path, fds: HelperFds) -> io::Result<(u32, Option<OwnedFd>)> {
+    {
+        let mut state = lock(&ZYGOTE);
+        if matches!(*state, State::Lost) {
+            *state = Zygote::start().map(State::Up).unwrap_or(State::Off);
+        }
+        if let State::Up(z) = &*state {
+            match z.spawn(config, &fds) {
+                Ok((pid, pidfd)) => {
+                    FORKED.fetch_add(1, Ordering::Relaxed);
+                    return Ok((pid as u32, Some(pidfd)));
+                }
+                Err(SpawnError::Refused(e)) => return Err(e),
+                Err(SpawnError::Lost(_)) => *state = State::Lost,
+            }
+        }
+    }
+    let pid = spawn_helper(config, fds)?;
+    EXECD.fetch_add(1, Ordering::Relaxed);
+    Ok((pid, None))
+}
