@@ -217,3 +217,35 @@ fn a_monitor_killed_by_someone_else_leaves_its_process_to_bosun() {
     pod.destroy().unwrap();
     no_monitor_left(&pod);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn an_exec_a_crash_kept_out_of_the_record_is_ended_by_the_containers_remove() {
+    let mut pod = with_worker("unrecorded");
+    pod.restart(&[("BOSUN_CRASH_AT", "exec-after-spawn")], true);
+    assert!(pod.exec("w", "lost", &["sleep", "300"]).is_err());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pod.agent.child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bosun did not crash at exec-after-spawn"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The exec's monitor runs, and no record of bosun's names it.
+    let lost = monitor_of(&pod, "lost");
+    pod.restart(&[], true);
+    assert_eq!(
+        pod.wait("w", "lost").unwrap_err().0,
+        ttrpc::Code::NOT_FOUND,
+        "the crash came before the exec was recorded"
+    );
+    assert!(monitors(&pod).iter().any(|(pid, _)| *pid == lost));
+    // The re-adopted container's remove finds it by its config and ends it.
+    pod.remove("w").unwrap();
+    common::eventually("the unrecorded exec's monitor is gone", || {
+        !monitors(&pod).iter().any(|(pid, _)| *pid == lost)
+    });
+    pod.destroy().unwrap();
+    no_monitor_left(&pod);
+}

@@ -107,6 +107,7 @@ impl Sandbox {
                 });
             }
         };
+        crate::faults::crash_point("exec-after-spawn");
         self.watch_spawned(&mut spawned, &c.dir);
         let p = spawned.process;
         info!(self.log, "process exec'd"; "cid" => %id, "exec_id" => &exec_id, "pid" => p.pid);
