@@ -39,6 +39,9 @@ pub const REPORT_FD: i32 = 4;
 /// failure or in the helper parent).
 pub fn main(config_path: &Path) -> i32 {
     let mut report = crate::sys::fd::take(REPORT_FD);
+    // Nothing above the fixed fds (0 to 9) is the helper's: one the agent
+    // inherited without close-on-exec would reach the container's process.
+    crate::sys::fd::close_from(crate::process::monitor::EXIT_FD + 1);
     // The helper, and the monitor it becomes, keep the agent's short slice,
     // inherited through vfork and exec (sys/sched.rs).
     // What the monitor keeps is not the process's (its own stdin's write
@@ -70,6 +73,9 @@ pub fn main(config_path: &Path) -> i32 {
             say(&mut report, &Message::Pid(pid));
             drop(report);
             crate::sys::fd::close_number(GATE_FD);
+            // The monitor keeps its fixed fds only: not the container's
+            // cgroup files, not the pod's namespaces.
+            drop((cgroup, ns));
             super::monitor::run(pid)
         }
         Ok((Forked::Child, in_cgroup)) => {

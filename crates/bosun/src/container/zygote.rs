@@ -38,6 +38,9 @@ pub fn starts() -> (u64, u64) {
 
 /// Starts the zygote; returns its pid. On failure helpers are exec'd.
 pub fn start() -> io::Result<i32> {
+    if crate::faults::fail_point("zygote-start") {
+        return Err(io::Error::other("BOSUN_FAIL_AT=zygote-start"));
+    }
     let z = Zygote::start()?;
     let pid = z.pid;
     *lock(&ZYGOTE) = State::Up(z);

@@ -43,6 +43,25 @@ pub fn close_number(fd: i32) {
     let _ = nix::unistd::close(fd);
 }
 
+/// Closes every descriptor from `low` up (close_range, Linux 5.9; else
+/// the ones /proc/self/fd lists).
+pub fn close_from(low: i32) {
+    // SAFETY: a plain syscall with integer arguments.
+    if unsafe { libc::syscall(libc::SYS_close_range, low as u32, u32::MAX, 0u32) } == 0 {
+        return;
+    }
+    let open: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in open.into_iter().filter(|fd| *fd >= low) {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
 /// Points fds 0, 1 and 2 at /dev/null (a monitor letting go of its child's
 /// ends of the stdio pipes, so the child's exit brings their EOF).
 pub fn null_stdio() -> Result<(), Errno> {

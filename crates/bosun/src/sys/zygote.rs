@@ -261,27 +261,8 @@ fn arrange(fds: &[(i32, RawFd)]) -> Result<(), nix::errno::Errno> {
     for n in (0..HELPER_FD_LIMIT).filter(|n| !high.iter().any(|(to, _)| to == n)) {
         let _ = nix::unistd::close(n);
     }
-    close_from(HELPER_FD_LIMIT);
+    super::fd::close_from(HELPER_FD_LIMIT);
     Ok(())
-}
-
-/// Closes every descriptor from `low` up (close_range, Linux 5.9; else
-/// the ones /proc/self/fd lists).
-fn close_from(low: i32) {
-    // SAFETY: a plain syscall with integer arguments.
-    if unsafe { libc::syscall(libc::SYS_close_range, low as u32, u32::MAX, 0u32) } == 0 {
-        return;
-    }
-    let open: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    for fd in open.into_iter().filter(|fd| *fd >= low) {
-        let _ = nix::unistd::close(fd);
-    }
 }
 
 /// Points this process's command line (/proc/PID/cmdline) at `args`
