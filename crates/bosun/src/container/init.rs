@@ -72,7 +72,11 @@ pub fn main(config_path: &Path) -> i32 {
         Ok((Forked::Parent(pid), _)) => {
             say(&mut report, &Message::Pid(pid));
             drop(report);
-            crate::sys::fd::close_number(GATE_FD);
+            if cfg.wait_for_start {
+                // Only then is fd 3 the gate: without one, 3 was free and
+                // the helper's own files may have got it.
+                crate::sys::fd::close_number(GATE_FD);
+            }
             // The monitor keeps its fixed fds only: not the container's
             // cgroup files, not the pod's namespaces.
             drop((cgroup, ns));

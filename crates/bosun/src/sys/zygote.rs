@@ -160,7 +160,8 @@ pub fn serve() -> io::Result<Option<PathBuf>> {
     let sock = unsafe { OwnedFd::from_raw_fd(ZYGOTE_FD) };
     // A helper whose command line cannot be set could not be recognised
     // after a restart: say so by exiting, and the agent execs instead.
-    set_cmdline(b"bosun-init\0zygote\0")?;
+    let bounds = mm_bounds()?;
+    set_cmdline(b"bosun-init\0zygote\0", &bounds)?;
     nix::sys::socket::send(sock.as_raw_fd(), &[READY], MsgFlags::MSG_NOSIGNAL)?;
     let mut buf = vec![0u8; MAX_REQUEST];
     loop {
@@ -177,7 +178,7 @@ pub fn serve() -> io::Result<Option<PathBuf>> {
                     Ok(Forked::Child) => {
                         let raw: Vec<(i32, RawFd)> =
                             targets.into_iter().zip(fds.iter().map(|f| f.as_raw_fd())).collect();
-                        become_helper(&raw, &config);
+                        become_helper(&raw, &config, &bounds);
                         std::mem::forget(fds); // laid out, or closed, by become_helper
                         std::mem::forget(sock);
                         return Ok(Some(config));
@@ -234,14 +235,14 @@ fn clone_parent(pidfd: &mut RawFd) -> Result<Forked, nix::errno::Errno> {
 /// dup2 actions do for an exec'd helper), every other one closed, and
 /// the command line `bosun-init init CONFIG`. Exits on failure: the agent
 /// then reads EOF on the report pipe, "helper exited during set-up".
-fn become_helper(fds: &[(i32, RawFd)], config: &Path) {
+fn become_helper(fds: &[(i32, RawFd)], config: &Path, bounds: &MmMap) {
     if arrange(fds).is_err() {
         super::process::exit_now(127);
     }
     let mut cmdline = b"bosun-init\0init\0".to_vec();
     cmdline.extend_from_slice(config.as_os_str().as_bytes());
     cmdline.push(0);
-    if set_cmdline(&cmdline).is_err() {
+    if set_cmdline(&cmdline, bounds).is_err() {
         super::process::exit_now(127);
     }
 }
@@ -270,7 +271,7 @@ fn arrange(fds: &[(i32, RawFd)]) -> Result<(), nix::errno::Errno> {
 /// the process. PR_SET_MM_MAP (CONFIG_CHECKPOINT_RESTORE, no capability),
 /// else PR_SET_MM_ARG_START/END (CAP_SYS_RESOURCE), as systemd renames
 /// its processes.
-fn set_cmdline(args: &[u8]) -> io::Result<()> {
+fn set_cmdline(args: &[u8], bounds: &MmMap) -> io::Result<()> {
     debug_assert!(args.ends_with(&[0]));
     let len = args.len();
     // SAFETY: a fresh private anonymous mapping, written within its length
@@ -291,7 +292,7 @@ fn set_cmdline(args: &[u8]) -> io::Result<()> {
         p as u64
     };
     let end = addr + len as u64;
-    match set_mm_map(addr, end) {
+    match set_mm_map(bounds, addr, end) {
         Ok(()) => Ok(()),
         Err(map_err) => set_arg_bounds(addr, end)
             .map_err(|e| io::Error::other(format!("PR_SET_MM_MAP: {map_err}; PR_SET_MM_ARG_START: {e}"))),
@@ -300,6 +301,7 @@ fn set_cmdline(args: &[u8]) -> io::Result<()> {
 
 /// The kernel's `struct prctl_mm_map`.
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct MmMap {
     start_code: u64,
     end_code: u64,
@@ -319,34 +321,14 @@ struct MmMap {
 
 /// PR_SET_MM_MAP with every bound as it is (/proc/self/stat) but the
 /// arguments'.
-fn set_mm_map(arg_start: u64, arg_end: u64) -> io::Result<()> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // Fields after the command name, which may hold spaces: field N of
-    // proc(5) is at N - 3.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect();
-    let at = |n: usize| {
-        f.get(n - 3)
-            .copied()
-            .ok_or_else(|| io::Error::other("short /proc/self/stat"))
-    };
+fn set_mm_map(bounds: &MmMap, arg_start: u64, arg_end: u64) -> io::Result<()> {
     // SAFETY: brk(0) only reports the current break.
     let brk = unsafe { libc::syscall(libc::SYS_brk, 0usize) } as u64;
     let map = MmMap {
-        start_code: at(26)?,
-        end_code: at(27)?,
-        start_stack: at(28)?,
-        start_data: at(45)?,
-        end_data: at(46)?,
-        start_brk: at(47)?,
         brk,
         arg_start,
         arg_end,
-        env_start: at(50)?,
-        env_end: at(51)?,
-        auxv: 0,
-        auxv_size: 0,     // the saved auxv stays
-        exe_fd: u32::MAX, // the exe link stays
+        ..*bounds
     };
     // SAFETY: PR_SET_MM_MAP reads a struct of the size given.
     let r = unsafe {
@@ -362,6 +344,39 @@ fn set_mm_map(arg_start: u64, arg_end: u64) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// This process's memory bounds as /proc/self/stat gives them, but the
+/// arguments' and the break (set per call). Read once in the zygote: its
+/// forks have the same code, data, stack and environment, and reading
+/// /proc/self/stat in each cost a tenth of a millisecond.
+fn mm_bounds() -> io::Result<MmMap> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name, which may hold spaces: field N of
+    // proc(5) is at N - 3.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect();
+    let at = |n: usize| {
+        f.get(n - 3)
+            .copied()
+            .ok_or_else(|| io::Error::other("short /proc/self/stat"))
+    };
+    Ok(MmMap {
+        start_code: at(26)?,
+        end_code: at(27)?,
+        start_stack: at(28)?,
+        start_data: at(45)?,
+        end_data: at(46)?,
+        start_brk: at(47)?,
+        brk: 0,
+        arg_start: 0,
+        arg_end: 0,
+        env_start: at(50)?,
+        env_end: at(51)?,
+        auxv: 0,
+        auxv_size: 0,     // the saved auxv stays
+        exe_fd: u32::MAX, // the exe link stays
+    })
 }
 
 /// PR_SET_MM_ARG_START and _END, in the order that keeps start <= end at
