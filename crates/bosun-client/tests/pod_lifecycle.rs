@@ -664,15 +664,8 @@ fn the_agent_takes_a_short_time_slice_and_its_containers_the_default() {
 
 /// bosun's children (under any of its threads) with their command lines.
 fn children_of(pid: u32) -> Vec<(u32, String)> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-        .flat_map(|t| {
-            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            kids.split_whitespace()
-                .filter_map(|k| k.parse().ok())
-                .collect::<Vec<u32>>()
-        })
+    bosun::process::children(pid)
+        .into_iter()
         .filter_map(|k| {
             let cmd = std::fs::read(format!("/proc/{k}/cmdline")).ok()?;
             Some((
@@ -806,4 +799,36 @@ fn without_a_zygote_helpers_are_execd_and_no_stray_fd_reaches_a_container() {
     let count = |how: &str| common::metric(&pod.agent, &format!("bosun_helper_starts_total{{how=\"{how}\"}}"));
     assert_eq!((count("zygote"), count("exec")), (0.0, 2.0));
     pod.destroy().unwrap();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_zygote_that_dies_after_forking_fails_the_call_and_its_helper_is_ended() {
+    let (mut pod, rootfs) = pod(false);
+    pod.create("w", spec(Some(&rootfs), &["sleep", "300"])).unwrap();
+    pod.start_c("w").unwrap();
+    // Test-only crash point: the zygote dies after its fork, before its
+    // answer (its death cannot be timed from outside between the two).
+    pod.restart(&[("BOSUN_CRASH_AT", "zygote-after-fork")], true);
+    let agent = pod.agent.child.id();
+    let err = pod.exec("w", "e", &["sleep", "300"]).unwrap_err();
+    assert!(err.1.contains("zygote did not answer"), "{err:?}");
+    // The helper it forked for the call is ended, not left running
+    // beside a call that failed.
+    let config = pod.run_dir().join("containers/w/exec-e.json");
+    let named = format!("bosun-init init {}", config.display());
+    common::eventually("the failed exec's helper is gone", || {
+        !children_of(agent).iter().any(|(_, cmd)| *cmd == named)
+    });
+    assert_eq!(pod.wait("w", "e").unwrap_err().0, ttrpc::Code::NOT_FOUND);
+    // The pod serves on; its remove and destroy leave no process of bosun's.
+    pod.restart(&[], true);
+    pod.exec("w", "ok", &["echo", "fine"]).unwrap();
+    assert_eq!(text(pod.read_all("w", "ok", false).unwrap()), "fine\n");
+    pod.remove("w").unwrap();
+    pod.destroy().unwrap();
+    let agent = pod.agent.child.id();
+    common::eventually("only the zygote is left among bosun's children", || {
+        children_of(agent).iter().all(|(_, cmd)| cmd == "bosun-init zygote")
+    });
 }

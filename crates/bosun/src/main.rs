@@ -22,15 +22,16 @@ fn main() -> ExitCode {
         Some("init") if args.len() == 2 => return exit(container::init::main(std::path::Path::new(&args[1]))),
         Some("pause") if args.len() == 1 => return exit(container::pause::run()),
         Some("share-mount") if args.len() == 5 => return exit(container::shared_mount::helper(&args[1..])),
-        Some("zygote") if args.len() == 1 => {
-            return match bosun::sys::zygote::serve() {
+        Some("zygote") if args.len() <= 2 => {
+            let crash_after_fork = args.get(1).map(String::as_str) == Some(bosun::sys::zygote::CRASH_AFTER_FORK);
+            return match bosun::sys::zygote::serve(crash_after_fork) {
                 Ok(None) => ExitCode::SUCCESS,
                 Ok(Some(config)) => exit(container::init::main(&config)),
                 Err(e) => {
                     eprintln!("bosun: zygote: {e}");
                     ExitCode::from(1)
                 }
-            }
+            };
         }
         _ => {}
     }

@@ -75,11 +75,45 @@ pub fn start_helper(config: &Path, fds: HelperFds) -> io::Result<(u32, Option<Ow
                     return Ok((pid as u32, Some(pidfd)));
                 }
                 Err(SpawnError::Refused(e)) => return Err(e),
-                Err(SpawnError::Lost(_)) => *state = State::Lost,
+                Err(SpawnError::Unsent(_)) => *state = State::Lost,
+                Err(SpawnError::Lost(e)) => {
+                    // Let go (killed, and waited for) before the strays
+                    // are looked for: it forks no more.
+                    *state = State::Lost;
+                    end_strays(config);
+                    return Err(io::Error::other(format!("the zygote did not answer: {e}")));
+                }
             }
         }
     }
     let pid = spawn_helper(config, fds)?;
     EXECD.fetch_add(1, Ordering::Relaxed);
     Ok((pid, None))
+}
+
+/// After a zygote was lost with a request in flight: a helper it forked
+/// for that request before it died is the agent's child, named for the
+/// request's config, or still named as the zygote if it died before
+/// naming itself. It is ended, so that the failed call leaves nothing;
+/// the name is checked again once a pidfd holds the process.
+fn end_strays(config: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let mut named = b"bosun-init\0init\0".to_vec();
+    named.extend_from_slice(config.as_os_str().as_bytes());
+    named.push(0);
+    let stray = |pid: i32| {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        cmd == named || cmd == b"bosun-init\0zygote\0"
+    };
+    for pid in crate::process::children(std::process::id()) {
+        let pid = pid as i32;
+        if !stray(pid) {
+            continue;
+        }
+        if let Ok(fd) = crate::sys::pidfd::open(pid) {
+            if stray(pid) {
+                let _ = crate::sys::pidfd::send_signal(&fd, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
 }

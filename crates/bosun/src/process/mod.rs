@@ -187,6 +187,22 @@ pub fn still_runs(pid: i32, start_time: u64) -> bool {
     matches!(stat(pid), Some((state, t)) if t == start_time && state != 'Z')
 }
 
+/// The children of process `pid`, under any of its threads.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .flat_map(|t| {
+            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            kids.split_whitespace()
+                .filter_map(|k| k.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
 /// State (field 3) and start time (field 22) of /proc/PID/stat.
 fn stat(pid: i32) -> Option<(char, u64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -40,6 +40,9 @@ const HELPER_FD_LIMIT: i32 = 10;
 const ROUND_TRIP: Duration = Duration::from_secs(2);
 /// The zygote's first word: it started and can name its helpers.
 const READY: u8 = b'R';
+/// The test-only crash point (`BOSUN_CRASH_AT`) in the zygote: it dies
+/// after a fork, before its answer.
+pub const CRASH_AFTER_FORK: &str = "zygote-after-fork";
 /// Longest request: the count, the numbers and a config path.
 const MAX_REQUEST: usize = 1 + HELPER_FD_LIMIT as usize + libc::PATH_MAX as usize;
 
@@ -49,7 +52,11 @@ pub enum SpawnError {
     /// The zygote answered with an error (a fork that failed, a request
     /// it refused): it is still up.
     Refused(io::Error),
-    /// The zygote is gone or does not answer: it must be let go.
+    /// The request never reached the zygote (it is gone): nothing was
+    /// forked, the helper can be exec'd instead.
+    Unsent(io::Error),
+    /// The zygote took the request and then died or did not answer: it
+    /// must be let go, and it may have forked the helper first.
     Lost(io::Error),
 }
 
@@ -65,7 +72,13 @@ impl Zygote {
     /// Starts the zygote and waits for its first word.
     pub fn start() -> io::Result<Self> {
         let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
-        let pid = super::spawn::spawn_exe(&[c"bosun-init", c"zygote"], &[(ZYGOTE_FD, &theirs)])? as i32;
+        // The zygote runs with an empty environment: a test's crash point
+        // in it comes as an argument.
+        let args: &[&std::ffi::CStr] = match std::env::var_os("BOSUN_CRASH_AT") {
+            Some(v) if v == CRASH_AFTER_FORK => &[c"bosun-init", c"zygote", c"zygote-after-fork"],
+            _ => &[c"bosun-init", c"zygote"],
+        };
+        let pid = super::spawn::spawn_exe(args, &[(ZYGOTE_FD, &theirs)])? as i32;
         drop(theirs);
         let pidfd = super::pidfd::open(pid)?;
         let timeout = TimeVal::new(ROUND_TRIP.as_secs() as i64, ROUND_TRIP.subsec_micros() as i64);
@@ -102,7 +115,7 @@ impl Zygote {
             MsgFlags::MSG_NOSIGNAL,
             None,
         )
-        .map_err(|e| lost(e.into()))?;
+        .map_err(|e| SpawnError::Unsent(e.into()))?;
         let mut answer = [0u8; 4];
         let (n, mut got) = recv_with_fds(&self.sock, &mut answer).map_err(lost)?;
         if n != 4 {
@@ -154,7 +167,7 @@ fn recv_with_fds(sock: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Vec<Owned
 /// The zygote's loop, in `bosun-init zygote`: `Ok(None)` once the agent's
 /// end is closed; `Ok(Some(config))` in a newly forked helper, set up to
 /// run `bosun init CONFIG`.
-pub fn serve() -> io::Result<Option<PathBuf>> {
+pub fn serve(crash_after_fork: bool) -> io::Result<Option<PathBuf>> {
     // SAFETY: the agent passed the socket at this number for this process;
     // it is taken once.
     let sock = unsafe { OwnedFd::from_raw_fd(ZYGOTE_FD) };
@@ -184,6 +197,10 @@ pub fn serve() -> io::Result<Option<PathBuf>> {
                         return Ok(Some(config));
                     }
                     Ok(Forked::Parent(pid)) => {
+                        if crash_after_fork {
+                            eprintln!("bosun: zygote: BOSUN_CRASH_AT={CRASH_AFTER_FORK}: aborting here on purpose");
+                            std::process::abort();
+                        }
                         // SAFETY: CLONE_PIDFD stored a new descriptor of ours.
                         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
                         let _ = sendmsg::<()>(
