@@ -207,6 +207,11 @@ cpus=$(ctl exec app e5 -- grep -c ^processor /proc/cpuinfo) || fail "read /proc/
 echo "== a hot-added vCPU brought online by OnlineCPUMem: $cpus CPUs"
 ctl call GetMetrics | grep -q 'bosun_rpc_requests_total{method="OnlineCPUMem",code="OK"} 1' || fail "GetMetrics does not count the OnlineCPUMem call"
 echo "== GetMetrics counts the calls"
+# As PID 1 on the guest's kernel, every helper came from the zygote.
+helpers() { ctl call GetMetrics | grep -o "bosun_helper_starts_total{how=\"$1\"} [0-9]*" | awk '{print $2}'; }
+forked=$(helpers zygote); execd=$(helpers exec)
+[ "${forked:-0}" -gt 0 ] && [ "${execd:-1}" = 0 ] || fail "helpers in the guest: ${forked:-?} forked by the zygote, ${execd:-?} exec'd"
+echo "== helpers forked by the zygote in the guest: $forked (exec'd: $execd)"
 ctl ps
 ctl sandbox destroy --verbose || fail "sandbox destroy"
 life=$(echo "$(date +%s.%N) - $t0" | bc)
