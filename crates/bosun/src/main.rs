@@ -23,7 +23,8 @@ fn main() -> ExitCode {
         Some("pause") if args.len() == 1 => return exit(container::pause::run()),
         Some("share-mount") if args.len() == 5 => return exit(container::shared_mount::helper(&args[1..])),
         Some("zygote") if args.len() <= 2 => {
-            let crash_after_fork = args.get(1).map(String::as_str) == Some(bosun::sys::zygote::CRASH_AFTER_FORK);
+            let crash_after_fork =
+                args.get(1).map(String::as_bytes) == Some(bosun::sys::zygote::CRASH_AFTER_FORK.to_bytes());
             return match bosun::sys::zygote::serve(crash_after_fork) {
                 Ok(None) => ExitCode::SUCCESS,
                 Ok(Some(config)) => exit(container::init::main(&config)),

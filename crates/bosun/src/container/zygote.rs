@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use crate::sync::lock;
 use crate::sys::spawn::{spawn_helper, HelperFds};
-use crate::sys::zygote::{SpawnError, Zygote};
+use crate::sys::zygote::{SpawnError, Zygote, ZYGOTE_CMDLINE};
 
 enum State {
     /// Never started: every helper is exec'd.
@@ -52,14 +52,6 @@ pub fn stop() {
     *lock(&ZYGOTE) = State::Off;
 }
 
-/// The zygote's pid, while it is up.
-pub fn pid() -> Option<i32> {
-    match &*lock(&ZYGOTE) {
-        State::Up(z) => Some(z.pid),
-        _ => None,
-    }
-}
-
 /// Starts a helper running `bosun init CONFIG` with `fds`; returns its
 /// pid, and a pidfd on it when the zygote forked it.
 pub fn start_helper(config: &Path, fds: HelperFds) -> io::Result<(u32, Option<OwnedFd>)> {
@@ -94,26 +86,14 @@ pub fn start_helper(config: &Path, fds: HelperFds) -> io::Result<(u32, Option<Ow
 /// After a zygote was lost with a request in flight: a helper it forked
 /// for that request before it died is the agent's child, named for the
 /// request's config, or still named as the zygote if it died before
-/// naming itself. It is ended, so that the failed call leaves nothing;
-/// the name is checked again once a pidfd holds the process.
+/// naming itself. It is ended, so that the failed call leaves nothing.
 fn end_strays(config: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let mut named = b"bosun-init\0init\0".to_vec();
-    named.extend_from_slice(config.as_os_str().as_bytes());
-    named.push(0);
-    let stray = |pid: i32| {
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        cmd == named || cmd == b"bosun-init\0zygote\0"
-    };
+    use crate::process::monitor::{kill_if, kill_monitor};
     for pid in crate::process::children(std::process::id()) {
         let pid = pid as i32;
-        if !stray(pid) {
-            continue;
-        }
-        if let Ok(fd) = crate::sys::pidfd::open(pid) {
-            if stray(pid) {
-                let _ = crate::sys::pidfd::send_signal(&fd, nix::sys::signal::Signal::SIGKILL);
-            }
-        }
+        kill_monitor(pid, config);
+        kill_if(pid, || {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == ZYGOTE_CMDLINE)
+        });
     }
 }

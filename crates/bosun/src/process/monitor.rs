@@ -140,8 +140,15 @@ fn monitor_config(pid: i32) -> Option<PathBuf> {
 
 /// Kills monitor `pid` if, with a pidfd held, it still runs from `config`.
 pub fn kill_monitor(pid: i32, config: &Path) {
+    kill_if(pid, || monitor_config(pid).as_deref() == Some(config));
+}
+
+/// SIGKILLs `pid` if `is` holds of it once a pidfd holds the process
+/// (checked after, so that it is about the process signalled, not one
+/// that reused the pid).
+pub fn kill_if(pid: i32, is: impl Fn() -> bool) {
     let Ok(pidfd) = pidfd::open(pid) else { return };
-    if monitor_config(pid).as_deref() == Some(config) {
+    if is() {
         let _ = pidfd::send_signal(&pidfd, Signal::SIGKILL);
     }
 }

@@ -42,7 +42,9 @@ const ROUND_TRIP: Duration = Duration::from_secs(2);
 const READY: u8 = b'R';
 /// The test-only crash point (`BOSUN_CRASH_AT`) in the zygote: it dies
 /// after a fork, before its answer.
-pub const CRASH_AFTER_FORK: &str = "zygote-after-fork";
+pub const CRASH_AFTER_FORK: &std::ffi::CStr = c"zygote-after-fork";
+/// The zygote's command line (/proc/PID/cmdline), as it sets it.
+pub const ZYGOTE_CMDLINE: &[u8] = b"bosun-init\0zygote\0";
 /// Longest request: the count, the numbers and a config path.
 const MAX_REQUEST: usize = 1 + HELPER_FD_LIMIT as usize + libc::PATH_MAX as usize;
 
@@ -75,7 +77,9 @@ impl Zygote {
         // The zygote runs with an empty environment: a test's crash point
         // in it comes as an argument.
         let args: &[&std::ffi::CStr] = match std::env::var_os("BOSUN_CRASH_AT") {
-            Some(v) if v == CRASH_AFTER_FORK => &[c"bosun-init", c"zygote", c"zygote-after-fork"],
+            Some(v) if v.as_encoded_bytes() == CRASH_AFTER_FORK.to_bytes() => {
+                &[c"bosun-init", c"zygote", CRASH_AFTER_FORK]
+            }
             _ => &[c"bosun-init", c"zygote"],
         };
         let pid = super::spawn::spawn_exe(args, &[(ZYGOTE_FD, &theirs)])? as i32;
@@ -96,7 +100,6 @@ impl Zygote {
     /// Forks a helper running `bosun init CONFIG` with `fds` in place;
     /// returns its pid and a pidfd on it.
     pub fn spawn(&self, config: &Path, fds: &HelperFds) -> Result<(i32, OwnedFd), SpawnError> {
-        let lost = |e: io::Error| SpawnError::Lost(e);
         let moves = fds.moves();
         let mut req = Vec::with_capacity(MAX_REQUEST);
         req.push(moves.len() as u8);
@@ -117,9 +120,9 @@ impl Zygote {
         )
         .map_err(|e| SpawnError::Unsent(e.into()))?;
         let mut answer = [0u8; 4];
-        let (n, mut got) = recv_with_fds(&self.sock, &mut answer).map_err(lost)?;
+        let (n, mut got) = recv_with_fds(&self.sock, &mut answer).map_err(SpawnError::Lost)?;
         if n != 4 {
-            return Err(lost(io::Error::other("the zygote closed its socket")));
+            return Err(SpawnError::Lost(io::Error::other("the zygote closed its socket")));
         }
         let pid = i32::from_le_bytes(answer);
         if pid <= 0 {
@@ -127,7 +130,9 @@ impl Zygote {
         }
         match got.pop() {
             Some(pidfd) if got.is_empty() => Ok((pid, pidfd)),
-            _ => Err(lost(io::Error::other("the zygote's answer carried no pidfd"))),
+            _ => Err(SpawnError::Lost(io::Error::other(
+                "the zygote's answer carried no pidfd",
+            ))),
         }
     }
 }
@@ -174,7 +179,7 @@ pub fn serve(crash_after_fork: bool) -> io::Result<Option<PathBuf>> {
     // A helper whose command line cannot be set could not be recognised
     // after a restart: say so by exiting, and the agent execs instead.
     let bounds = mm_bounds()?;
-    set_cmdline(b"bosun-init\0zygote\0", &bounds)?;
+    set_cmdline(ZYGOTE_CMDLINE, &bounds)?;
     nix::sys::socket::send(sock.as_raw_fd(), &[READY], MsgFlags::MSG_NOSIGNAL)?;
     let mut buf = vec![0u8; MAX_REQUEST];
     loop {
@@ -198,7 +203,7 @@ pub fn serve(crash_after_fork: bool) -> io::Result<Option<PathBuf>> {
                     }
                     Ok(Forked::Parent(pid)) => {
                         if crash_after_fork {
-                            eprintln!("bosun: zygote: BOSUN_CRASH_AT={CRASH_AFTER_FORK}: aborting here on purpose");
+                            eprintln!("bosun: zygote: BOSUN_CRASH_AT={CRASH_AFTER_FORK:?}: aborting here on purpose");
                             std::process::abort();
                         }
                         // SAFETY: CLONE_PIDFD stored a new descriptor of ours.
