@@ -2,8 +2,10 @@
 //! demand: the agent dying at an exact step (a SIGKILL from outside cannot
 //! be timed between two syscalls), a bug (a panic) while a lock is
 //! held, and a step this machine's kernel never refuses (a zygote that
-//! cannot start: PR_SET_MM_MAP fails only without CONFIG_CHECKPOINT_RESTORE). Each is named by an environment variable that production never
-//! sets; unset, a point costs one lookup of the environment.
+//! cannot start: PR_SET_MM_MAP fails only without
+//! CONFIG_CHECKPOINT_RESTORE). Each is named by an environment variable
+//! that production never sets; unset, a point costs one lookup of the
+//! environment.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -41,7 +41,7 @@ pub fn main(config_path: &Path) -> i32 {
     let mut report = crate::sys::fd::take(REPORT_FD);
     // Nothing above the fixed fds (0 to 9) is the helper's: one the agent
     // inherited without close-on-exec would reach the container's process.
-    crate::sys::fd::close_from(crate::process::monitor::EXIT_FD + 1);
+    crate::sys::fd::close_from(crate::sys::spawn::HELPER_FD_END);
     // The helper, and the monitor it becomes, keep the agent's short slice,
     // inherited through vfork and exec (sys/sched.rs).
     // What the monitor keeps is not the process's (its own stdin's write

@@ -8,6 +8,10 @@ use std::path::Path;
 
 use nix::fcntl::{fcntl, FcntlArg};
 
+/// The helper's descriptors are numbered below this (see `HelperFds`);
+/// every one from it up is closed when the helper starts.
+pub const HELPER_FD_END: i32 = 10;
+
 /// Descriptors the helper gets: stdio, fds 3 (gate) and 4 (report), and
 /// what its monitor keeps (5 to 9).
 pub struct HelperFds {

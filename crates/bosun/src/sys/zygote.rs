@@ -12,7 +12,8 @@
 //! answers with the helper's pid and a pidfd (CLONE_PIDFD, so the pid
 //! names that process whatever the reaper does). In the new process the
 //! descriptors are laid out as `spawn::spawn_helper` lays them out, every
-//! other one closed, and the command line set to `bosun-init init CONFIG`,
+//! other one closed (below 10 here, from 10 up by `init::main` in both
+//! kinds of helper), and the command line set to `bosun-init init CONFIG`,
 //! which is how bosun recognises its monitors after a restart. The zygote
 //! ends when the agent's end closes (the agent exited or let it go).
 
@@ -29,12 +30,10 @@ use nix::sys::socket::{
 use nix::sys::time::TimeVal;
 
 use super::process::{CloneArgs, Forked};
-use super::spawn::HelperFds;
+use super::spawn::{HelperFds, HELPER_FD_END};
 
 /// The zygote's end of its socket.
 pub const ZYGOTE_FD: i32 = 3;
-/// The helper's descriptors are numbered below this (see `HelperFds`).
-const HELPER_FD_LIMIT: i32 = 10;
 /// Bound on one request's round trip (a fork); past it the zygote is
 /// taken for wedged, ended, and the helper exec'd instead.
 const ROUND_TRIP: Duration = Duration::from_secs(2);
@@ -46,7 +45,7 @@ pub const CRASH_AFTER_FORK: &std::ffi::CStr = c"zygote-after-fork";
 /// The zygote's command line (/proc/PID/cmdline), as it sets it.
 pub const ZYGOTE_CMDLINE: &[u8] = b"bosun-init\0zygote\0";
 /// Longest request: the count, the numbers and a config path.
-const MAX_REQUEST: usize = 1 + HELPER_FD_LIMIT as usize + libc::PATH_MAX as usize;
+const MAX_REQUEST: usize = 1 + HELPER_FD_END as usize + libc::PATH_MAX as usize;
 
 /// Why a helper did not come from the zygote.
 #[derive(Debug)]
@@ -152,7 +151,7 @@ impl Drop for Zygote {
 
 /// Receives one message and the descriptors it carries (close-on-exec).
 fn recv_with_fds(sock: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-    let mut cmsg = nix::cmsg_space!([RawFd; HELPER_FD_LIMIT as usize]);
+    let mut cmsg = nix::cmsg_space!([RawFd; HELPER_FD_END as usize]);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)?;
     let mut fds = Vec::new();
@@ -197,7 +196,8 @@ pub fn serve(crash_after_fork: bool) -> io::Result<Option<PathBuf>> {
                         let raw: Vec<(i32, RawFd)> =
                             targets.into_iter().zip(fds.iter().map(|f| f.as_raw_fd())).collect();
                         become_helper(&raw, &config, &bounds);
-                        std::mem::forget(fds); // laid out, or closed, by become_helper
+                        // Laid out or closed by become_helper and init::main.
+                        std::mem::forget(fds);
                         std::mem::forget(sock);
                         return Ok(Some(config));
                     }
@@ -234,7 +234,7 @@ fn parse(req: &[u8], nfds: usize) -> Result<(Vec<i32>, PathBuf), nix::errno::Err
         .map(|b| *b as i32)
         .collect();
     let config = &req[1 + count..];
-    if count != nfds || config.is_empty() || targets.iter().any(|t| *t >= HELPER_FD_LIMIT) {
+    if count != nfds || config.is_empty() || targets.iter().any(|t| *t >= HELPER_FD_END) {
         return Err(nix::errno::Errno::EINVAL);
     }
     Ok((targets, PathBuf::from(std::ffi::OsStr::from_bytes(config))))
@@ -254,8 +254,8 @@ fn clone_parent(pidfd: &mut RawFd) -> Result<Forked, nix::errno::Errno> {
 }
 
 /// In the forked helper: each descriptor to its number (as posix_spawn's
-/// dup2 actions do for an exec'd helper), every other one closed, and
-/// the command line `bosun-init init CONFIG`. Exits on failure: the agent
+/// dup2 actions do for an exec'd helper), every other one below
+/// HELPER_FD_END closed, and the command line `bosun-init init CONFIG`. Exits on failure: the agent
 /// then reads EOF on the report pipe, "helper exited during set-up".
 fn become_helper(fds: &[(i32, RawFd)], config: &Path, bounds: &MmMap) {
     if arrange(fds).is_err() {
@@ -275,16 +275,18 @@ fn arrange(fds: &[(i32, RawFd)]) -> Result<(), nix::errno::Errno> {
     for (to, fd) in fds {
         high.push((
             *to,
-            nix::fcntl::fcntl(*fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(HELPER_FD_LIMIT))?,
+            nix::fcntl::fcntl(*fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(HELPER_FD_END))?,
         ));
     }
     for (to, h) in &high {
         nix::unistd::dup2(*h, *to)?; // clears FD_CLOEXEC on `to`
     }
-    for n in (0..HELPER_FD_LIMIT).filter(|n| !high.iter().any(|(to, _)| to == n)) {
+    for n in (0..HELPER_FD_END).filter(|n| !high.iter().any(|(to, _)| to == n)) {
         let _ = nix::unistd::close(n);
     }
-    super::fd::close_from(HELPER_FD_LIMIT);
+    // The rest, from HELPER_FD_END up (the copies above, what the zygote
+    // received, anything it inherited), `init::main` closes first thing,
+    // for exec'd helpers as well.
     Ok(())
 }
 
