@@ -13,9 +13,15 @@ use crate::calls::{Calls, Fail, R};
 /// Bound on reading a line a container prints (its process runs on).
 pub const READ_BOUND: Duration = Duration::from_secs(30);
 
-/// Argument of the long-running processes the scenarios start: `--local`
-/// looks for leftovers by it.
-pub const MARK: &str = "8137";
+/// Argument of the long-running processes the scenarios start (`sleep
+/// MARK`): `--local` looks for leftovers by it. Unique to this run (8 and
+/// the pid, a duration busybox's sleep takes): two runs on one machine,
+/// such as the tests of `tests/conformance.rs` in parallel, would
+/// otherwise count each other's processes as left behind.
+pub fn mark() -> &'static str {
+    static MARK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    MARK.get_or_init(|| format!("8{:07}", std::process::id()))
+}
 
 /// What a scenario found.
 pub enum Verdict {
@@ -95,12 +101,15 @@ pub fn storage(driver: &str, source: &str, fstype: &str, mp: &Path) -> Storage {
 pub async fn pod(c: &Ctx<'_>, name: &str) -> Outcome {
     ok(c.calls.sandbox(name).await, "CreateSandbox")?;
     ok(
-        c.calls.pause(Some(&c.rootfs), &["sleep", MARK]).await,
+        c.calls.pause(Some(&c.rootfs), &["sleep", mark()]).await,
         "the pause container",
     )
 }
 
 pub async fn running(c: &Ctx<'_>, id: &str) -> Outcome {
-    ok(c.calls.create(id, &c.rootfs, &["sleep", MARK]).await, "CreateContainer")?;
+    ok(
+        c.calls.create(id, &c.rootfs, &["sleep", mark()]).await,
+        "CreateContainer",
+    )?;
     ok(c.calls.start(id).await, "StartContainer")
 }

@@ -15,7 +15,7 @@ use bosun_client::Client;
 use bosun_protocols::agent::*;
 
 use crate::calls::Calls;
-use crate::ctx::{check, ok, pod, running, storage, Ctx, Outcome, Verdict, MARK};
+use crate::ctx::{check, mark, ok, pod, running, storage, Ctx, Outcome, Verdict};
 
 /// The hostile scenarios, by name, with what each attacks.
 pub const ALL: &[(&str, &str)] = &[
@@ -154,7 +154,7 @@ async fn one_id_twenty(h: &Hostile<'_>) -> Result<String, Verdict> {
     let c = h.ctx;
     pod(c, "race").await?;
     let clients = connections(h.addr, 20).await?;
-    let spec = bosun_client::spec::container(Some(&c.rootfs), &["sleep".into(), MARK.into()]);
+    let spec = bosun_client::spec::container(Some(&c.rootfs), &["sleep".into(), mark().into()]);
     let s = storage("ephemeral", "tmpfs", "tmpfs", &c.mnt.join("race"));
     let calls = clients.iter().map(|cl| {
         let (spec, s) = (spec.clone(), s.clone());
@@ -204,7 +204,7 @@ async fn creates_cut_off(h: &Hostile<'_>) -> Result<String, Verdict> {
     for (i, ms) in (1..=25u64).step_by(2).enumerate() {
         let id = format!("c{i}");
         let mut r = CreateContainerRequest::new();
-        let spec = bosun_client::spec::container(Some(&c.rootfs), &["sleep".into(), MARK.into()]);
+        let spec = bosun_client::spec::container(Some(&c.rootfs), &["sleep".into(), mark().into()]);
         (r.container_id, r.exec_id, r.OCI) = (id.clone(), id.clone(), Some(spec).into());
         r.storages = vec![storage("ephemeral", "tmpfs", "tmpfs", &c.mnt.join(&id))];
         let ctx = ttrpc::context::with_timeout(Duration::from_millis(ms).as_nanos() as i64);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bosun::transport::Address;
 use bosun_client::Client;
-use ctx::{Ctx, Verdict, MARK};
+use ctx::{mark, Ctx, Verdict};
 use scenarios::ALL;
 
 /// Bound on one scenario: none needs more than a few seconds; this keeps a
@@ -130,7 +130,7 @@ fn local_leftovers(mnt: &Path) -> Vec<String> {
         .collect();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if cmd == format!("sleep\0{MARK}\0").as_bytes() {
+        if cmd == format!("sleep\0{}\0", mark()).as_bytes() {
             left.push(format!("process {}", e.file_name().to_string_lossy()));
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ttrpc::Code;
 
-use crate::ctx::{check, expect_code, ok, pod, running, storage, Ctx, Outcome, Verdict, MARK, READ_BOUND};
+use crate::ctx::{check, expect_code, mark, ok, pod, running, storage, Ctx, Outcome, Verdict, READ_BOUND};
 
 /// The scenarios, by name, with what each proves.
 pub const ALL: &[(&str, &str)] = &[
@@ -128,7 +128,7 @@ pub async fn run(name: &str, c: &Ctx<'_>) -> Outcome {
         "remove_while_exec_runs" => {
             pod(c, "conf-rmexec").await?;
             running(c, "work").await?;
-            ok(k.exec("work", "exec1", &["sleep", MARK]).await, "ExecProcess")?;
+            ok(k.exec("work", "exec1", &["sleep", mark()]).await, "ExecProcess")?;
             ok(k.remove("work").await, "RemoveContainer with an exec running")?;
             ok(k.destroy().await, "DestroySandbox")
         }
@@ -140,7 +140,7 @@ pub async fn run(name: &str, c: &Ctx<'_>) -> Outcome {
             } else {
                 storage("blk", "/dev/null", "bosunconformancefs", &mp)
             };
-            let spec = bosun_client::spec::container(Some(&c.rootfs), &["sleep".into(), MARK.into()]);
+            let spec = bosun_client::spec::container(Some(&c.rootfs), &["sleep".into(), mark().into()]);
             check(
                 k.create_spec("work", spec.clone(), vec![bad]).await.is_err(),
                 "the bad storage was accepted",
@@ -251,7 +251,7 @@ pub async fn run(name: &str, c: &Ctx<'_>) -> Outcome {
             let args = [
                 "sh".to_string(),
                 "-c".into(),
-                format!("echo pulled-ok; exec sleep {MARK}"),
+                format!("echo pulled-ok; exec sleep {}", mark()),
             ];
             let wl = spec::guest_pull_request("conf-pull-wl", image, spec::container(None, &args), false);
             ok(
