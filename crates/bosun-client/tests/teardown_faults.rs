@@ -350,6 +350,55 @@ fn row10b_someone_elses_mount_at_bosuns_target_is_not_unmounted() {
 
 #[test]
 #[ignore = "needs root"]
+fn a_bind_mount_in_a_containers_run_directory_is_never_entered_or_removed() {
+    let (pod, rootfs) = pod();
+    run(&pod, "w", &rootfs, vec![]);
+    let cdir = pod.run_dir().join("containers").join("w");
+    // Someone's data on the same filesystem as bosun's run directory, bound
+    // into the container's directory: the same device, so only the mount
+    // table tells it apart (a directory, and a file).
+    let theirs = pod.run_dir().join("theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("data"), b"theirs").unwrap();
+    std::fs::write(pod.run_dir().join("their-file"), b"theirs too").unwrap();
+    let (bound_dir, bound_file) = (cdir.join("bound"), cdir.join("bound-file"));
+    std::fs::create_dir(&bound_dir).unwrap();
+    std::fs::write(&bound_file, b"").unwrap();
+    for (src, dst) in [
+        (theirs.clone(), &bound_dir),
+        (pod.run_dir().join("their-file"), &bound_file),
+    ] {
+        let ok = Command::new("mount")
+            .arg("--bind")
+            .arg(&src)
+            .arg(dst)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "bind {} on {}", src.display(), dst.display());
+    }
+    let (code, msg) = pod.remove("w").expect_err("a remove with mounts in the run directory");
+    assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION, "{msg}");
+    for p in [&bound_dir, &bound_file] {
+        assert!(
+            msg.contains(&p.display().to_string()),
+            "{msg} does not name {}",
+            p.display()
+        );
+    }
+    assert_eq!(std::fs::read(theirs.join("data")).unwrap(), b"theirs");
+    assert_eq!(std::fs::read(&bound_file).unwrap(), b"theirs too");
+    umount(&bound_dir);
+    umount(&bound_file);
+    pod.remove("w").unwrap(); // the second call finishes the job
+    assert_eq!(std::fs::read(theirs.join("data")).unwrap(), b"theirs");
+    std::fs::remove_dir_all(&theirs).unwrap();
+    std::fs::remove_file(pod.run_dir().join("their-file")).unwrap();
+    assert_clean(&pod);
+}
+
+#[test]
+#[ignore = "needs root"]
 fn row11_concurrent_removes_both_succeed() {
     let (pod, rootfs) = pod();
     run(&pod, "w", &rootfs, vec![]);
