@@ -103,14 +103,22 @@ impl Journal {
             source,
         };
         let dir = self.path.parent().unwrap_or(Path::new("/"));
-        fs::create_dir_all(dir).map_err(err)?;
-        let body = serde_json::to_vec(s).map_err(|e| err(std::io::Error::other(e)))?;
+        // The checksum line, then the body, written at once.
+        let mut text = format!("{:016x}\n", 0).into_bytes();
+        serde_json::to_writer(&mut text, s).map_err(|e| err(std::io::Error::other(e)))?;
+        let sum = format!("{:016x}", fnv64(&text[17..]));
+        text[..16].copy_from_slice(sum.as_bytes());
         let tmp = self.path.with_extension("json.tmp");
-        let mut f = File::create(&tmp).map_err(err)?;
-        f.write_all(format!("{:016x}\n", fnv64(&body)).as_bytes())
-            .and_then(|_| f.write_all(&body))
-            .and_then(|_| f.sync_all())
-            .map_err(err)?;
+        // The directory is made only when missing (the first write, or after
+        // someone removed it), not checked on every write.
+        let mut f = match File::create(&tmp) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir).map_err(err)?;
+                File::create(&tmp).map_err(err)?
+            }
+            r => r.map_err(err)?,
+        };
+        f.write_all(&text).and_then(|_| f.sync_all()).map_err(err)?;
         fs::rename(&tmp, &self.path).map_err(err)?;
         File::open(dir).and_then(|d| d.sync_all()).map_err(err)
     }
