@@ -193,14 +193,10 @@ fn rlimits(v: &[oci::POSIXRlimit]) -> Result<Vec<(String, u64, u64)>, AgentError
 
 fn capabilities(c: &oci::LinuxCapabilities) -> Result<CapabilitySets, AgentError> {
     // Names arrive as each runtime spells them (`CHOWN` from Kata's Rust
-    // conversion, `CAP_CHOWN` from the Go runtime); the helper gets the
-    // canonical `CAP_*` names, each once, in a stable order.
-    let canonical = |v: &[String]| -> Result<Vec<String>, AgentError> {
+    // conversion, `CAP_CHOWN` from the Go runtime); the helper gets masks.
+    let canonical = |v: &[String]| -> Result<u64, AgentError> {
         cap("Process.Capabilities", v, 128)?;
-        let set = crate::sys::identity::parse_caps(v).map_err(|e| AgentError::invalid("Process.Capabilities", e))?;
-        let mut names: Vec<String> = set.iter().map(|c| c.to_string()).collect();
-        names.sort();
-        Ok(names)
+        crate::sys::identity::mask(v).map_err(|e| AgentError::invalid("Process.Capabilities", e))
     };
     Ok(CapabilitySets {
         bounding: canonical(&c.Bounding)?,

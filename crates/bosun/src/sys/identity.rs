@@ -1,26 +1,28 @@
 //! A container process's identity before exec: resource limits,
 //! capabilities, user and groups.
 
-use std::collections::HashSet;
 use std::str::FromStr;
 
 use caps::{CapSet, Capability, CapsHashSet};
 use nix::errno::Errno;
 use nix::sys::resource::{setrlimit, Resource};
 
-/// The five capability sets of a process, by `CAP_*` name.
+/// The five capability sets of a process, as masks (bit n: capability n,
+/// `Capability::bitmask`). The agent parses the names once (`mask`); the
+/// helper applies the masks, with no parsing between StartContainer and
+/// the exec.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CapabilitySets {
     /// Bounding set.
-    pub bounding: Vec<String>,
+    pub bounding: u64,
     /// Effective set.
-    pub effective: Vec<String>,
+    pub effective: u64,
     /// Inheritable set.
-    pub inheritable: Vec<String>,
+    pub inheritable: u64,
     /// Permitted set.
-    pub permitted: Vec<String>,
+    pub permitted: u64,
     /// Ambient set.
-    pub ambient: Vec<String>,
+    pub ambient: u64,
 }
 
 /// Parses an OCI rlimit type ("RLIMIT_NOFILE").
@@ -70,15 +72,27 @@ pub fn parse_caps(names: &[String]) -> Result<CapsHashSet, String> {
     names.iter().map(|n| parse_cap(n)).collect()
 }
 
+/// Parses capability names into a mask (see `CapabilitySets`).
+pub fn mask(names: &[String]) -> Result<u64, String> {
+    names.iter().try_fold(0u64, |m, n| Ok(m | parse_cap(n)?.bitmask()))
+}
+
+/// The capabilities of a mask.
+fn in_mask(mask: u64) -> impl Iterator<Item = Capability> {
+    caps::all().into_iter().filter(move |c| mask & c.bitmask() != 0)
+}
+
 /// Drops the bounding set and keeps the permitted set across the uid
 /// change; call before `set_credentials`.
 pub fn before_credentials(c: &CapabilitySets) -> Result<(), String> {
-    let keep: HashSet<Capability> = parse_caps(&c.bounding)?;
-    for cap in caps::all() {
-        // A capability this kernel does not know is not in its bounding
-        // set either (EINVAL from PR_CAPBSET_DROP): nothing to drop.
-        if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
-            caps::drop(None, CapSet::Bounding, cap).map_err(|e| format!("drop {cap} from the bounding set: {e}"))?;
+    for cap in in_mask(!c.bounding) {
+        // Dropped without reading first (one prctl, not two: dropping an
+        // absent one succeeds). A capability this kernel does not know
+        // fails the drop (EINVAL) and is in no bounding set: nothing to drop.
+        if let Err(e) = caps::drop(None, CapSet::Bounding, cap) {
+            if caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+                return Err(format!("drop {cap} from the bounding set: {e}"));
+            }
         }
     }
     nix::sys::prctl::set_keepcaps(true).map_err(|e: Errno| format!("keep caps: {e}"))
@@ -94,16 +108,14 @@ pub fn before_credentials(c: &CapabilitySets) -> Result<(), String> {
 /// permitted ⊆ the old permitted, effective ⊆ permitted, inheritable ⊆
 /// bounding ∪ old inheritable.
 pub fn after_credentials(c: &CapabilitySets) -> Result<(), String> {
-    let mask = |names: &[String]| -> Result<u64, String> {
-        Ok(parse_caps(names)?.iter().fold(0u64, |m, cap| m | cap.bitmask()))
-    };
-    let (e, p, i) = (mask(&c.effective)?, mask(&c.permitted)?, mask(&c.inheritable)?);
+    let (e, p, i) = (c.effective, c.permitted, c.inheritable);
     capset_self(e, p, i).map_err(|err| {
         format!("set capabilities (effective {e:#x}, permitted {p:#x}, inheritable {i:#x}): capset: {err}")
     })?;
     // Ambient capabilities must be permitted and inheritable; an absent
     // ambient list clears the set.
-    caps::set(None, CapSet::Ambient, &parse_caps(&c.ambient)?).map_err(|e| format!("set ambient capabilities: {e}"))?;
+    caps::set(None, CapSet::Ambient, &in_mask(c.ambient).collect())
+        .map_err(|e| format!("set ambient capabilities: {e}"))?;
     nix::sys::prctl::set_keepcaps(false).map_err(|e| format!("clear keep caps: {e}"))
 }
 
