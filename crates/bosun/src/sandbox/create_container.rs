@@ -62,7 +62,7 @@ impl Sandbox {
     /// existing id is OK, a different one ALREADY_EXISTS.
     pub async fn create_container(self: &Arc<Self>, req: CreateRequest) -> Result<(), AgentError> {
         let sb = self.clone();
-        super::run_detached(async move { sb.create_reserved(req).await }).await
+        super::run_detached(Box::pin(async move { sb.create_reserved(req).await })).await
     }
 
     async fn create_reserved(self: &Arc<Self>, req: CreateRequest) -> Result<(), AgentError> {

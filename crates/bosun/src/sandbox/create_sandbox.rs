@@ -15,10 +15,10 @@ impl Sandbox {
     /// spec again is OK (idempotent).
     pub async fn create_sandbox(self: &Arc<Self>, spec: SandboxSpec) -> Result<(), AgentError> {
         let sb = self.clone();
-        run_detached(async move {
+        run_detached(Box::pin(async move {
             let _op = sb.pod_ops.clone().read_owned().await;
             sb.create_sandbox_now(spec).await
-        })
+        }))
         .await
     }
 

@@ -20,7 +20,7 @@ impl Sandbox {
     /// DestroySandbox, detached from the call. Idempotent.
     pub async fn destroy_sandbox(self: &Arc<Self>) -> Result<(), AgentError> {
         let sb = self.clone();
-        super::run_detached(async move { sb.destroy_now().await }).await
+        super::run_detached(Box::pin(async move { sb.destroy_now().await })).await
     }
 
     async fn destroy_now(&self) -> Result<(), AgentError> {

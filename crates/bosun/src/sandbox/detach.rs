@@ -6,6 +6,10 @@ use super::AgentError;
 /// caller: ttrpc drops a handler at the client's deadline, and a create or
 /// teardown dropped halfway would leave half its work behind. If the caller
 /// is gone when `work` succeeds, `if_abandoned` gets its result to undo.
+///
+/// Callers pass `work` boxed (`Box::pin`): a create's future is 13 KB, and
+/// inline it would be copied with every future that holds it, into the
+/// handler's box and again into the task.
 pub async fn detached<T, W, U, UF>(work: W, if_abandoned: U) -> Result<T, AgentError>
 where
     T: Send + 'static,

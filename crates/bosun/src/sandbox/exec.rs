@@ -32,10 +32,10 @@ impl Sandbox {
         let id = id.clone();
         let cid = id.clone();
         super::detached(
-            async move {
+            Box::pin(async move {
                 let _op = sb.pod_ops.clone().read_owned().await;
                 sb.exec_claimed(&id, exec_id, process).await
-            },
+            }),
             move |(exec_id, pid)| async move { undo.abandon_exec(&cid, &exec_id, pid).await },
         )
         .await

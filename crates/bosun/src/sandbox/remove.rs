@@ -18,7 +18,7 @@ impl Sandbox {
     /// RemoveContainer, detached from the call.
     pub async fn remove_container(self: &Arc<Self>, id: &ContainerId, wait: Duration) -> Result<(), AgentError> {
         let (sb, id) = (self.clone(), id.clone());
-        super::run_detached(async move { sb.remove_now(&id, wait).await }).await
+        super::run_detached(Box::pin(async move { sb.remove_now(&id, wait).await })).await
     }
 
     /// RemoveContainer in the caller's task.
