@@ -101,7 +101,13 @@ impl Entry {
         };
         match &self.mounted_as {
             Some(me) if top.is_some_and(|t| t.ident == *me) => Whose::Ours,
-            Some(me) if table.iter().any(|r| r.ident == *me) => not_ours("another mount sits on bosun's"),
+            // Under another mount at the same path. Elsewhere in the table,
+            // the pair is not bosun's mount: the kernel reuses a freed mount
+            // id and anonymous device (a tmpfs unmounted behind bosun's back,
+            // then another tmpfs mounted anywhere, took both in the root suite).
+            Some(me) if table.iter().any(|r| r.ident == *me && r.point == self.target) => {
+                not_ours("another mount sits on bosun's")
+            }
             Some(_) => Whose::Gone,
             None => match top {
                 None => Whose::Gone,
@@ -280,6 +286,18 @@ mod tests {
                 entry(State::Mounted, id(41), None),
                 vec![foreign.clone(), mine.clone(), over_mine],
                 "not",
+            ),
+            (
+                "ours gone, its id and device reused by a mount elsewhere",
+                entry(State::Mounted, id(41), id(40)),
+                vec![
+                    foreign.clone(),
+                    MountRecord {
+                        point: "/elsewhere".into(),
+                        ..mine.clone()
+                    },
+                ],
+                "gone",
             ),
             (
                 "intended, never mounted, foreign below",
