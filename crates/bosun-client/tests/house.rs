@@ -115,8 +115,9 @@ fn the_readme_lists_every_flag_of_bosun() {
 }
 
 /// `unsafe` lives where the README's layout says: the agent's `src/sys`,
-/// and one `pre_exec` each in bosun-podvm's `procs.rs` (setsid, setns)
-/// and the bench's `load.rs` (joining the hogs' cgroup before exec).
+/// and the `pre_exec` calls in bosun-podvm's `procs.rs` (setsid, setns)
+/// and the bench's `load.rs` (joining the hogs' cgroup before exec, and
+/// each agent's session of its own).
 #[test]
 fn unsafe_code_stays_in_its_few_modules() {
     let allowed = |p: &Path| {

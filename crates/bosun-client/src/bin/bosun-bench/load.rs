@@ -112,3 +112,22 @@ pub fn stop() {
     let l = RUNNING.lock().unwrap_or_else(|p| p.into_inner()).take();
     drop(l);
 }
+
+/// Starts `cmd` in a session of its own. With autogroup scheduling (on by
+/// default on most distributions) the CPU scheduler groups the processes
+/// of a session: an agent in the bench's session would share one group
+/// with the bench's own client, as no agent does in a pod VM (its client
+/// is on the host), and the group's share of a busy CPU would be split
+/// between them. Each agent gets its own session, so its own group.
+pub fn in_own_session(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid(2) is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}

@@ -121,12 +121,21 @@ fn start_own(net: Option<&Path>) -> Result<(OwnAgent, Address), String> {
             "--insecure-registries",
             "127.0.0.1:5000",
         ]);
-    let child = cmd
+    let child = load::in_own_session(&mut cmd)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("start {}: {e}", exe.display()))?;
     Ok((OwnAgent { child, _dir: dir }, addr))
+}
+
+/// Whether the CPU scheduler groups processes by session (autogroup).
+fn autogroup() -> &'static str {
+    match std::fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled").map(|s| s.trim().to_string()) {
+        Ok(v) if v == "1" => "on",
+        Ok(_) => "off",
+        Err(_) => "absent",
+    }
 }
 
 /// Connects and waits until the agent answers Check (10 s bound).
@@ -476,9 +485,10 @@ fn main() {
         println!("{}", stats::json(&rows));
     } else {
         println!(
-            "bosun-bench on {} ({} cores); agent {}",
+            "bosun-bench on {} ({} cores, sched_autogroup {}; each agent started in a session of its own); agent {}",
             hostname(),
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            autogroup(),
             addr
         );
         stats::print(&rows, o.vs.as_ref().map(|a| a.to_string()).as_deref());

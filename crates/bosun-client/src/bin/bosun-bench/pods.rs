@@ -201,8 +201,11 @@ impl Peer<'_> {
     /// A fresh agent (with `--vs-restart`) and a new connection to it.
     pub async fn fresh(&mut self) -> Result<(), String> {
         let Some(cmd) = self.restart else { return Ok(()) };
-        let st = tokio::process::Command::new("sh")
-            .args(["-c", cmd])
+        // The agent it starts stays in the command's session (see
+        // `load::in_own_session`).
+        let mut sh = std::process::Command::new("sh");
+        crate::load::in_own_session(sh.args(["-c", cmd]));
+        let st = tokio::process::Command::from(sh)
             .status()
             .await
             .map_err(|e| format!("--vs-restart: {e}"))?;
