@@ -368,10 +368,17 @@ fn main() {
         .build()
         .unwrap_or_else(|e| fail(format!("runtime: {e}")));
     let c = rt.block_on(connect(&addr)).unwrap_or_else(|e| fail(e));
-    let mut vs = o.vs.as_ref().map(|a| pods::Peer {
-        addr: a,
-        client: rt.block_on(connect(a)).unwrap_or_else(|e| fail(format!("--vs: {e}"))),
-        restart: o.vs_restart.as_deref(),
+    let mut vs = o.vs.as_ref().map(|a| {
+        // With --vs-restart the first agent is the bench's too, started like
+        // every later one (in a session of its own).
+        if let Some(cmd) = o.vs_restart.as_deref() {
+            rt.block_on(pods::restart(cmd)).unwrap_or_else(|e| fail(e));
+        }
+        pods::Peer {
+            addr: a,
+            client: rt.block_on(connect(a)).unwrap_or_else(|e| fail(format!("--vs: {e}"))),
+            restart: o.vs_restart.as_deref(),
+        }
     });
     let pid = agent_pid(&addr);
     let idle = pid.and_then(rss_mib);

@@ -201,20 +201,25 @@ impl Peer<'_> {
     /// A fresh agent (with `--vs-restart`) and a new connection to it.
     pub async fn fresh(&mut self) -> Result<(), String> {
         let Some(cmd) = self.restart else { return Ok(()) };
-        // The agent it starts stays in the command's session (see
-        // `load::in_own_session`).
-        let mut sh = std::process::Command::new("sh");
-        crate::load::in_own_session(sh.args(["-c", cmd]));
-        let st = tokio::process::Command::from(sh)
-            .status()
-            .await
-            .map_err(|e| format!("--vs-restart: {e}"))?;
-        if !st.success() {
-            return Err(format!("--vs-restart {cmd:?}: {st}"));
-        }
+        restart(cmd).await?;
         self.client = crate::connect(self.addr).await?;
         Ok(())
     }
+}
+
+/// Runs the `--vs-restart` command, in a session of its own: the agent it
+/// starts stays in that session (see `load::in_own_session`).
+pub async fn restart(cmd: &str) -> Result<(), String> {
+    let mut sh = std::process::Command::new("sh");
+    crate::load::in_own_session(sh.args(["-c", cmd]));
+    let st = tokio::process::Command::from(sh)
+        .status()
+        .await
+        .map_err(|e| format!("--vs-restart: {e}"))?;
+    if !st.success() {
+        return Err(format!("--vs-restart {cmd:?}: {st}"));
+    }
+    Ok(())
 }
 
 fn lat_row(name: &str, s: &Samples, vs: Option<&Result<Pod, String>>, pick: fn(&Pod) -> &Samples) -> Row {
