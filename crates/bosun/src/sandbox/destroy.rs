@@ -39,7 +39,7 @@ impl Sandbox {
         let all = self.containers();
         let (pause, workloads): (Vec<Arc<Container>>, Vec<Arc<Container>>) = all.into_iter().partition(|c| c.is_pause);
         for c in workloads.iter().chain(pause.iter()) {
-            if let Err(e) = self.remove_now(&c.id, DEFAULT_KILL_WAIT).await {
+            if let Err(e) = self.tear_down(&c.id, DEFAULT_KILL_WAIT).await {
                 failures.push(e.to_string());
             }
         }

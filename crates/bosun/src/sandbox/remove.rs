@@ -23,17 +23,26 @@ impl Sandbox {
 
     /// RemoveContainer in the caller's task.
     pub(super) async fn remove_now(&self, id: &ContainerId, wait: Duration) -> Result<(), AgentError> {
+        if let Ok(c) = self.container(id) {
+            if c.is_pause && self.state().containers.len() > 1 {
+                return Err(AgentError::WrongState {
+                    cid: id.clone(),
+                    state: "the pause container of a pod with workloads",
+                    action: "remove it first; remove the workloads or call DestroySandbox",
+                });
+            }
+        }
+        self.tear_down(id, wait).await
+    }
+
+    /// The teardown of one container, whatever else the pod holds:
+    /// DestroySandbox takes the pause down last even when a workload's
+    /// teardown failed (its record stays for the next call).
+    pub(super) async fn tear_down(&self, id: &ContainerId, wait: Duration) -> Result<(), AgentError> {
         let c = match self.container(id) {
             Ok(c) => c,
             Err(e) => return if self.state().was_removed(id) { Ok(()) } else { Err(e) },
         };
-        if c.is_pause && self.state().containers.len() > 1 {
-            return Err(AgentError::WrongState {
-                cid: id.clone(),
-                state: "the pause container of a pod with workloads",
-                action: "remove it first; remove the workloads or call DestroySandbox",
-            });
-        }
         let _op = c.op.lock().await;
         if !self.state().containers.contains_key(id) {
             return Ok(()); // a concurrent call finished the job while we waited
