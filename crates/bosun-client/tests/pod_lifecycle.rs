@@ -686,6 +686,67 @@ fn gone(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
 }
 
+/// A zygote that stops answering (here: stopped) costs the call in flight
+/// its 2 s bound, and nothing else: the creates queued behind it hold no
+/// runtime thread (bosun has at most 4), so other calls go on meanwhile,
+/// and the next create starts a new zygote.
+#[test]
+#[ignore = "needs root"]
+fn a_zygote_that_stops_answering_holds_no_runtime_thread() {
+    use std::time::{Duration, Instant};
+    let (pod, rootfs) = pod(false);
+    let zygote = zygote_of(pod.agent.child.id()).expect("bosun runs a zygote");
+    let stop = |sig| nix::sys::signal::kill(nix::unistd::Pid::from_raw(zygote as i32), sig);
+    stop(nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let other = pod
+        .rt
+        .block_on(bosun_client::Client::connect(&pod.agent.addr, Duration::from_secs(30)))
+        .unwrap();
+    let reqs: Vec<_> = (0..6)
+        .map(|i| {
+            let mut r = bosun_protocols::agent::CreateContainerRequest::new();
+            (r.container_id, r.exec_id) = (format!("q{i}"), format!("q{i}"));
+            r.OCI = Some(spec(Some(&rootfs), &["sleep", "300"])).into();
+            r
+        })
+        .collect();
+    let (creates, checks_done) = pod.rt.block_on(async {
+        let creates = futures::future::join_all(reqs.iter().map(|r| async {
+            let answer = pod.c.agent.create_container(pod.c.ctx(), r).await;
+            (Instant::now(), answer)
+        }));
+        let checks = async {
+            // Time for the creates to reach the zygote; if they have not,
+            // the Checks pass anyway (this can miss the bug, not invent one).
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            for _ in 0..5 {
+                other.check().await.expect("Check while the zygote is stopped");
+            }
+            Instant::now()
+        };
+        tokio::join!(creates, checks)
+    });
+    let first_answer = creates.iter().map(|(t, _)| *t).min().unwrap();
+    assert!(
+        checks_done < first_answer,
+        "the Checks were answered only after a create gave up on the zygote"
+    );
+    let failed: Vec<String> = creates
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().err().map(|e| e.to_string()))
+        .collect();
+    assert_eq!(failed.len(), 1, "only the call in flight fails: {failed:?}");
+    assert!(failed[0].contains("zygote"), "{}", failed[0]);
+    common::eventually("the stopped zygote is ended", || gone(zygote));
+    let new = zygote_of(pod.agent.child.id()).expect("a new zygote");
+    assert_ne!(new, zygote);
+    for (i, (_, r)) in creates.iter().enumerate() {
+        if r.is_ok() {
+            pod.start_c(&format!("q{i}")).unwrap();
+        }
+    }
+}
+
 #[test]
 #[ignore = "needs root"]
 fn helpers_are_forked_by_the_zygote_as_bosuns_children_and_a_lost_zygote_is_replaced() {

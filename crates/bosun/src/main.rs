@@ -223,7 +223,7 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
         });
         // After the agent cgroup: the helpers it forks start where the
         // agent is, as exec'd ones do.
-        match container::zygote::start() {
+        match container::zygote::start().await {
             Ok(pid) => info!(log, "zygote started"; "pid" => pid),
             Err(e) => slog::warn!(log, "no zygote: every helper is exec'd"; "error" => %e),
         }
@@ -242,7 +242,7 @@ fn run(cfg: &Config, log: &slog::Logger) -> anyhow::Result<()> {
         let bound = transport::listen::bind(&cfg.server_addr, &peers, gate.clone(), log).context("listen")?;
         let opts = rpc::Options { poweroff_on_destroy: cfg.poweroff_on_destroy.clone(), pause_bundle: cfg.pause_bundle.clone(), gate: Some(gate), policy: std::sync::Arc::new(policy) };
         rpc::serve(bound, sandbox, opts, log, cfg.shutdown_timeout, shutdown_signal()).await.context("serve")?;
-        container::zygote::stop();
+        container::zygote::stop().await;
         if let Some(cg) = agent_cg {
             if let Err(e) = cg.leave() {
                 slog::warn!(log, "agent cgroup not removed"; "dir" => %cg.dir.display(), "error" => %e);

@@ -220,8 +220,9 @@ pub async fn start(
         report: rep_w,
         keep,
     };
-    let (helper_pid, pidfd) =
-        super::zygote::start_helper(config_path, fds).map_err(|e| serr(None, format!("start helper: {e}")))?;
+    let (helper_pid, pidfd) = super::zygote::start_helper(config_path, fds)
+        .await
+        .map_err(|e| serr(None, format!("start helper: {e}")))?;
     let monitor = Monitor::attach(helper_pid as i32, pidfd);
     let set_up = async {
         let conv = |e: std::io::Error| serr(None, format!("pipe: {e}"));

@@ -11,9 +11,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
-use crate::sync::lock;
 use crate::sys::spawn::{spawn_helper, HelperFds};
 use crate::sys::zygote::{SpawnError, Zygote, ZYGOTE_CMDLINE};
 
@@ -26,7 +24,10 @@ enum State {
     Lost,
 }
 
-static ZYGOTE: Mutex<State> = Mutex::new(State::Off);
+/// Held across a round trip (one request at a time on the socket), by
+/// an async lock: callers queued behind a slow zygote hold no runtime
+/// thread.
+static ZYGOTE: tokio::sync::Mutex<State> = tokio::sync::Mutex::const_new(State::Off);
 /// Helpers started so far: forked by the zygote, exec'd.
 static FORKED: AtomicU64 = AtomicU64::new(0);
 static EXECD: AtomicU64 = AtomicU64::new(0);
@@ -37,31 +38,31 @@ pub fn starts() -> (u64, u64) {
 }
 
 /// Starts the zygote; returns its pid. On failure helpers are exec'd.
-pub fn start() -> io::Result<i32> {
+pub async fn start() -> io::Result<i32> {
     if crate::faults::fail_point("zygote-start") {
         return Err(io::Error::other("BOSUN_FAIL_AT=zygote-start"));
     }
     let z = Zygote::start()?;
     let pid = z.pid;
-    *lock(&ZYGOTE) = State::Up(z);
+    *ZYGOTE.lock().await = State::Up(z);
     Ok(pid)
 }
 
 /// Lets the zygote go (it exits); helpers are exec'd from now on.
-pub fn stop() {
-    *lock(&ZYGOTE) = State::Off;
+pub async fn stop() {
+    *ZYGOTE.lock().await = State::Off;
 }
 
 /// Starts a helper running `bosun init CONFIG` with `fds`; returns its
 /// pid, and a pidfd on it when the zygote forked it.
-pub fn start_helper(config: &Path, fds: HelperFds) -> io::Result<(u32, Option<OwnedFd>)> {
+pub async fn start_helper(config: &Path, fds: HelperFds) -> io::Result<(u32, Option<OwnedFd>)> {
     {
-        let mut state = lock(&ZYGOTE);
+        let mut state = ZYGOTE.lock().await;
         if matches!(*state, State::Lost) {
             *state = Zygote::start().map(State::Up).unwrap_or(State::Off);
         }
         if let State::Up(z) = &*state {
-            match z.spawn(config, &fds) {
+            match z.spawn(config, &fds).await {
                 Ok((pid, pidfd)) => {
                     FORKED.fetch_add(1, Ordering::Relaxed);
                     return Ok((pid as u32, Some(pidfd)));

@@ -63,14 +63,17 @@ pub enum SpawnError {
 
 /// The agent's handle on its zygote.
 pub struct Zygote {
-    sock: OwnedFd,
+    /// Non-blocking after the first word: a round trip is awaited, so a
+    /// zygote that does not answer holds no runtime thread.
+    sock: tokio::io::unix::AsyncFd<OwnedFd>,
     pidfd: OwnedFd,
     /// The zygote's pid (the agent's child).
     pub pid: i32,
 }
 
 impl Zygote {
-    /// Starts the zygote and waits for its first word.
+    /// Starts the zygote and waits for its first word (in a runtime: the
+    /// socket is registered with its reactor).
     pub fn start() -> io::Result<Self> {
         let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
         // The zygote runs with an empty environment: a test's crash point
@@ -86,19 +89,19 @@ impl Zygote {
         let pidfd = super::pidfd::open(pid)?;
         let timeout = TimeVal::new(ROUND_TRIP.as_secs() as i64, ROUND_TRIP.subsec_micros() as i64);
         setsockopt(&ours, sockopt::ReceiveTimeout, &timeout)?;
-        setsockopt(&ours, sockopt::SendTimeout, &timeout)?;
-        let z = Self { sock: ours, pidfd, pid };
         let mut word = [0u8; 1];
-        match nix::sys::socket::recv(z.sock.as_raw_fd(), &mut word, MsgFlags::empty()) {
-            Ok(1) if word[0] == READY => Ok(z),
-            Ok(_) => Err(io::Error::other("the zygote exited at start")),
-            Err(e) => Err(io::Error::other(format!("the zygote did not start: {e}"))),
+        match nix::sys::socket::recv(ours.as_raw_fd(), &mut word, MsgFlags::empty()) {
+            Ok(1) if word[0] == READY => {}
+            Ok(_) => return Err(io::Error::other("the zygote exited at start")),
+            Err(e) => return Err(io::Error::other(format!("the zygote did not start: {e}"))),
         }
+        let sock = super::fd::async_fd(ours)?;
+        Ok(Self { sock, pidfd, pid })
     }
 
     /// Forks a helper running `bosun init CONFIG` with `fds` in place;
-    /// returns its pid and a pidfd on it.
-    pub fn spawn(&self, config: &Path, fds: &HelperFds) -> Result<(i32, OwnedFd), SpawnError> {
+    /// returns its pid and a pidfd on it. Bounded by `ROUND_TRIP`.
+    pub async fn spawn(&self, config: &Path, fds: &HelperFds) -> Result<(i32, OwnedFd), SpawnError> {
         let moves = fds.moves();
         let mut req = Vec::with_capacity(MAX_REQUEST);
         req.push(moves.len() as u8);
@@ -110,16 +113,47 @@ impl Zygote {
             )));
         }
         let raw: Vec<RawFd> = moves.iter().map(|(_, f)| f.as_raw_fd()).collect();
-        sendmsg::<()>(
-            self.sock.as_raw_fd(),
-            &[IoSlice::new(&req)],
-            &[ControlMessage::ScmRights(&raw)],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .map_err(|e| SpawnError::Unsent(e.into()))?;
+        let send = |sock: &OwnedFd| {
+            sendmsg::<()>(
+                sock.as_raw_fd(),
+                &[IoSlice::new(&req)],
+                &[ControlMessage::ScmRights(&raw)],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .map_err(io::Error::from)
+        };
+        // A request is sent whole or not at all (SOCK_SEQPACKET).
+        let sent = tokio::time::timeout(ROUND_TRIP, async {
+            loop {
+                let mut ready = self.sock.writable().await?;
+                if let Ok(r) = ready.try_io(|s| send(s.get_ref())) {
+                    return r;
+                }
+            }
+        });
+        match sent.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(SpawnError::Unsent(e)),
+            Err(_) => return Err(SpawnError::Unsent(io::Error::other("the zygote's socket stayed full"))),
+        }
         let mut answer = [0u8; 4];
-        let (n, mut got) = recv_with_fds(&self.sock, &mut answer).map_err(SpawnError::Lost)?;
+        let answered = tokio::time::timeout(ROUND_TRIP, async {
+            loop {
+                let mut ready = self.sock.readable().await?;
+                if let Ok(r) = ready.try_io(|s| recv_with_fds(s.get_ref(), &mut answer)) {
+                    return r;
+                }
+            }
+        });
+        let (n, mut got) = match answered.await {
+            Ok(r) => r.map_err(SpawnError::Lost)?,
+            Err(_) => {
+                return Err(SpawnError::Lost(io::Error::other(format!(
+                    "no answer within {ROUND_TRIP:?}"
+                ))))
+            }
+        };
         if n != 4 {
             return Err(SpawnError::Lost(io::Error::other("the zygote closed its socket")));
         }
