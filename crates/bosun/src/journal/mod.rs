@@ -103,11 +103,10 @@ impl Journal {
             source,
         };
         let dir = self.path.parent().unwrap_or(Path::new("/"));
+        let body = serde_json::to_vec(s).map_err(|e| err(std::io::Error::other(e)))?;
         // The checksum line, then the body, written at once.
-        let mut text = format!("{:016x}\n", 0).into_bytes();
-        serde_json::to_writer(&mut text, s).map_err(|e| err(std::io::Error::other(e)))?;
-        let sum = format!("{:016x}", fnv64(&text[17..]));
-        text[..16].copy_from_slice(sum.as_bytes());
+        let mut text = format!("{:016x}\n", fnv64(&body)).into_bytes();
+        text.extend_from_slice(&body);
         let tmp = self.path.with_extension("json.tmp");
         // The directory is made only when missing (the first write, or after
         // someone removed it), not checked on every write.

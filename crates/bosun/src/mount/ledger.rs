@@ -164,6 +164,11 @@ impl Ledger {
         }
     }
 
+    /// Whether any entry is `owner`'s.
+    pub fn owns_any(&self, owner: &Owner) -> bool {
+        self.entries.iter().any(|e| &e.owner == owner)
+    }
+
     /// Whether an entry of `owner` reads image layers.
     pub fn reads_layers(&self, owner: &Owner) -> bool {
         self.entries.iter().any(|e| &e.owner == owner && !e.layers.is_empty())

@@ -124,7 +124,7 @@ impl Sandbox {
     pub(super) async fn unmount_owned_async(&self, owner: Owner) -> Result<String, String> {
         // Nothing recorded (a rootfs the runtime mounted, no storages): no
         // trip to a blocking thread.
-        if !lock(&self.ledger).all().iter().any(|e| e.owner == owner) {
+        if !lock(&self.ledger).owns_any(&owner) {
             return Ok("0 unmounted, 0 already gone".to_string());
         }
         let (ledger, log) = (self.ledger.clone(), self.log.clone());

@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use caps::{CapSet, Capability, CapsHashSet};
+use caps::{CapSet, Capability};
 use nix::errno::Errno;
 use nix::sys::resource::{setrlimit, Resource};
 
@@ -67,12 +67,8 @@ pub fn parse_cap(name: &str) -> Result<Capability, String> {
     Capability::from_str(&caps::to_canonical(bare)).map_err(|_| format!("unknown capability {name:?}"))
 }
 
-/// Parses capability names (see `parse_cap`).
-pub fn parse_caps(names: &[String]) -> Result<CapsHashSet, String> {
-    names.iter().map(|n| parse_cap(n)).collect()
-}
-
-/// Parses capability names into a mask (see `CapabilitySets`).
+/// Parses capability names (see `parse_cap`) into a mask (see
+/// `CapabilitySets`).
 pub fn mask(names: &[String]) -> Result<u64, String> {
     names.iter().try_fold(0u64, |m, n| Ok(m | parse_cap(n)?.bitmask()))
 }
@@ -182,7 +178,7 @@ mod tests {
             let got = parse_cap(name).ok();
             assert_eq!(got, *want, "test[{i}]: {name:?}");
         }
-        let err = parse_caps(&["CHOWN".into(), "BOGUS".into()]).unwrap_err();
+        let err = mask(&["CHOWN".into(), "BOGUS".into()]).unwrap_err();
         assert!(err.contains("\"BOGUS\""), "the error names the bad one: {err}");
     }
 }

@@ -28,6 +28,7 @@ use nix::sys::socket::{
     SockFlag, SockType,
 };
 use nix::sys::time::TimeVal;
+use tokio::io::Interest;
 
 use super::process::{CloneArgs, Forked};
 use super::spawn::{HelperFds, HELPER_FD_END};
@@ -124,29 +125,14 @@ impl Zygote {
             .map_err(io::Error::from)
         };
         // A request is sent whole or not at all (SOCK_SEQPACKET).
-        let sent = tokio::time::timeout(ROUND_TRIP, async {
-            loop {
-                let mut ready = self.sock.writable().await?;
-                if let Ok(r) = ready.try_io(|s| send(s.get_ref())) {
-                    return r;
-                }
-            }
-        });
-        match sent.await {
+        match tokio::time::timeout(ROUND_TRIP, self.sock.async_io(Interest::WRITABLE, send)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(SpawnError::Unsent(e)),
             Err(_) => return Err(SpawnError::Unsent(io::Error::other("the zygote's socket stayed full"))),
         }
         let mut answer = [0u8; 4];
-        let answered = tokio::time::timeout(ROUND_TRIP, async {
-            loop {
-                let mut ready = self.sock.readable().await?;
-                if let Ok(r) = ready.try_io(|s| recv_with_fds(s.get_ref(), &mut answer)) {
-                    return r;
-                }
-            }
-        });
-        let (n, mut got) = match answered.await {
+        let recv = |sock: &OwnedFd| recv_with_fds(sock, &mut answer);
+        let (n, mut got) = match tokio::time::timeout(ROUND_TRIP, self.sock.async_io(Interest::READABLE, recv)).await {
             Ok(r) => r.map_err(SpawnError::Lost)?,
             Err(_) => {
                 return Err(SpawnError::Lost(io::Error::other(format!(
@@ -289,8 +275,9 @@ fn clone_parent(pidfd: &mut RawFd) -> Result<Forked, nix::errno::Errno> {
 
 /// In the forked helper: each descriptor to its number (as posix_spawn's
 /// dup2 actions do for an exec'd helper), every other one below
-/// HELPER_FD_END closed, and the command line `bosun-init init CONFIG`. Exits on failure: the agent
-/// then reads EOF on the report pipe, "helper exited during set-up".
+/// HELPER_FD_END closed, and the command line `bosun-init init CONFIG`.
+/// Exits on failure: the agent then reads EOF on the report pipe, "helper
+/// exited during set-up".
 fn become_helper(fds: &[(i32, RawFd)], config: &Path, bounds: &MmMap) {
     if arrange(fds).is_err() {
         super::process::exit_now(127);
